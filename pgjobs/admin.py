@@ -1,0 +1,509 @@
+"""The admin API: the one place where schedules and jobs are created, changed and read.
+
+The CLI and the Streamlit console are thin layers over this module and hold no SQL, so every rule lives
+here once: a cron must parse, a timezone must exist, a task must be registered and accept its arguments,
+args must be a JSON object, a viewer may not change anything. Every change is written to the audit table
+in the same transaction as the change, with the actor, and a schedule change is NOTIFYed so the leader
+picks it up at once.
+"""
+
+from __future__ import annotations
+
+import getpass
+import json
+import math
+import re
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import psycopg
+from psycopg.rows import dict_row
+from psycopg.types.json import Jsonb
+
+from pgjobs import cron
+from pgjobs.config import ConfigError, Settings, parse_queues
+from pgjobs.queries import Queries, queries
+from pgjobs.schema import CATCHUP_POLICIES, JOB_STATES, OVERLAP_POLICIES
+from pgjobs.tasks import TaskError, check_args, ensure_builtins, get_task
+
+
+class AdminError(ValueError):
+    """A request the admin API refuses; the message is one line that says what to fix."""
+
+
+class NotFound(AdminError):
+    pass
+
+
+class PermissionDenied(AdminError):
+    pass
+
+
+ROLES = ("admin", "viewer")
+_NAME_RE = re.compile(r"^[\w][\w .:/@+-]{0,199}$")
+SCHEDULE_FIELDS = ("task", "args", "cron", "timezone", "enabled", "queue", "priority", "max_attempts",
+                   "timeout_seconds", "catchup", "catchup_max", "overlap", "description")
+DEFAULTS: dict[str, Any] = {
+    "args": {}, "timezone": "UTC", "enabled": True, "queue": "default", "priority": 0, "max_attempts": 3,
+    "timeout_seconds": None, "catchup": "latest", "catchup_max": 100, "overlap": "skip", "description": "",
+}
+
+
+# ---------------------------------------------------------------------- validation (pure)
+def parse_args(value: Any) -> dict[str, Any]:
+    """JSON text or a dict -> dict. Anything else is a one-line AdminError."""
+    if value is None or value == "":
+        return {}
+    if isinstance(value, str):
+        try:
+            value = json.loads(value)
+        except json.JSONDecodeError as exc:
+            raise AdminError(f"args: invalid JSON ({exc.msg} at line {exc.lineno} column {exc.colno})") from None
+    if not isinstance(value, dict):
+        raise AdminError(f"args: must be a JSON object like {{\"key\": \"value\"}}, got {type(value).__name__}")
+    try:
+        json.dumps(value, allow_nan=False)
+    except (TypeError, ValueError) as exc:
+        raise AdminError(f"args: not representable as JSON ({exc})") from None
+    return value
+
+
+def validate_name(name: Any) -> str:
+    if not isinstance(name, str) or not name.strip():
+        raise AdminError("schedule name is empty")
+    if name != name.strip() or not _NAME_RE.match(name):
+        raise AdminError(f"schedule name '{name}': use 1-200 letters, digits, spaces or _ . : / @ + -, "
+                         "starting with a letter or digit")
+    return name
+
+
+def _int_in(label: str, value: Any, lo: int, hi: int) -> int:
+    if isinstance(value, bool):
+        raise AdminError(f"{label}: expected a whole number, got {value!r}")
+    try:
+        number = int(value)
+        if isinstance(value, float) and not value.is_integer():
+            raise ValueError
+    except (TypeError, ValueError):
+        raise AdminError(f"{label}: expected a whole number, got {value!r}") from None
+    if not lo <= number <= hi:
+        raise AdminError(f"{label}: {number} is outside {lo}..{hi}")
+    return number
+
+
+def validate_schedule_fields(fields: dict[str, Any]) -> dict[str, Any]:
+    """Check and normalize schedule fields (a complete set); raises AdminError naming the bad field."""
+    out = dict(fields)
+    try:
+        spec = cron.parse_cron(str(out["cron"]))
+    except cron.CronError as exc:
+        raise AdminError(str(exc)) from None
+    out["cron"] = spec.expr
+    try:
+        cron.load_timezone(out["timezone"])
+    except cron.TimezoneError as exc:
+        raise AdminError(str(exc)) from None
+    ensure_builtins()
+    try:
+        task = get_task(out["task"])
+        out["args"] = parse_args(out["args"])
+        check_args(task, out["args"])
+    except TaskError as exc:
+        raise AdminError(str(exc)) from None
+    try:
+        out["queue"] = parse_queues(out["queue"])[0] if "," not in str(out["queue"]) else _bad_queue(out["queue"])
+    except ConfigError as exc:
+        raise AdminError(str(exc)) from None
+    out["priority"] = _int_in("priority", out["priority"], -32768, 32767)
+    out["max_attempts"] = _int_in("max_attempts", out["max_attempts"], 1, 1000)
+    out["catchup_max"] = _int_in("catchup_max", out["catchup_max"], 1, 100_000)
+    if out["timeout_seconds"] is not None:
+        try:
+            t = float(out["timeout_seconds"])
+        except (TypeError, ValueError):
+            raise AdminError(f"timeout: expected seconds, got {out['timeout_seconds']!r}") from None
+        if not (0 < t <= 7 * 86400) or math.isnan(t):
+            raise AdminError(f"timeout: {t:g}s is outside 0..604800 seconds")
+        out["timeout_seconds"] = t
+    if out["catchup"] not in CATCHUP_POLICIES:
+        raise AdminError(f"catchup '{out['catchup']}': use one of {', '.join(CATCHUP_POLICIES)}")
+    if out["overlap"] not in OVERLAP_POLICIES:
+        raise AdminError(f"overlap '{out['overlap']}': use one of {', '.join(OVERLAP_POLICIES)}")
+    if not isinstance(out["enabled"], bool):
+        raise AdminError(f"enabled: expected true or false, got {out['enabled']!r}")
+    out["description"] = str(out.get("description") or "")[:2000]
+    return out
+
+
+def _bad_queue(value: Any) -> str:
+    raise AdminError(f"queue '{value}': a schedule targets exactly one queue")
+
+
+def describe_cron(expr: str, timezone: str = "UTC", count: int = 5, now: datetime | None = None) -> dict[str, Any]:
+    """Validate a cron + timezone; return its description and next fire times (in that timezone)."""
+    try:
+        spec = cron.parse_cron(expr)
+        times = cron.preview(expr, timezone, count=count, now=now)
+    except (cron.CronError, cron.TimezoneError) as exc:
+        raise AdminError(str(exc)) from None
+    return {"cron": spec.expr, "timezone": timezone, "description": cron.describe(spec), "next": times}
+
+
+def default_actor() -> str:
+    try:
+        return f"os:{getpass.getuser()}"
+    except Exception:  # noqa: BLE001 - no passwd entry in some containers
+        return "os:unknown"
+
+
+def _jsonable(row: dict[str, Any] | None) -> dict[str, Any] | None:
+    if row is None:
+        return None
+    return json.loads(json.dumps(row, default=str))
+
+
+def _raw_connection(conn: Any) -> psycopg.Connection:
+    """A psycopg connection from a psycopg connection, a SQLAlchemy Connection or a SQLAlchemy Session."""
+    if isinstance(conn, psycopg.Connection):
+        return conn
+    sa_conn = conn.connection() if callable(getattr(conn, "connection", None)) else conn
+    driver = getattr(getattr(sa_conn, "connection", None), "driver_connection", None)
+    if isinstance(driver, psycopg.Connection):
+        return driver
+    raise AdminError("enqueue(conn=...) takes a psycopg connection or a SQLAlchemy Session/Connection (psycopg 3)")
+
+
+# ---------------------------------------------------------------------- the API
+class Admin:
+    """Admin operations for one database. `role='viewer'` may read but not change anything."""
+
+    def __init__(self, settings: Settings, *, actor: str | None = None, role: str = "admin", pool: Any = None):
+        if role not in ROLES:
+            raise AdminError(f"role '{role}': use admin or viewer")
+        self.settings = settings
+        self.q: Queries = queries(settings.schema)
+        self.actor = actor or default_actor()
+        self.role = role
+        self._pool = pool
+
+    def as_user(self, actor: str, role: str) -> Admin:
+        return Admin(self.settings, actor=actor, role=role, pool=self._pool)
+
+    @contextmanager
+    def _conn(self) -> Iterator[psycopg.Connection]:
+        if self._pool is not None:
+            with self._pool.connection() as conn:
+                conn.row_factory = dict_row
+                try:
+                    yield conn
+                finally:
+                    conn.row_factory = psycopg.rows.tuple_row
+            return
+        try:
+            conn = psycopg.connect(self.settings.require_database(), row_factory=dict_row, connect_timeout=10,
+                                   application_name="pgjobs admin")
+        except psycopg.OperationalError as exc:
+            raise AdminError(f"cannot connect to the database: {str(exc).strip().splitlines()[-1]}") from None
+        with conn:
+            yield conn
+
+    def _require_admin(self) -> None:
+        if self.role != "admin":
+            raise PermissionDenied(f"user '{self.actor}' has the viewer role and cannot change anything")
+
+    def _audit(self, conn: psycopg.Connection, action: str, entity: str, name: str,
+               before: dict[str, Any] | None, after: dict[str, Any] | None) -> None:
+        conn.execute(self.q.insert_audit, {
+            "actor": self.actor, "action": action, "entity": entity, "entity_name": name,
+            "before": Jsonb(_jsonable(before)) if before is not None else None,
+            "after": Jsonb(_jsonable(after)) if after is not None else None,
+        })
+
+    def _notify(self, conn: psycopg.Connection, name: str) -> None:
+        conn.execute(self.q.notify_schedules_changed, {"channel": self.q.schedules_channel, "payload": name[:200]})
+
+    def _db_now(self, conn: psycopg.Connection) -> datetime:
+        return conn.execute(self.q.db_now).fetchone()["now"]
+
+    # ------------------------------------------------------------------ schedules
+    def add_schedule(self, name: str, *, cron: str, task: str, **fields: Any) -> dict[str, Any]:
+        """Create a schedule; its first slot is the first one after now."""
+        self._require_admin()
+        validate_name(name)
+        unknown = set(fields) - set(SCHEDULE_FIELDS)
+        if unknown:
+            raise AdminError(f"unknown schedule field(s): {', '.join(sorted(unknown))}")
+        values = validate_schedule_fields({**DEFAULTS, **{k: v for k, v in fields.items() if v is not None},
+                                           "cron": cron, "task": task})
+        with self._conn() as conn:
+            now = self._db_now(conn)
+            values["next_run_at"] = self._first_run(values, now)
+            try:
+                row = conn.execute(self.q.insert_schedule, {**values, "name": name, "args": Jsonb(values["args"])}
+                                   ).fetchone()
+            except psycopg.errors.UniqueViolation:
+                raise AdminError(f"schedule '{name}' already exists (use edit)") from None
+            self._audit(conn, "create", "schedule", name, None, row)
+            self._notify(conn, name)
+        return row
+
+    @staticmethod
+    def _first_run(values: dict[str, Any], now: datetime) -> datetime:
+        return _next_slot(values["cron"], values["timezone"], now)
+
+    def edit_schedule(self, name: str, **changes: Any) -> dict[str, Any]:
+        """Change fields of a schedule; a new cron or timezone recomputes the next run from now."""
+        self._require_admin()
+        unknown = set(changes) - set(SCHEDULE_FIELDS)
+        if unknown:
+            raise AdminError(f"unknown schedule field(s): {', '.join(sorted(unknown))}")
+        changes = {k: v for k, v in changes.items() if v is not None or k == "timeout_seconds"}
+        with self._conn() as conn:
+            before = conn.execute(self.q.get_schedule_for_update, {"name": name}).fetchone()
+            if before is None:
+                raise NotFound(f"schedule '{name}' does not exist")
+            merged = validate_schedule_fields({**{k: before[k] for k in SCHEDULE_FIELDS}, **changes})
+            next_run_at = before["next_run_at"]
+            if (merged["cron"] != before["cron"] or merged["timezone"] != before["timezone"]
+                    or next_run_at is None):
+                next_run_at = self._first_run(merged, self._db_now(conn))
+            row = conn.execute(self.q.update_schedule, {
+                **merged, "id": before["id"], "args": Jsonb(merged["args"]), "next_run_at": next_run_at}).fetchone()
+            action = "edit"
+            if set(changes) == {"enabled"}:
+                action = "resume" if merged["enabled"] else "pause"
+            self._audit(conn, action, "schedule", name, before, row)
+            self._notify(conn, name)
+        return row
+
+    def pause_schedule(self, name: str) -> dict[str, Any]:
+        return self.edit_schedule(name, enabled=False)
+
+    def resume_schedule(self, name: str) -> dict[str, Any]:
+        """Enable again; slots missed while paused follow the schedule's catch-up policy."""
+        return self.edit_schedule(name, enabled=True)
+
+    def remove_schedule(self, name: str) -> None:
+        """Delete a schedule; its jobs stay in history (schedule_id becomes NULL)."""
+        self._require_admin()
+        with self._conn() as conn:
+            before = conn.execute(self.q.get_schedule_for_update, {"name": name}).fetchone()
+            if before is None:
+                raise NotFound(f"schedule '{name}' does not exist")
+            conn.execute(self.q.delete_schedule, {"id": before["id"]})
+            self._audit(conn, "remove", "schedule", name, before, None)
+            self._notify(conn, name)
+
+    def run_now(self, name: str) -> int:
+        """Enqueue one run of a schedule now (outside its slots); returns the job id."""
+        self._require_admin()
+        with self._conn() as conn:
+            sc = conn.execute(self.q.get_schedule, {"name": name}).fetchone()
+            if sc is None:
+                raise NotFound(f"schedule '{name}' does not exist")
+            job_id = conn.execute(self.q.enqueue_job, {
+                "queue": sc["queue"], "task": sc["task"], "args": Jsonb(sc["args"]), "priority": sc["priority"],
+                "max_attempts": sc["max_attempts"], "timeout": sc["timeout_seconds"], "scheduled_at": None,
+                "unique_key": None, "schedule_id": sc["id"]}).fetchone()["id"]
+            self._audit(conn, "run-now", "schedule", name, None, {"job_id": job_id})
+        return job_id
+
+    def get_schedule(self, name: str) -> dict[str, Any]:
+        with self._conn() as conn:
+            row = conn.execute(self.q.get_schedule, {"name": name}).fetchone()
+        if row is None:
+            raise NotFound(f"schedule '{name}' does not exist")
+        return row
+
+    def list_schedules(self, search: str | None = None, limit: int = 200, offset: int = 0) -> list[dict[str, Any]]:
+        pattern = f"%{search}%" if search else None
+        with self._conn() as conn:
+            return conn.execute(self.q.list_schedules, {
+                "search": pattern, "limit": _int_in("limit", limit, 1, 10_000),
+                "offset": _int_in("offset", offset, 0, 10**9)}).fetchall()
+
+    def count_schedules(self, search: str | None = None) -> int:
+        with self._conn() as conn:
+            return conn.execute(self.q.count_schedules, {"search": f"%{search}%" if search else None}
+                                ).fetchone()["count"]
+
+    # ------------------------------------------------------------------ jobs
+    def enqueue(self, task: str, args: Any = None, *, queue: str = "default", priority: int = 0,
+                max_attempts: int | None = None, scheduled_at: datetime | None = None,
+                unique_key: str | None = None, timeout: float | None = None, conn: Any = None) -> int:
+        """Insert one job; see `pgjobs.enqueue`. With `conn`, the job commits with the caller's transaction."""
+        self._require_admin()
+        params = self._job_params(task, args, queue, priority, max_attempts, scheduled_at, unique_key, timeout)
+        if conn is not None:
+            return self._insert_job(_raw_connection(conn), params)
+        with self._conn() as own:
+            job_id = self._insert_job(own, params)
+            self._audit(own, "enqueue", "job", task, None, {"job_id": job_id, "args": params["args"].obj})
+            return job_id
+
+    def _job_params(self, task: str, args: Any, queue: str, priority: int, max_attempts: int | None,
+                    scheduled_at: datetime | None, unique_key: str | None, timeout: float | None) -> dict[str, Any]:
+        ensure_builtins()
+        try:
+            t = get_task(task)
+            parsed = parse_args(args)
+            check_args(t, parsed)
+            queue = parse_queues(queue)[0]
+        except (TaskError, ConfigError) as exc:
+            raise AdminError(str(exc)) from None
+        if scheduled_at is not None and scheduled_at.tzinfo is None:
+            raise AdminError("scheduled_at must be timezone-aware")
+        if unique_key is not None and (not isinstance(unique_key, str) or not unique_key or len(unique_key) > 500):
+            raise AdminError("unique_key must be a non-empty string of at most 500 characters")
+        return {
+            "queue": queue, "task": task, "args": Jsonb(parsed), "priority": _int_in("priority", priority, -32768, 32767),
+            "max_attempts": _int_in("max_attempts", max_attempts or t.max_attempts or 3, 1, 1000),
+            "timeout": timeout if timeout is not None else t.timeout, "scheduled_at": scheduled_at,
+            "unique_key": unique_key, "schedule_id": None,
+        }
+
+    def _insert_job(self, conn: psycopg.Connection, params: dict[str, Any]) -> int:
+        while True:
+            row = conn.execute(self.q.enqueue_job, params).fetchone()
+            if row is not None:
+                return row["id"] if isinstance(row, dict) else row[0]
+            existing = conn.execute(self.q.find_unique_job, {"unique_key": params["unique_key"]}).fetchone()
+            if existing is not None:  # a duplicate: hand back the job that holds the key
+                return existing["id"] if isinstance(existing, dict) else existing[0]
+
+    def enqueue_many(self, task: str, args_list: Iterable[Any], *, queue: str = "default", priority: int = 0,
+                     max_attempts: int | None = None) -> int:
+        """Bulk insert with COPY; returns the number of jobs inserted."""
+        self._require_admin()
+        base = self._job_params(task, None, queue, priority, max_attempts, None, None, None)
+        t = get_task(task)
+        count = 0
+        with self._conn() as conn:
+            now = self._db_now(conn)
+            with conn.cursor().copy(self.q.copy_jobs) as copy:
+                for args in args_list:
+                    parsed = parse_args(args)
+                    check_args(t, parsed)
+                    copy.write_row((base["queue"], task, Jsonb(parsed), base["priority"], base["max_attempts"], now))
+                    count += 1
+            self._audit(conn, "enqueue-many", "job", task, None, {"count": count})
+        return count
+
+    def get_job(self, job_id: int) -> dict[str, Any]:
+        with self._conn() as conn:
+            row = conn.execute(self.q.get_job, {"id": _int_in("job id", job_id, 1, 2**63 - 1)}).fetchone()
+        if row is None:
+            raise NotFound(f"job {job_id} does not exist")
+        return row
+
+    def list_jobs(self, *, schedule: str | None = None, state: str | list[str] | None = None,
+                  queue: str | None = None, task: str | None = None, since: datetime | None = None,
+                  until: datetime | None = None, limit: int = 50, before_id: int | None = None) -> list[dict[str, Any]]:
+        states = [state] if isinstance(state, str) else (list(state) if state else None)
+        for s in states or []:
+            if s not in JOB_STATES:
+                raise AdminError(f"state '{s}': use one of {', '.join(JOB_STATES)}")
+        with self._conn() as conn:
+            schedule_id = None
+            if schedule:
+                sc = conn.execute(self.q.get_schedule, {"name": schedule}).fetchone()
+                if sc is None:
+                    raise NotFound(f"schedule '{schedule}' does not exist")
+                schedule_id = sc["id"]
+            return conn.execute(self.q.list_jobs, {
+                "schedule_id": schedule_id, "states": states, "queue": queue or None, "task": task or None,
+                "since": since, "until": until, "before_id": before_id,
+                "limit": _int_in("limit", limit, 1, 10_000)}).fetchall()
+
+    def cancel_jobs(self, ids: Iterable[int]) -> dict[str, list[int]]:
+        """Cancel waiting jobs at once; ask running ones to stop (SQL through pg_cancel_backend)."""
+        self._require_admin()
+        ids = [_int_in("job id", i, 1, 2**63 - 1) for i in ids]
+        with self._conn() as conn:
+            rows = conn.execute(self.q.cancel_jobs, {"ids": ids, "actor": self.actor}).fetchall()
+            for r in rows:
+                self._audit(conn, "cancel", "job", str(r["id"]), None, {"state": r["state"]})
+        for r in rows:
+            if r["state"] == "running" and r["backend_pid"]:
+                with self._conn() as conn:
+                    conn.execute(self.q.cancel_backend, {"pid": r["backend_pid"]})
+        return {"cancelled": [r["id"] for r in rows if r["state"] == "cancelled"],
+                "requested": [r["id"] for r in rows if r["state"] == "running"]}
+
+    def retry_jobs(self, ids: Iterable[int]) -> list[int]:
+        """Put finished jobs back in the queue (one more attempt allowed)."""
+        self._require_admin()
+        ids = [_int_in("job id", i, 1, 2**63 - 1) for i in ids]
+        with self._conn() as conn:
+            done = [r["id"] for r in conn.execute(self.q.retry_jobs, {"ids": ids}).fetchall()]
+            for i in done:
+                self._audit(conn, "retry", "job", str(i), None, None)
+        return done
+
+    def delete_jobs(self, ids: Iterable[int]) -> list[int]:
+        """Delete jobs that are not running."""
+        self._require_admin()
+        ids = [_int_in("job id", i, 1, 2**63 - 1) for i in ids]
+        with self._conn() as conn:
+            done = [r["id"] for r in conn.execute(self.q.delete_jobs, {"ids": ids}).fetchall()]
+            for i in done:
+                self._audit(conn, "delete", "job", str(i), None, None)
+        return done
+
+    # ------------------------------------------------------------------ status, stats, audit
+    def status(self) -> dict[str, Any]:
+        with self._conn() as conn:
+            workers = conn.execute(self.q.list_workers).fetchall()
+            backend = conn.execute(self.q.leader_backend, self.q.lock).fetchone()
+            counts = {r["state"]: r["count"] for r in conn.execute(self.q.unfinished_counts)}
+            since = self._db_now(conn) - timedelta(hours=24)
+            recent = {r["state"]: r["count"] for r in conn.execute(
+                self.q.finished_counts_since, {"states": ["completed", "failed", "skipped", "cancelled"],
+                                               "since": since})}
+            estimate = conn.execute(self.q.job_count_estimate, {"table": f"{self.settings.schema}.jobs"}).fetchone()
+            revision = None
+            try:
+                with conn.transaction():
+                    revision = conn.execute(self.q.schema_revision).fetchone()["version_num"]
+            except psycopg.Error:
+                pass
+        leaders = [w for w in workers if w["leader_since"] is not None]
+        leader = max(leaders, key=lambda w: w["leader_since"]) if leaders else None
+        return {
+            "leader": leader if backend is not None else None,
+            "leader_backend_pid": backend["pid"] if backend else None,
+            "workers": workers,
+            "counts": {"available": counts.get("available", 0), "running": counts.get("running", 0)},
+            "last_24h": recent,
+            "jobs_estimate": max(0, (estimate or {}).get("reltuples", 0) or 0),
+            "schema_revision": revision,
+        }
+
+    def schedule_history(self, name: str, *, since: datetime, limit: int = 5000) -> list[dict[str, Any]]:
+        with self._conn() as conn:
+            sc = conn.execute(self.q.get_schedule, {"name": name}).fetchone()
+            if sc is None:
+                raise NotFound(f"schedule '{name}' does not exist")
+            return conn.execute(self.q.schedule_history, {
+                "schedule_id": sc["id"], "since": since, "limit": _int_in("limit", limit, 1, 100_000)}).fetchall()
+
+    def audit(self, *, limit: int = 100, entity_name: str | None = None, before_id: int | None = None
+              ) -> list[dict[str, Any]]:
+        with self._conn() as conn:
+            return conn.execute(self.q.list_audit, {
+                "limit": _int_in("limit", limit, 1, 10_000), "entity_name": entity_name,
+                "before_id": before_id}).fetchall()
+
+
+def _next_slot(expr: str, timezone: str, now: datetime) -> datetime:
+    return cron.next_slot(cron.parse_cron(expr), cron.load_timezone(timezone), now.astimezone(UTC))
+
+
+def enqueue(task: str, args: Any = None, *, conn: Any = None, settings: Settings | None = None,
+            **options: Any) -> int:
+    """Enqueue a job. Pass `conn` (psycopg connection or SQLAlchemy Session) to enqueue transactionally:
+    the job exists only if the caller's transaction commits."""
+    admin = Admin(settings or Settings.load(), actor="app")
+    return admin.enqueue(task, args, conn=conn, **options)

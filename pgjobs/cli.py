@@ -1,0 +1,380 @@
+"""`python -m pgjobs` / `pgjobs`: the command line, a thin layer over the admin API (no SQL here).
+
+Contract: every list/show/status command takes `--json`; a bad cron, timezone, task, JSON, URL or name exits
+with status 2 and one line on stderr (`pgjobs: error: ...`), and writes nothing.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from collections.abc import Sequence
+from datetime import date, datetime
+from decimal import Decimal
+from typing import Any
+
+import psycopg
+
+from pgjobs.admin import Admin, AdminError, describe_cron
+from pgjobs.config import ConfigError, Settings
+from pgjobs.tasks import TaskError, ensure_builtins, import_modules
+
+
+class CliError(Exception):
+    pass
+
+
+def _json_default(value: Any) -> Any:
+    if isinstance(value, datetime | date):
+        return value.isoformat()
+    if isinstance(value, Decimal):
+        return float(value)
+    return str(value)
+
+
+def _print_json(data: Any) -> None:
+    print(json.dumps(data, default=_json_default, indent=2, sort_keys=False))
+
+
+def _fmt(value: Any) -> str:
+    if value is None:
+        return "-"
+    if isinstance(value, datetime):
+        return value.strftime("%Y-%m-%d %H:%M:%S%z")
+    if isinstance(value, dict | list):
+        return json.dumps(value, default=_json_default)
+    return str(value)
+
+
+def _table(rows: list[dict[str, Any]], columns: list[str]) -> None:
+    if not rows:
+        print("(none)")
+        return
+    cells = [[_fmt(r.get(c)) for c in columns] for r in rows]
+    widths = [max(len(c), *(len(row[i]) for row in cells)) for i, c in enumerate(columns)]
+    print("  ".join(c.upper().ljust(w) for c, w in zip(columns, widths, strict=True)))
+    for row in cells:
+        print("  ".join(v.ljust(w) for v, w in zip(row, widths, strict=True)))
+
+
+JOB_JSON_FIELDS = ["id", "task", "state", "schedule", "slot", "attempt", "max_attempts", "queue", "inserted_at",
+                   "started_at", "finished_at", "worker", "last_error"]
+
+
+def _job_json(row: dict[str, Any]) -> dict[str, Any]:
+    out = {k: row.get(k) for k in JOB_JSON_FIELDS}
+    out["error"] = out.pop("last_error")
+    return out
+
+
+# ---------------------------------------------------------------------- argument parser
+def _schedule_options(p: argparse.ArgumentParser, required: bool) -> None:
+    p.add_argument("--cron", required=required, help="5/6-field cron, @macro, or 'N seconds'")
+    p.add_argument("--task", required=required, help="registered task name, e.g. pgjobs.refresh_materialized_view")
+    p.add_argument("--args", help="task arguments as a JSON object")
+    p.add_argument("--timezone", help="IANA timezone the cron is read in (default UTC)")
+    p.add_argument("--queue")
+    p.add_argument("--priority", type=int, help="lower runs first (default 0)")
+    p.add_argument("--max-attempts", type=int)
+    p.add_argument("--timeout", type=float, help="seconds a run may take")
+    p.add_argument("--catchup", choices=["latest", "all", "none"], help="what to run after downtime")
+    p.add_argument("--catchup-max", type=int, help="with --catchup all: at most this many missed slots")
+    p.add_argument("--overlap", choices=["skip", "queue", "allow"], help="a slot while the last run is unfinished")
+    p.add_argument("--description")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="pgjobs", description="Postgres-native cron scheduler and job system.")
+    parser.add_argument("--database-url", help="Postgres URL (else PGJOBS_DATABASE_URL, else DATABASE_URL)")
+    parser.add_argument("--schema", help="schema of pgjobs' tables (default pgjobs)")
+    parser.add_argument("--import", dest="imports", action="append", default=[], metavar="MODULE",
+                        help="import a module that registers tasks (repeatable)")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    sub.add_parser("migrate", help="upgrade the database schema to the latest revision")
+
+    w = sub.add_parser("worker", help="run a worker process (leader election, scheduling, jobs)")
+    w.add_argument("--concurrency", type=int)
+    w.add_argument("--queues", help="comma-separated queues (default: default)")
+    w.add_argument("--import", dest="worker_imports", action="append", default=[], metavar="MODULE")
+    w.add_argument("--metrics-port", type=int, help="serve /metrics, /healthz, /readyz on this port")
+    w.add_argument("--log-format", choices=["text", "json"])
+
+    s = sub.add_parser("schedule", help="manage cron schedules").add_subparsers(dest="action", required=True)
+    add = s.add_parser("add", help="create a schedule")
+    add.add_argument("name")
+    _schedule_options(add, required=True)
+    add.add_argument("--disabled", action="store_true", help="create it paused")
+    ls = s.add_parser("list", help="list schedules")
+    ls.add_argument("--search")
+    ls.add_argument("--json", action="store_true")
+    for action in ("show", "pause", "resume", "remove", "run-now"):
+        a = s.add_parser(action)
+        a.add_argument("name")
+        if action == "show":
+            a.add_argument("--json", action="store_true")
+    edit = s.add_parser("edit", help="change a schedule (only the given options)")
+    edit.add_argument("name")
+    _schedule_options(edit, required=False)
+    check = s.add_parser("check", help="validate a cron expression and show its next fire times")
+    check.add_argument("cron")
+    check.add_argument("--timezone", default="UTC")
+    check.add_argument("--count", type=int, default=5)
+    check.add_argument("--json", action="store_true")
+
+    e = sub.add_parser("enqueue", help="enqueue one job")
+    e.add_argument("task")
+    e.add_argument("--args")
+    e.add_argument("--queue", default="default")
+    e.add_argument("--priority", type=int, default=0)
+    e.add_argument("--max-attempts", type=int)
+    e.add_argument("--unique-key")
+    e.add_argument("--timeout", type=float)
+
+    j = sub.add_parser("jobs", help="inspect and manage jobs").add_subparsers(dest="action", required=True)
+    jl = j.add_parser("list")
+    jl.add_argument("--schedule")
+    jl.add_argument("--state")
+    jl.add_argument("--queue")
+    jl.add_argument("--task")
+    jl.add_argument("--limit", type=int, default=50)
+    jl.add_argument("--json", action="store_true")
+    js = j.add_parser("show")
+    js.add_argument("id", type=int)
+    js.add_argument("--json", action="store_true")
+    for action in ("cancel", "retry", "delete"):
+        ja = j.add_parser(action)
+        ja.add_argument("ids", type=int, nargs="+")
+
+    st = sub.add_parser("status", help="leader, workers and queue health")
+    st.add_argument("--json", action="store_true")
+
+    au = sub.add_parser("audit", help="the audit log").add_subparsers(dest="action", required=True)
+    al = au.add_parser("list")
+    al.add_argument("--limit", type=int, default=50)
+    al.add_argument("--name", help="only changes to this schedule or job")
+    al.add_argument("--json", action="store_true")
+
+    t = sub.add_parser("tasks", help="list registered tasks")
+    t.add_argument("--json", action="store_true")
+    return parser
+
+
+# ---------------------------------------------------------------------- commands
+def _settings(args: argparse.Namespace, **extra: Any) -> Settings:
+    imports = tuple(args.imports) + tuple(getattr(args, "worker_imports", []) or [])
+    base = Settings.load(database_url=args.database_url, schema=args.schema, **extra)
+    if imports:
+        base = base.with_(imports=tuple(dict.fromkeys(base.imports + imports)))
+    return base
+
+
+def cmd_migrate(args: argparse.Namespace) -> int:
+    from pgjobs import migrations
+
+    settings = _settings(args)
+    settings.require_database()
+    migrations.upgrade(settings)
+    print(f"pgjobs schema '{settings.schema}' is at revision {migrations.head_revision(settings)}")
+    return 0
+
+
+def cmd_worker(args: argparse.Namespace) -> int:
+    from pgjobs.logs import setup_logging
+    from pgjobs.worker import Worker
+
+    settings = _settings(args, concurrency=args.concurrency, queues=args.queues, metrics_port=args.metrics_port,
+                         log_format=args.log_format)
+    settings.require_database()
+    setup_logging(settings)
+    ensure_builtins()
+    import_modules(settings.imports)
+    worker = Worker(settings)
+    if settings.metrics_port:
+        from pgjobs.metrics import serve_metrics
+
+        serve_metrics(worker, settings.metrics_port)
+    worker.run()
+    return 0
+
+
+def _schedule_fields(args: argparse.Namespace) -> dict[str, Any]:
+    return {
+        "args": args.args, "timezone": args.timezone, "queue": args.queue, "priority": args.priority,
+        "max_attempts": args.max_attempts, "timeout_seconds": args.timeout, "catchup": args.catchup,
+        "catchup_max": args.catchup_max, "overlap": args.overlap, "description": args.description,
+    }
+
+
+SCHEDULE_COLUMNS = ["name", "task", "cron", "timezone", "enabled", "catchup", "overlap", "next_run_at",
+                    "last_state", "last_run_at"]
+
+
+def cmd_schedule(args: argparse.Namespace, admin: Admin) -> int:
+    a = args.action
+    if a == "check":
+        info = describe_cron(args.cron, args.timezone, count=args.count)
+        if args.json:
+            _print_json(info)
+        else:
+            print(f"{info['cron']}: {info['description']} ({info['timezone']})")
+            for t in info["next"]:
+                print(f"  {t.isoformat()}")
+        return 0
+    if a == "add":
+        fields = _schedule_fields(args)
+        fields["enabled"] = not args.disabled
+        row = admin.add_schedule(args.name, cron=args.cron, task=args.task, **fields)
+        print(f"schedule '{row['name']}' created; next run {_fmt(row['next_run_at'])}")
+    elif a == "edit":
+        changes = {k: v for k, v in _schedule_fields(args).items() if v is not None}
+        if args.cron is not None:
+            changes["cron"] = args.cron
+        if args.task is not None:
+            changes["task"] = args.task
+        if not changes:
+            raise AdminError("edit: give at least one option to change (see --help)")
+        row = admin.edit_schedule(args.name, **changes)
+        print(f"schedule '{row['name']}' updated; next run {_fmt(row['next_run_at'])}")
+    elif a == "list":
+        rows = admin.list_schedules(search=args.search)
+        if args.json:
+            _print_json(rows)
+        else:
+            _table(rows, SCHEDULE_COLUMNS)
+    elif a == "show":
+        row = admin.get_schedule(args.name)
+        if args.json:
+            _print_json(row)
+        else:
+            for k, v in row.items():
+                print(f"{k:16} {_fmt(v)}")
+    elif a == "pause":
+        admin.pause_schedule(args.name)
+        print(f"schedule '{args.name}' paused")
+    elif a == "resume":
+        row = admin.resume_schedule(args.name)
+        print(f"schedule '{args.name}' resumed; next run {_fmt(row['next_run_at'])}")
+    elif a == "remove":
+        admin.remove_schedule(args.name)
+        print(f"schedule '{args.name}' removed (its job history is kept)")
+    elif a == "run-now":
+        job_id = admin.run_now(args.name)
+        print(f"enqueued job {job_id} for schedule '{args.name}'")
+    return 0
+
+
+def cmd_enqueue(args: argparse.Namespace, admin: Admin) -> int:
+    job_id = admin.enqueue(args.task, args.args, queue=args.queue, priority=args.priority,
+                           max_attempts=args.max_attempts, unique_key=args.unique_key, timeout=args.timeout)
+    print(f"enqueued job {job_id}")
+    return 0
+
+
+def cmd_jobs(args: argparse.Namespace, admin: Admin) -> int:
+    a = args.action
+    if a == "list":
+        rows = admin.list_jobs(schedule=args.schedule, state=args.state, queue=args.queue, task=args.task,
+                               limit=args.limit)
+        if args.json:
+            _print_json([_job_json(r) for r in rows])
+        else:
+            _table(rows, ["id", "task", "state", "schedule", "slot", "attempt", "started_at", "finished_at",
+                          "worker", "last_error"])
+    elif a == "show":
+        row = admin.get_job(args.id)
+        if args.json:
+            _print_json(row)
+        else:
+            for k, v in row.items():
+                print(f"{k:16} {_fmt(v)}")
+    elif a == "cancel":
+        res = admin.cancel_jobs(args.ids)
+        print(f"cancelled {res['cancelled'] or 'none'}; cancel requested for running {res['requested'] or 'none'}")
+    elif a == "retry":
+        print(f"retrying {admin.retry_jobs(args.ids) or 'none (only finished jobs can be retried)'}")
+    elif a == "delete":
+        print(f"deleted {admin.delete_jobs(args.ids) or 'none (running jobs cannot be deleted)'}")
+    return 0
+
+
+def cmd_status(args: argparse.Namespace, admin: Admin) -> int:
+    st = admin.status()
+    if args.json:
+        _print_json(st)
+        return 0
+    leader = st["leader"]
+    if leader:
+        print(f"leader:   {leader['name']} (worker {leader['id']}, since {_fmt(leader['leader_since'])})")
+    else:
+        print("leader:   NONE (no worker holds the leader lock: no cron slots are being scheduled)")
+    print(f"jobs:     {st['counts']['available']} waiting, {st['counts']['running']} running, "
+          f"~{st['jobs_estimate']} rows")
+    last = st["last_24h"]
+    print(f"last 24h: {last.get('completed', 0)} completed, {last.get('failed', 0)} failed, "
+          f"{last.get('skipped', 0)} skipped, {last.get('cancelled', 0)} cancelled")
+    print(f"schema:   revision {st['schema_revision'] or 'not migrated'}")
+    print(f"workers:  {len(st['workers'])}")
+    _table(st["workers"], ["id", "name", "queues", "concurrency", "running", "heartbeat_age", "leader_since"])
+    return 0
+
+
+def cmd_audit(args: argparse.Namespace, admin: Admin) -> int:
+    rows = admin.audit(limit=args.limit, entity_name=args.name)
+    if args.json:
+        _print_json(rows)
+    else:
+        _table(rows, ["id", "at", "actor", "action", "entity", "entity_name"])
+    return 0
+
+
+def cmd_tasks(args: argparse.Namespace) -> int:
+    from pgjobs.tasks import registered
+
+    rows = [{"name": t.name, "description": t.description.splitlines()[0] if t.description else ""}
+            for t in registered()]
+    if args.json:
+        _print_json(rows)
+    else:
+        _table(rows, ["name", "description"])
+    return 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        ensure_builtins()
+        if args.command == "worker":
+            return cmd_worker(args)
+        settings = _settings(args)
+        import_modules(settings.imports)
+        if args.command == "migrate":
+            return cmd_migrate(args)
+        if args.command == "tasks":
+            return cmd_tasks(args)
+        if args.command == "schedule" and args.action == "check":
+            return cmd_schedule(args, None)  # type: ignore[arg-type]
+        settings.require_database()
+        admin = Admin(settings)
+        handler = {"schedule": cmd_schedule, "enqueue": cmd_enqueue, "jobs": cmd_jobs, "status": cmd_status,
+                   "audit": cmd_audit}[args.command]
+        return handler(args, admin)
+    except (AdminError, ConfigError, TaskError) as exc:
+        print(f"pgjobs: error: {exc}", file=sys.stderr)
+        return 2
+    except psycopg.OperationalError as exc:
+        print(f"pgjobs: error: database unavailable: {str(exc).strip().splitlines()[-1]}", file=sys.stderr)
+        return 1
+    except psycopg.errors.UndefinedTable:
+        print("pgjobs: error: pgjobs tables not found: run `pgjobs migrate` (or `alembic upgrade head`) first",
+              file=sys.stderr)
+        return 1
+    except Exception as exc:  # MigrationError and friends: one line, not a traceback
+        if type(exc).__name__ == "MigrationError":
+            print(f"pgjobs: error: {exc}", file=sys.stderr)
+            return 1
+        raise
+    except KeyboardInterrupt:
+        return 130

@@ -1,0 +1,230 @@
+"""Configuration: one frozen `Settings` object, read from the environment and overridden by CLI flags.
+
+Every knob an operator can turn is a field here, with its environment variable and default, so the
+configuration reference in the README and `docs/` can be generated from this module (`settings_reference()`).
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from dataclasses import dataclass, field, fields, replace
+from typing import Any
+
+from psycopg.conninfo import conninfo_to_dict
+
+
+class ConfigError(ValueError):
+    """A configuration value is unusable; the message says which one and why."""
+
+
+_SCHEMA_RE = re.compile(r"^[a-z_][a-z0-9_]{0,62}$")
+_QUEUE_RE = re.compile(r"^[A-Za-z0-9_.:-]{1,64}$")
+
+
+def normalize_database_url(url: str) -> str:
+    """Return a libpq connection string for `url`, or raise ConfigError with a one-line reason.
+
+    Accepts `postgresql://`, `postgres://`, SQLAlchemy's `postgresql+psycopg://` and libpq `key=value` strings.
+    """
+    text = (url or "").strip()
+    if not text:
+        raise ConfigError("database URL is empty: pass --database-url or set PGJOBS_DATABASE_URL")
+    text = re.sub(r"^postgres(ql)?\+\w+://", "postgresql://", text)
+    if "://" in text and not text.startswith(("postgresql://", "postgres://")):
+        scheme = text.split("://", 1)[0]
+        raise ConfigError(f"database URL '{_redact(text)}': scheme '{scheme}' is not postgresql://")
+    if "://" not in text and "=" not in text:
+        raise ConfigError(f"database URL '{_redact(text)}': expected postgresql://user@host:port/dbname")
+    try:
+        conninfo_to_dict(text)
+    except Exception as exc:  # psycopg raises ProgrammingError for malformed strings
+        first_line = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise ConfigError(f"database URL '{_redact(text)}': {first_line}") from None
+    return text
+
+
+def _redact(url: str) -> str:
+    """Hide a password in a URL before it is printed."""
+    return re.sub(r"(://[^:/@]+:)[^@]*@", r"\1***@", url)
+
+
+def sqlalchemy_url(conninfo: str) -> str:
+    """The same database as a SQLAlchemy URL using the psycopg 3 driver."""
+    if conninfo.startswith(("postgresql://", "postgres://")):
+        return "postgresql+psycopg://" + conninfo.split("://", 1)[1]
+    params = conninfo_to_dict(conninfo)
+    from sqlalchemy.engine import URL
+
+    return URL.create(
+        "postgresql+psycopg",
+        username=params.pop("user", None),
+        password=params.pop("password", None),
+        host=params.pop("host", None),
+        port=int(params.pop("port")) if "port" in params else None,
+        database=params.pop("dbname", None),
+        query={k: str(v) for k, v in params.items()},
+    ).render_as_string(hide_password=False)
+
+
+def _env_url() -> str | None:
+    return os.environ.get("PGJOBS_DATABASE_URL") or os.environ.get("DATABASE_URL")
+
+
+def _float(name: str, default: float) -> float:
+    raw = os.environ.get(name)
+    if raw is None or raw == "":
+        return default
+    try:
+        value = float(raw)
+    except ValueError:
+        raise ConfigError(f"{name}={raw!r}: expected a number") from None
+    if value < 0:
+        raise ConfigError(f"{name}={raw!r}: must not be negative")
+    return value
+
+
+def _int(name: str, default: int) -> int:
+    raw = os.environ.get(name)
+    if raw is None or raw == "":
+        return default
+    try:
+        return int(raw)
+    except ValueError:
+        raise ConfigError(f"{name}={raw!r}: expected a whole number") from None
+
+
+def parse_queues(text: str | None) -> tuple[str, ...]:
+    """Parse 'a,b' into ('a', 'b'); every name must be a plain queue name."""
+    names = tuple(q.strip() for q in (text or "default").split(",") if q.strip())
+    if not names:
+        raise ConfigError("queues: give at least one queue name")
+    for name in names:
+        if not _QUEUE_RE.match(name):
+            raise ConfigError(f"queue '{name}': use 1-64 letters, digits, '_', '.', ':' or '-'")
+    return names
+
+
+def _doc(env: str, text: str) -> dict[str, str]:
+    return {"env": env, "doc": text}
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Everything a worker, the CLI or the console needs to know. Build with `Settings.load(...)`."""
+
+    database_url: str = field(default="", metadata=_doc(
+        "PGJOBS_DATABASE_URL", "Postgres URL (falls back to DATABASE_URL)."))
+    lock_database_url: str = field(default="", metadata=_doc(
+        "PGJOBS_LOCK_DATABASE_URL",
+        "Direct (unpooled) URL for the leader's advisory-lock connection; needed behind PgBouncer in "
+        "transaction mode. Defaults to the database URL."))
+    schema: str = field(default="pgjobs", metadata=_doc(
+        "PGJOBS_SCHEMA", "Postgres schema holding pgjobs' tables and its Alembic version table."))
+    concurrency: int = field(default=4, metadata=_doc(
+        "PGJOBS_CONCURRENCY", "Jobs one worker process runs at once (threads)."))
+    queues: tuple[str, ...] = field(default=("default",), metadata=_doc(
+        "PGJOBS_QUEUES", "Comma-separated queues a worker claims from."))
+    poll_interval: float = field(default=5.0, metadata=_doc(
+        "PGJOBS_POLL_INTERVAL", "Seconds between fallback polls when no NOTIFY arrives."))
+    heartbeat_interval: float = field(default=2.0, metadata=_doc(
+        "PGJOBS_HEARTBEAT_INTERVAL", "Seconds between a worker's heartbeats."))
+    rescue_after: float = field(default=30.0, metadata=_doc(
+        "PGJOBS_RESCUE_AFTER",
+        "A running job whose worker has not heartbeated for this many seconds is rescued by the leader."))
+    catchup_grace: float = field(default=60.0, metadata=_doc(
+        "PGJOBS_CATCHUP_GRACE",
+        "Slots younger than this many seconds are always enqueued (a leader change loses nothing); older "
+        "missed slots follow the schedule's catch-up policy."))
+    shutdown_grace: float = field(default=30.0, metadata=_doc(
+        "PGJOBS_SHUTDOWN_GRACE", "Seconds running jobs get to finish on SIGTERM before they are requeued."))
+    retention_completed: float = field(default=7 * 86400.0, metadata=_doc(
+        "PGJOBS_RETENTION_COMPLETED", "Seconds completed and skipped jobs are kept."))
+    retention_failed: float = field(default=30 * 86400.0, metadata=_doc(
+        "PGJOBS_RETENTION_FAILED", "Seconds failed and cancelled jobs are kept."))
+    maintenance_interval: float = field(default=1.0, metadata=_doc(
+        "PGJOBS_MAINTENANCE_INTERVAL", "Seconds between the leader's rescue passes (pruning runs every 60 of them)."))
+    backoff_base: float = field(default=2.0, metadata=_doc(
+        "PGJOBS_BACKOFF_BASE", "Retry delay is backoff_base ** attempt seconds plus jitter, capped by backoff_max."))
+    backoff_max: float = field(default=3600.0, metadata=_doc(
+        "PGJOBS_BACKOFF_MAX", "Longest retry delay in seconds."))
+    imports: tuple[str, ...] = field(default=(), metadata=_doc(
+        "PGJOBS_IMPORTS", "Comma-separated modules imported at start to register tasks."))
+    sql_tasks: bool = field(default=False, metadata=_doc(
+        "PGJOBS_SQL_TASKS", "Allow the built-in `pgjobs.sql` task (arbitrary SQL, e.g. imported from pg_cron)."))
+    metrics_port: int = field(default=0, metadata=_doc(
+        "PGJOBS_METRICS_PORT", "Serve Prometheus metrics, /healthz and /readyz on this port (0 = off)."))
+    log_format: str = field(default="text", metadata=_doc(
+        "PGJOBS_LOG_FORMAT", "'text' or 'json' log lines."))
+    log_level: str = field(default="INFO", metadata=_doc("PGJOBS_LOG_LEVEL", "Python logging level."))
+
+    @classmethod
+    def load(cls, **overrides: Any) -> Settings:
+        """Environment first, then non-None `overrides` (CLI flags). Raises ConfigError on bad values."""
+        env: dict[str, Any] = {
+            "database_url": _env_url() or "",
+            "lock_database_url": os.environ.get("PGJOBS_LOCK_DATABASE_URL", ""),
+            "schema": os.environ.get("PGJOBS_SCHEMA", "pgjobs"),
+            "concurrency": _int("PGJOBS_CONCURRENCY", 4),
+            "queues": parse_queues(os.environ.get("PGJOBS_QUEUES")),
+            "poll_interval": _float("PGJOBS_POLL_INTERVAL", 5.0),
+            "heartbeat_interval": _float("PGJOBS_HEARTBEAT_INTERVAL", 2.0),
+            "rescue_after": _float("PGJOBS_RESCUE_AFTER", 30.0),
+            "catchup_grace": _float("PGJOBS_CATCHUP_GRACE", 60.0),
+            "shutdown_grace": _float("PGJOBS_SHUTDOWN_GRACE", 30.0),
+            "retention_completed": _float("PGJOBS_RETENTION_COMPLETED", 7 * 86400.0),
+            "retention_failed": _float("PGJOBS_RETENTION_FAILED", 30 * 86400.0),
+            "maintenance_interval": _float("PGJOBS_MAINTENANCE_INTERVAL", 1.0),
+            "backoff_base": _float("PGJOBS_BACKOFF_BASE", 2.0),
+            "backoff_max": _float("PGJOBS_BACKOFF_MAX", 3600.0),
+            "imports": tuple(m.strip() for m in os.environ.get("PGJOBS_IMPORTS", "").split(",") if m.strip()),
+            "sql_tasks": os.environ.get("PGJOBS_SQL_TASKS", "").lower() in ("1", "true", "yes", "on"),
+            "metrics_port": _int("PGJOBS_METRICS_PORT", 0),
+            "log_format": os.environ.get("PGJOBS_LOG_FORMAT", "text"),
+            "log_level": os.environ.get("PGJOBS_LOG_LEVEL", "INFO"),
+        }
+        env.update({k: v for k, v in overrides.items() if v is not None})
+        settings = cls(**env)
+        settings.validate()
+        return settings
+
+    def validate(self) -> None:
+        if self.database_url:
+            object.__setattr__(self, "database_url", normalize_database_url(self.database_url))
+        if self.lock_database_url:
+            object.__setattr__(self, "lock_database_url", normalize_database_url(self.lock_database_url))
+        if not _SCHEMA_RE.match(self.schema):
+            raise ConfigError(f"schema '{self.schema}': use lower-case letters, digits and '_' (max 63)")
+        if not 1 <= self.concurrency <= 1000:
+            raise ConfigError(f"concurrency {self.concurrency}: must be between 1 and 1000")
+        if isinstance(self.queues, str):
+            object.__setattr__(self, "queues", parse_queues(self.queues))
+        else:
+            parse_queues(",".join(self.queues))
+        if self.log_format not in ("text", "json"):
+            raise ConfigError(f"log format '{self.log_format}': use 'text' or 'json'")
+        if not 0 <= self.metrics_port <= 65535:
+            raise ConfigError(f"metrics port {self.metrics_port}: must be 0-65535")
+
+    def require_database(self) -> str:
+        if not self.database_url:
+            raise ConfigError("no database URL: pass --database-url or set PGJOBS_DATABASE_URL (or DATABASE_URL)")
+        return self.database_url
+
+    @property
+    def lock_url(self) -> str:
+        return self.lock_database_url or self.require_database()
+
+    def with_(self, **changes: Any) -> Settings:
+        return replace(self, **changes)
+
+
+def settings_reference() -> list[dict[str, str]]:
+    """Rows (name, env, default, doc) for the configuration reference."""
+    rows = []
+    for f in fields(Settings):
+        default = f.default
+        if isinstance(default, tuple):
+            default = ",".join(default)
+        rows.append({"name": f.name, "env": f.metadata["env"], "default": str(default), "doc": f.metadata["doc"]})
+    return rows

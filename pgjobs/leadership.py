@@ -1,0 +1,198 @@
+"""Leader election with one session-level advisory lock.
+
+Algorithm
+- Every worker process keeps one dedicated connection (the lock connection, autocommit, TCP keepalives on
+  both ends). A follower blocks in `pg_advisory_lock(class, key)` on it; Postgres queues the waiters.
+- The holder is the leader. When its process dies, even by `kill -9`, the kernel closes its socket, Postgres
+  ends the backend and releases the lock, and the next waiter gets it at once: takeover is milliseconds,
+  not a lease period. A clean shutdown unlocks explicitly.
+- The leader watches its lock connection's socket. Any traffic it did not ask for (a FATAL from
+  `pg_terminate_backend`, a server shutdown, a closed socket) makes it check the connection; if the lock is
+  gone it steps down at once and reconnects as a follower.
+
+Invariants
+- `is_leader` is set only while this process has seen its lock granted on a connection that is still open.
+- Before every scheduling pass the scheduler calls `confirm()`, which asks Postgres whether this backend
+  still holds the lock; a stale leader (e.g. a partitioned one) therefore stops scheduling after one pass at
+  most, and even that pass cannot double a slot: the schedule rows are locked FOR UPDATE SKIP LOCKED and
+  jobs are unique on (schedule_id, slot).
+
+Events: `on_gained()` and `on_lost(reason)` callbacks, called from the elector thread.
+"""
+
+from __future__ import annotations
+
+import logging
+import select
+import threading
+from collections.abc import Callable
+
+import psycopg
+
+from pgjobs.queries import Queries
+
+log = logging.getLogger("pgjobs.leadership")
+
+KEEPALIVES = {
+    "keepalives": 1,
+    "keepalives_idle": 5,
+    "keepalives_interval": 2,
+    "keepalives_count": 3,
+    "connect_timeout": 5,
+}
+
+
+class Leadership:
+    """Runs the election in a background thread; `is_leader` tells the current state."""
+
+    def __init__(
+        self,
+        conninfo: str,
+        queries: Queries,
+        *,
+        on_gained: Callable[[], None] | None = None,
+        on_lost: Callable[[str], None] | None = None,
+        name: str = "pgjobs",
+    ) -> None:
+        self._conninfo = conninfo
+        self._q = queries
+        self._on_gained = on_gained or (lambda: None)
+        self._on_lost = on_lost or (lambda reason: None)
+        self._name = name
+        self._stop = threading.Event()
+        self._conn: psycopg.Connection | None = None
+        self._conn_lock = threading.Lock()
+        self._thread: threading.Thread | None = None
+        self.is_leader = threading.Event()
+        self.pooled_warning: str | None = None
+
+    # ------------------------------------------------------------------ public
+    def start(self) -> None:
+        self._thread = threading.Thread(target=self._run, name="pgjobs-elector", daemon=True)
+        self._thread.start()
+
+    def stop(self, timeout: float = 5.0) -> None:
+        """Step down at once (unlock) so a follower takes over without waiting, then stop the thread."""
+        self._stop.set()
+        conn = self._conn
+        if conn is not None and not self.is_leader.is_set():
+            try:
+                conn.cancel_safe(timeout=2)  # interrupt a blocking pg_advisory_lock
+            except Exception:  # noqa: BLE001 - best effort while shutting down
+                pass
+        if self._thread is not None:
+            self._thread.join(timeout)
+
+    def confirm(self) -> bool:
+        """Ask Postgres whether this process still holds the lock. Steps down if not."""
+        if not self.is_leader.is_set():
+            return False
+        try:
+            with self._conn_lock:
+                conn = self._conn
+                if conn is None or conn.closed:
+                    raise psycopg.OperationalError("lock connection is closed")
+                held = conn.execute(self._q.holds_leader_lock, self._q.lock).fetchone()[0]
+        except psycopg.Error as exc:
+            self._step_down(f"lock connection failed: {_first_line(exc)}")
+            return False
+        if not held:
+            self._step_down("advisory lock no longer held")
+        return held
+
+    # ------------------------------------------------------------------ elector thread
+    def _run(self) -> None:
+        backoff = 0.05
+        while not self._stop.is_set():
+            try:
+                self._connect()
+                backoff = 0.05
+                self._campaign()
+            except psycopg.Error as exc:
+                if self.is_leader.is_set():
+                    self._step_down(f"lock connection failed: {_first_line(exc)}")
+                if not self._stop.is_set():
+                    log.warning("leader election: %s; reconnecting in %.2fs", _first_line(exc), backoff)
+            finally:
+                self._close()
+            if self._stop.wait(backoff):
+                break
+            backoff = min(backoff * 2, 2.0)
+        self._close()
+
+    def _connect(self) -> None:
+        conn = psycopg.connect(self._conninfo, autocommit=True, application_name=f"{self._name} leader-lock",
+                               **KEEPALIVES)
+        conn.execute(self._q.set_server_keepalives)
+        self._warn_if_pooled(conn)
+        with self._conn_lock:
+            self._conn = conn
+
+    def _campaign(self) -> None:
+        conn = self._conn
+        assert conn is not None
+        got = conn.execute(self._q.try_leader_lock, self._q.lock).fetchone()[0]
+        while not got and not self._stop.is_set():
+            try:
+                conn.execute(self._q.wait_leader_lock, self._q.lock)  # blocks until the leader is gone
+                got = True
+            except psycopg.errors.QueryCanceled:
+                if self._stop.is_set():
+                    return
+        if self._stop.is_set():
+            if got:
+                conn.execute(self._q.release_leader_lock, self._q.lock)
+            return
+        self.is_leader.set()
+        log.info("gained leadership")
+        self._on_gained()
+        self._watch(conn)
+
+    def _watch(self, conn: psycopg.Connection) -> None:
+        """Hold the lock until stopped or the connection breaks; no queries while all is well."""
+        fd = conn.fileno()
+        while not self._stop.is_set() and self.is_leader.is_set():
+            readable, _, _ = select.select([fd], [], [], 0.5)
+            if readable and self._conn_lock.acquire(timeout=1):
+                try:
+                    # Something arrived that we did not ask for: usually the server ending our session.
+                    conn.execute(self._q.ping)
+                finally:
+                    self._conn_lock.release()
+        if self.is_leader.is_set():  # stopping: unlock so a follower takes over now, not at disconnect
+            try:
+                with self._conn_lock:
+                    conn.execute(self._q.release_leader_lock, self._q.lock)
+            except psycopg.Error:
+                pass
+            self._step_down("shutting down")
+
+    def _step_down(self, reason: str) -> None:
+        if self.is_leader.is_set():
+            self.is_leader.clear()
+            log.warning("lost leadership: %s", reason) if reason != "shutting down" else log.info("released leadership")
+            self._on_lost(reason)
+
+    def _close(self) -> None:
+        with self._conn_lock:
+            conn, self._conn = self._conn, None
+        if conn is not None:
+            try:
+                conn.close()
+            except Exception:  # noqa: BLE001
+                pass
+
+    def _warn_if_pooled(self, conn: psycopg.Connection) -> None:
+        """Session advisory locks need a session: warn when the lock connection goes through a pooler."""
+        pids = {conn.execute(self._q.backend_pid).fetchone()[0] for _ in range(3)}
+        if len(pids) > 1:
+            self.pooled_warning = ("the leader-lock connection is pooled (backend changes between statements): "
+                                   "session advisory locks are unsafe behind PgBouncer in transaction mode; set "
+                                   "PGJOBS_LOCK_DATABASE_URL to a direct Postgres URL")
+            log.error(self.pooled_warning)
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__
+

@@ -1,0 +1,122 @@
+"""What the leader does while it leads, in one thread: schedule due slots, rescue orphans, prune history.
+
+- Scheduler (`scheduler.py`): every due slot becomes one job; sleeps until the next slot or a change.
+- Rescuer: a running job whose worker has not heartbeated for `rescue_after` seconds (or whose worker row is
+  gone) goes back to `available`, or to `failed` when it has no attempts left. Dead worker rows are removed.
+- Pruner: finished jobs older than their retention are deleted in batches of `PRUNE_BATCH`, a few batches
+  per minute, so a 1-second schedule keeps bounded history.
+
+The duties start when leadership is gained and stop when it is lost; before each scheduling pass the
+leader confirms it still holds the lock.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from typing import Any
+
+import psycopg
+
+from pgjobs.config import Settings
+from pgjobs.queries import Queries
+from pgjobs.scheduler import Scheduler
+
+log = logging.getLogger("pgjobs.maintenance")
+
+PRUNE_BATCH = 5000
+PRUNE_EVERY = 60.0
+
+
+class LeaderDuties:
+    def __init__(self, pool: Any, queries: Queries, settings: Settings, worker: Any = None) -> None:
+        self._pool = pool
+        self._q = queries
+        self._settings = settings
+        self._worker = worker
+        self.scheduler = Scheduler(pool, queries, grace=settings.catchup_grace)
+        self._thread: threading.Thread | None = None
+        self._stop = threading.Event()
+        self.rescued_total = 0
+        self.pruned_total = 0
+
+    def start(self) -> None:
+        self._stop.clear()
+        if self._worker is not None:
+            try:
+                with self._pool.connection() as conn:
+                    conn.execute(self._q.claim_leadership_row, {"id": self._worker.worker_id})
+            except psycopg.Error as exc:
+                log.warning("could not mark this worker as leader: %s", exc)
+        self._thread = threading.Thread(target=self._loop, name="pgjobs-leader", daemon=True)
+        self._thread.start()
+
+    def stop(self, reason: str = "") -> None:
+        self._stop.set()
+        self.scheduler.wake.set()
+        t = self._thread
+        if t is not None and t is not threading.current_thread():
+            t.join(10)
+
+    def _leading(self) -> bool:
+        worker = self._worker
+        if self._stop.is_set():
+            return False
+        if worker is None or worker.leadership is None:
+            return True
+        return worker.leadership.confirm()
+
+    def _loop(self) -> None:
+        next_maintenance = 0.0
+        next_prune = time.monotonic() + 5.0
+        delay = 0.05
+        while not self._stop.is_set():
+            try:
+                if not self._leading():
+                    return
+                self.scheduler.wake.clear()
+                self.scheduler.run_pass()
+                now = time.monotonic()
+                if now >= next_maintenance:
+                    self.rescue()
+                    next_maintenance = now + self._settings.maintenance_interval
+                if now >= next_prune:
+                    self.prune()
+                    next_prune = now + PRUNE_EVERY
+                wait = min(self.scheduler.seconds_until_due(), max(0.0, next_maintenance - time.monotonic()))
+                delay = 0.05
+            except psycopg.Error as exc:
+                log.warning("leader pass failed: %s; retrying in %.2fs", str(exc).strip().splitlines()[0], delay)
+                wait = delay
+                delay = min(delay * 2, 5)
+            if wait > 0:
+                self.scheduler.wake.wait(wait)
+
+    def rescue(self) -> int:
+        after = self._settings.rescue_after
+        with self._pool.connection() as conn:
+            rows = conn.execute(self._q.rescue_orphans, {"after": after, "min_age": 0}).fetchall()
+            dead = conn.execute(self._q.delete_dead_workers, {"after": after}).fetchall()
+        for job_id, state, task, worker in rows:
+            log.warning("rescued job %s (%s) from %s: now %s", job_id, task, worker, state)
+        for wid, name in dead:
+            log.warning("removed dead worker %s (%s)", wid, name)
+        self.rescued_total += len(rows)
+        return len(rows)
+
+    def prune(self) -> int:
+        s = self._settings
+        total = 0
+        for states, age in ((["completed", "skipped"], s.retention_completed),
+                            (["failed", "cancelled"], s.retention_failed)):
+            for _ in range(10):  # bounded work per round; the next round continues
+                with self._pool.connection() as conn:
+                    n = conn.execute(self._q.prune_jobs, {"states": states, "age": age, "batch": PRUNE_BATCH}).rowcount
+                total += n
+                if n < PRUNE_BATCH:
+                    break
+        if total:
+            log.info("pruned %d finished job(s)", total)
+        self.pruned_total += total
+        return total

@@ -1,0 +1,57 @@
+"""Run pgjobs' Alembic migrations from code (`pgjobs migrate`), with clear errors.
+
+`alembic upgrade head` with the repository's alembic.ini does the same; this module finds that file and
+turns Alembic's failures (no database, a database migrated by newer code) into one-line messages.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from alembic.config import Config
+from alembic.script import ScriptDirectory
+
+from alembic import command
+from pgjobs.config import Settings, sqlalchemy_url
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+class MigrationError(RuntimeError):
+    pass
+
+
+def alembic_config(settings: Settings) -> Config:
+    ini = Path(os.environ.get("PGJOBS_ALEMBIC_INI", ROOT / "alembic.ini"))
+    if not ini.exists():
+        raise MigrationError(f"alembic.ini not found at {ini}; set PGJOBS_ALEMBIC_INI")
+    cfg = Config(str(ini))
+    cfg.set_main_option("sqlalchemy.url", sqlalchemy_url(settings.require_database()).replace("%", "%%"))
+    cfg.attributes["pgjobs_schema"] = settings.schema
+    return cfg
+
+
+def head_revision(settings: Settings) -> str:
+    return ScriptDirectory.from_config(alembic_config(settings)).get_current_head() or ""
+
+
+def known_revisions(settings: Settings) -> set[str]:
+    return {s.revision for s in ScriptDirectory.from_config(alembic_config(settings)).walk_revisions()}
+
+
+def upgrade(settings: Settings, revision: str = "head") -> None:
+    cfg = alembic_config(settings)
+    try:
+        command.upgrade(cfg, revision)
+    except Exception as exc:
+        text = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        if "Can't locate revision" in text:
+            raise MigrationError(
+                f"the database is migrated to a revision this pgjobs does not know ({text}); it was upgraded by "
+                "newer code: deploy that version or downgrade the database with it") from None
+        raise MigrationError(f"migration failed: {text}") from None
+
+
+def downgrade(settings: Settings, revision: str = "base") -> None:
+    command.downgrade(alembic_config(settings), revision)

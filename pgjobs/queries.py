@@ -1,0 +1,378 @@
+"""Every SQL statement pgjobs runs, in one place, each named after what it does.
+
+Statements are templates over the pgjobs schema (`{s}`), rendered once per schema with
+`psycopg.sql.Identifier`, so no other module holds SQL text or formats identifiers. Values always travel as
+parameters. Durations are passed as seconds and multiplied by `interval '1 second'` (a parameter inside a
+string literal would be a bug, see the anchors' oban-py lease story).
+"""
+
+from __future__ import annotations
+
+import zlib
+from functools import lru_cache
+
+from psycopg import sql
+
+# Leadership: session advisory lock (classid, objid). classid 0x706a ('pj'); objid derives from the schema,
+# so two pgjobs installations in one database (different schemas) elect separate leaders.
+LOCK_CLASS = 0x706A
+
+
+def lock_key(schema: str) -> int:
+    return zlib.crc32(schema.encode()) & 0x7FFFFFFF
+
+
+_JOB_COLUMNS = """id, queue, task, args, state, priority, attempt, max_attempts, timeout_seconds, scheduled_at,
+    schedule_id, slot, unique_key, inserted_at, started_at, finished_at, worker_id, worker, last_error,
+    cancel_requested"""
+
+_SCHEDULE_COLUMNS = """id, name, task, args, cron, timezone, enabled, queue, priority, max_attempts,
+    timeout_seconds, catchup, catchup_max, overlap, description, next_run_at, last_slot_at, created_at,
+    updated_at"""
+
+TEMPLATES: dict[str, str] = {
+    # ---------------------------------------------------------------- connection housekeeping
+    "ping": "SELECT 1",
+    "backend_pid": "SELECT pg_backend_pid()",
+    "db_now": "SELECT clock_timestamp() AS now",
+    # The server side of the lock connection's socket: a leader host that vanishes without closing it is
+    # noticed by Postgres within about 5 + 2 * 3 seconds, and its lock released.
+    "set_server_keepalives": """
+        SELECT set_config('tcp_keepalives_idle', '5', false), set_config('tcp_keepalives_interval', '2', false),
+               set_config('tcp_keepalives_count', '3', false)""",
+    "set_statement_timeout": "SELECT set_config('statement_timeout', %(ms)s, false)",
+    "reset_statement_timeout": "RESET statement_timeout",
+    # ---------------------------------------------------------------- leadership (lock connection)
+    "try_leader_lock": "SELECT pg_try_advisory_lock(%(cls)s, %(key)s)",
+    "wait_leader_lock": "SELECT pg_advisory_lock(%(cls)s, %(key)s)",
+    "release_leader_lock": "SELECT pg_advisory_unlock(%(cls)s, %(key)s)",
+    "holds_leader_lock": """
+        SELECT EXISTS (
+            SELECT 1 FROM pg_locks
+            WHERE locktype = 'advisory' AND pid = pg_backend_pid() AND granted
+              AND classid = %(cls)s AND objid = %(key)s AND objsubid = 2)""",
+    "leader_backend": """
+        SELECT a.pid, a.client_addr::text, a.backend_start
+        FROM pg_locks l JOIN pg_stat_activity a ON a.pid = l.pid
+        WHERE l.locktype = 'advisory' AND l.granted AND l.classid = %(cls)s AND l.objid = %(key)s
+          AND l.objsubid = 2 AND l.database = (SELECT oid FROM pg_database WHERE datname = current_database())""",
+    # ---------------------------------------------------------------- workers
+    "register_worker": """
+        INSERT INTO {s}.workers (name, host, pid, queues, concurrency, version)
+        VALUES (%(name)s, %(host)s, %(pid)s, %(queues)s, %(concurrency)s, %(version)s)
+        RETURNING id""",
+    "heartbeat_worker": """
+        UPDATE {s}.workers
+        SET heartbeat_at = now(),
+            leader_since = CASE WHEN %(leader)s THEN coalesce(leader_since, now()) END,
+            stopping = %(stopping)s
+        WHERE id = %(id)s
+        RETURNING id""",
+    "claim_leadership_row": """
+        UPDATE {s}.workers SET leader_since = CASE WHEN id = %(id)s THEN now() END
+        WHERE id = %(id)s OR leader_since IS NOT NULL""",
+    "cancel_requested_jobs": """
+        SELECT id FROM {s}.jobs
+        WHERE worker_id = %(worker_id)s AND state = 'running' AND cancel_requested""",
+    "unregister_worker": "DELETE FROM {s}.workers WHERE id = %(id)s",
+    # ---------------------------------------------------------------- job claim / outcome (workers)
+    "claim_jobs": """
+        WITH next AS (
+            SELECT id FROM {s}.jobs
+            WHERE state = 'available' AND queue = ANY(%(queues)s) AND scheduled_at <= now()
+            ORDER BY priority, scheduled_at, id
+            LIMIT %(limit)s
+            FOR UPDATE SKIP LOCKED
+        )
+        UPDATE {s}.jobs AS j
+        SET state = 'running', attempt = j.attempt + 1, started_at = now(), finished_at = NULL,
+            worker_id = %(worker_id)s, worker = %(worker)s
+        FROM next WHERE j.id = next.id
+        RETURNING j.id, j.queue, j.task, j.args, j.attempt, j.max_attempts, j.timeout_seconds,
+                  j.schedule_id, j.slot, j.scheduled_at, j.started_at""",
+    # Only the worker that holds the attempt may record its outcome: a job rescued and re-claimed elsewhere
+    # is not overwritten by a late completion.
+    "complete_jobs": """
+        UPDATE {s}.jobs AS j
+        SET state = 'completed', finished_at = j.started_at + d.seconds * interval '1 second',
+            result = d.result, backend_pid = NULL
+        FROM unnest(%(ids)s::bigint[], %(attempts)s::int[], %(seconds)s::float8[], %(results)s::jsonb[])
+             AS d(id, attempt, seconds, result)
+        WHERE j.id = d.id AND j.attempt = d.attempt AND j.state = 'running' AND j.worker_id = %(worker_id)s""",
+    "fail_job": """
+        UPDATE {s}.jobs
+        SET state = CASE WHEN %(retry)s AND attempt < max_attempts AND NOT cancel_requested
+                         THEN 'available' ELSE %(final_state)s END,
+            scheduled_at = CASE WHEN %(retry)s AND attempt < max_attempts AND NOT cancel_requested
+                                THEN now() + %(delay)s * interval '1 second' ELSE scheduled_at END,
+            finished_at = CASE WHEN %(retry)s AND attempt < max_attempts AND NOT cancel_requested
+                               THEN NULL ELSE started_at + %(seconds)s * interval '1 second' END,
+            worker_id = CASE WHEN %(retry)s AND attempt < max_attempts AND NOT cancel_requested
+                             THEN NULL ELSE worker_id END,
+            last_error = %(error)s,
+            backend_pid = NULL,
+            errors = errors || jsonb_build_array(jsonb_build_object(
+                'attempt', attempt, 'at', now(), 'error', %(error)s::text, 'traceback', %(traceback)s::text,
+                'worker', worker))
+        WHERE id = %(id)s AND attempt = %(attempt)s AND state = 'running' AND worker_id = %(worker_id)s
+        RETURNING state, scheduled_at""",
+    "set_job_backend": "UPDATE {s}.jobs SET backend_pid = %(pid)s WHERE id = %(id)s AND state = 'running'",
+    # On shutdown: jobs that did not finish within the grace period go back to the queue, attempt refunded.
+    "requeue_worker_jobs": """
+        UPDATE {s}.jobs
+        SET state = 'available', attempt = greatest(attempt - 1, 0), worker_id = NULL, started_at = NULL,
+            scheduled_at = now(), backend_pid = NULL,
+            errors = errors || jsonb_build_array(jsonb_build_object(
+                'attempt', attempt, 'at', now(), 'error', 'requeued: worker shut down', 'worker', worker))
+        WHERE worker_id = %(worker_id)s AND state = 'running'
+        RETURNING id""",
+    # ---------------------------------------------------------------- scheduler (leader only)
+    "due_schedules": """
+        SELECT id, name, task, args, cron, timezone, queue, priority, max_attempts, timeout_seconds,
+               catchup, catchup_max, overlap, next_run_at, clock_timestamp() AS now
+        FROM {s}.schedules
+        WHERE enabled AND (next_run_at <= clock_timestamp() OR next_run_at IS NULL)
+        ORDER BY next_run_at NULLS FIRST
+        LIMIT %(limit)s
+        FOR UPDATE SKIP LOCKED""",
+    "unfinished_by_schedule": """
+        SELECT schedule_id,
+               count(*) FILTER (WHERE state = 'running') AS running,
+               count(*) FILTER (WHERE state = 'available') AS waiting,
+               min(id) AS oldest
+        FROM {s}.jobs
+        WHERE schedule_id = ANY(%(ids)s) AND state IN ('available', 'running')
+        GROUP BY schedule_id""",
+    # The unique constraint on (schedule_id, slot) is what makes a slot exactly-once, even for a stale leader.
+    "insert_due_slots": """
+        INSERT INTO {s}.jobs (queue, task, args, priority, max_attempts, timeout_seconds, schedule_id, slot,
+                              scheduled_at, state, finished_at, last_error)
+        SELECT d.queue, d.task, d.args, d.priority, d.max_attempts, d.timeout_seconds, d.schedule_id, d.slot,
+               d.slot, d.state, CASE WHEN d.state = 'skipped' THEN now() END, d.note
+        FROM unnest(%(queue)s::text[], %(task)s::text[], %(args)s::jsonb[], %(priority)s::smallint[],
+                    %(max_attempts)s::int[], %(timeout)s::float8[], %(schedule_id)s::bigint[],
+                    %(slot)s::timestamptz[], %(state)s::text[], %(note)s::text[])
+             AS d(queue, task, args, priority, max_attempts, timeout_seconds, schedule_id, slot, state, note)
+        ON CONFLICT (schedule_id, slot) DO NOTHING
+        RETURNING id, schedule_id, slot, state""",
+    "advance_schedules": """
+        UPDATE {s}.schedules AS sc
+        SET next_run_at = d.next_run_at, last_slot_at = coalesce(d.last_slot_at, sc.last_slot_at)
+        FROM unnest(%(ids)s::bigint[], %(next)s::timestamptz[], %(last)s::timestamptz[])
+             AS d(id, next_run_at, last_slot_at)
+        WHERE sc.id = d.id""",
+    "next_wakeup": """
+        SELECT (SELECT min(next_run_at) FROM {s}.schedules WHERE enabled) AS next_run_at,
+               (SELECT bool_or(next_run_at IS NULL) FROM {s}.schedules WHERE enabled) AS unplanned,
+               clock_timestamp() AS now""",
+    # ---------------------------------------------------------------- maintenance (leader only)
+    "rescue_orphans": """
+        WITH orphans AS (
+            SELECT j.id FROM {s}.jobs AS j
+            LEFT JOIN {s}.workers AS w ON w.id = j.worker_id
+            WHERE j.state = 'running'
+              AND (w.id IS NULL OR w.heartbeat_at < now() - %(after)s * interval '1 second')
+              AND j.started_at < now() - %(min_age)s * interval '1 second'
+            FOR UPDATE OF j SKIP LOCKED
+        )
+        UPDATE {s}.jobs AS j
+        SET state = CASE WHEN j.attempt < j.max_attempts AND NOT j.cancel_requested THEN 'available'
+                         WHEN j.cancel_requested THEN 'cancelled' ELSE 'failed' END,
+            scheduled_at = now(),
+            finished_at = CASE WHEN j.attempt < j.max_attempts AND NOT j.cancel_requested THEN NULL ELSE now() END,
+            last_error = 'rescued: worker ' || coalesce(j.worker, '?') || ' stopped heartbeating',
+            errors = j.errors || jsonb_build_array(jsonb_build_object(
+                'attempt', j.attempt, 'at', now(), 'error',
+                'rescued: worker ' || coalesce(j.worker, '?') || ' stopped heartbeating', 'worker', j.worker)),
+            worker_id = NULL, backend_pid = NULL
+        FROM orphans WHERE j.id = orphans.id
+        RETURNING j.id, j.state, j.task, j.worker""",
+    "delete_dead_workers": """
+        DELETE FROM {s}.workers WHERE heartbeat_at < now() - %(after)s * interval '1 second'
+        RETURNING id, name""",
+    "prune_jobs": """
+        DELETE FROM {s}.jobs WHERE id IN (
+            SELECT id FROM {s}.jobs
+            WHERE state = ANY(%(states)s) AND finished_at < now() - %(age)s * interval '1 second'
+            LIMIT %(batch)s)""",
+    # ---------------------------------------------------------------- enqueue
+    "enqueue_job": """
+        INSERT INTO {s}.jobs (queue, task, args, priority, max_attempts, timeout_seconds, scheduled_at,
+                              unique_key, schedule_id)
+        VALUES (%(queue)s, %(task)s, %(args)s, %(priority)s, %(max_attempts)s, %(timeout)s,
+                coalesce(%(scheduled_at)s, now()), %(unique_key)s, %(schedule_id)s)
+        ON CONFLICT (unique_key) WHERE unique_key IS NOT NULL AND state IN ('available', 'running')
+        DO NOTHING
+        RETURNING id""",
+    "find_unique_job": """
+        SELECT id FROM {s}.jobs
+        WHERE unique_key = %(unique_key)s AND state IN ('available', 'running')""",
+    "copy_jobs": """
+        COPY {s}.jobs (queue, task, args, priority, max_attempts, scheduled_at) FROM STDIN""",
+    # ---------------------------------------------------------------- admin: schedules
+    "insert_schedule": """
+        INSERT INTO {s}.schedules (name, task, args, cron, timezone, enabled, queue, priority, max_attempts,
+                                   timeout_seconds, catchup, catchup_max, overlap, description, next_run_at)
+        VALUES (%(name)s, %(task)s, %(args)s, %(cron)s, %(timezone)s, %(enabled)s, %(queue)s, %(priority)s,
+                %(max_attempts)s, %(timeout_seconds)s, %(catchup)s, %(catchup_max)s, %(overlap)s,
+                %(description)s, %(next_run_at)s)
+        RETURNING """ + _SCHEDULE_COLUMNS,
+    "update_schedule": """
+        UPDATE {s}.schedules
+        SET task = %(task)s, args = %(args)s, cron = %(cron)s, timezone = %(timezone)s, enabled = %(enabled)s,
+            queue = %(queue)s, priority = %(priority)s, max_attempts = %(max_attempts)s,
+            timeout_seconds = %(timeout_seconds)s, catchup = %(catchup)s, catchup_max = %(catchup_max)s,
+            overlap = %(overlap)s, description = %(description)s, next_run_at = %(next_run_at)s,
+            updated_at = now()
+        WHERE id = %(id)s
+        RETURNING """ + _SCHEDULE_COLUMNS,
+    "delete_schedule": "DELETE FROM {s}.schedules WHERE id = %(id)s",
+    "get_schedule_for_update": "SELECT " + _SCHEDULE_COLUMNS + " FROM {s}.schedules WHERE name = %(name)s FOR UPDATE",
+    "get_schedule": "SELECT " + _SCHEDULE_COLUMNS + " FROM {s}.schedules WHERE name = %(name)s",
+    "list_schedules": """
+        SELECT sc.id, sc.name, sc.task, sc.args, sc.cron, sc.timezone, sc.enabled, sc.queue, sc.priority,
+               sc.max_attempts, sc.timeout_seconds, sc.catchup, sc.catchup_max, sc.overlap, sc.description,
+               sc.next_run_at, sc.last_slot_at, sc.created_at, sc.updated_at,
+               last.id AS last_job_id, last.state AS last_state, last.inserted_at AS last_run_at,
+               last.finished_at AS last_finished_at
+        FROM {s}.schedules AS sc
+        LEFT JOIN LATERAL (
+            SELECT j.id, j.state, j.inserted_at, j.finished_at FROM {s}.jobs AS j
+            WHERE j.schedule_id = sc.id ORDER BY j.inserted_at DESC LIMIT 1
+        ) AS last ON true
+        WHERE (%(search)s::text IS NULL OR sc.name ILIKE %(search)s OR sc.task ILIKE %(search)s)
+        ORDER BY sc.name
+        LIMIT %(limit)s OFFSET %(offset)s""",
+    "count_schedules": """
+        SELECT count(*) FROM {s}.schedules
+        WHERE (%(search)s::text IS NULL OR name ILIKE %(search)s OR task ILIKE %(search)s)""",
+    "notify_schedules_changed": "SELECT pg_notify(%(channel)s, %(payload)s)",
+    "insert_audit": """
+        INSERT INTO {s}.audit (actor, action, entity, entity_name, before, after)
+        VALUES (%(actor)s, %(action)s, %(entity)s, %(entity_name)s, %(before)s, %(after)s)""",
+    "list_audit": """
+        SELECT id, at, actor, action, entity, entity_name, before, after FROM {s}.audit
+        WHERE (%(entity_name)s::text IS NULL OR entity_name = %(entity_name)s)
+          AND (%(before_id)s::bigint IS NULL OR id < %(before_id)s)
+        ORDER BY id DESC LIMIT %(limit)s""",
+    # ---------------------------------------------------------------- admin: jobs
+    "get_job": "SELECT " + _JOB_COLUMNS + ", errors, result, backend_pid FROM {s}.jobs WHERE id = %(id)s",
+    "list_jobs": """
+        SELECT j.id, j.queue, j.task, j.args, j.state, j.priority, j.attempt, j.max_attempts, j.scheduled_at,
+               j.schedule_id, sc.name AS schedule, j.slot, j.unique_key, j.inserted_at, j.started_at,
+               j.finished_at, j.worker, j.last_error
+        FROM {s}.jobs AS j
+        LEFT JOIN {s}.schedules AS sc ON sc.id = j.schedule_id
+        WHERE (%(schedule_id)s::bigint IS NULL OR j.schedule_id = %(schedule_id)s)
+          AND (%(states)s::text[] IS NULL OR j.state = ANY(%(states)s))
+          AND (%(queue)s::text IS NULL OR j.queue = %(queue)s)
+          AND (%(task)s::text IS NULL OR j.task = %(task)s)
+          AND (%(since)s::timestamptz IS NULL OR j.inserted_at >= %(since)s)
+          AND (%(until)s::timestamptz IS NULL OR j.inserted_at < %(until)s)
+          AND (%(before_id)s::bigint IS NULL OR j.id < %(before_id)s)
+        ORDER BY j.id DESC
+        LIMIT %(limit)s""",
+    "cancel_jobs": """
+        UPDATE {s}.jobs
+        SET state = CASE WHEN state = 'available' THEN 'cancelled' ELSE state END,
+            finished_at = CASE WHEN state = 'available' THEN now() ELSE finished_at END,
+            cancel_requested = true,
+            last_error = CASE WHEN state = 'available' THEN 'cancelled by ' || %(actor)s ELSE last_error END
+        WHERE id = ANY(%(ids)s) AND state IN ('available', 'running')
+        RETURNING id, state, backend_pid""",
+    "retry_jobs": """
+        UPDATE {s}.jobs
+        SET state = 'available', scheduled_at = now(), finished_at = NULL, cancel_requested = false,
+            max_attempts = greatest(max_attempts, attempt + 1), worker_id = NULL
+        WHERE id = ANY(%(ids)s) AND state IN ('failed', 'cancelled', 'completed', 'skipped')
+        RETURNING id""",
+    "delete_jobs": """
+        DELETE FROM {s}.jobs WHERE id = ANY(%(ids)s) AND state <> 'running' RETURNING id""",
+    "cancel_backend": "SELECT pg_cancel_backend(%(pid)s)",
+    # ---------------------------------------------------------------- admin: status and stats
+    "list_workers": """
+        SELECT w.id, w.name, w.host, w.pid, w.queues, w.concurrency, w.version, w.started_at, w.heartbeat_at,
+               w.leader_since, w.stopping, extract(epoch FROM now() - w.heartbeat_at) AS heartbeat_age,
+               (SELECT count(*) FROM {s}.jobs AS j WHERE j.worker_id = w.id AND j.state = 'running') AS running
+        FROM {s}.workers AS w
+        ORDER BY w.started_at""",
+    "job_counts": """
+        SELECT state, count(*) FROM {s}.jobs GROUP BY state""",
+    "job_count_estimate": """
+        SELECT reltuples::bigint FROM pg_class WHERE oid = to_regclass(%(table)s)""",
+    "unfinished_counts": """
+        SELECT state, count(*) FROM {s}.jobs WHERE state IN ('available', 'running') GROUP BY state""",
+    "finished_counts_since": """
+        SELECT state, count(*) FROM {s}.jobs
+        WHERE state = ANY(%(states)s) AND finished_at >= %(since)s GROUP BY state""",
+    "schedule_history": """
+        SELECT id, state, attempt, slot, scheduled_at, inserted_at, started_at, finished_at,
+               extract(epoch FROM finished_at - started_at) AS duration,
+               extract(epoch FROM started_at - coalesce(slot, scheduled_at)) AS lateness,
+               worker, last_error
+        FROM {s}.jobs
+        WHERE schedule_id = %(schedule_id)s AND inserted_at >= %(since)s
+        ORDER BY inserted_at DESC
+        LIMIT %(limit)s""",
+    "recent_lateness": """
+        SELECT j.id, sc.name AS schedule, j.slot, j.started_at,
+               extract(epoch FROM j.started_at - j.slot) AS lateness
+        FROM {s}.jobs AS j JOIN {s}.schedules AS sc ON sc.id = j.schedule_id
+        WHERE j.slot IS NOT NULL AND j.started_at IS NOT NULL AND j.inserted_at >= %(since)s
+        ORDER BY j.inserted_at DESC LIMIT %(limit)s""",
+    "next_runs": """
+        SELECT name, task, cron, timezone, next_run_at FROM {s}.schedules
+        WHERE enabled AND next_run_at IS NOT NULL ORDER BY next_run_at LIMIT %(limit)s""",
+    "schema_revision": "SELECT version_num FROM {s}.alembic_version",
+    # ---------------------------------------------------------------- built-in task: refresh a materialized view
+    "matview_info": """
+        SELECT c.oid::bigint AS oid, n.nspname AS schema, c.relname AS name, c.relkind, c.relispopulated,
+               EXISTS (
+                   SELECT 1 FROM pg_index AS i
+                   WHERE i.indrelid = c.oid AND i.indisunique AND i.indisvalid
+                     AND i.indpred IS NULL AND i.indexprs IS NULL
+               ) AS has_unique_index
+        FROM pg_class AS c JOIN pg_namespace AS n ON n.oid = c.relnamespace
+        WHERE c.oid = to_regclass(%(qualified)s)""",
+    # Two refreshes of one view never pile up: the second one finds this lock taken and skips.
+    "try_view_lock": "SELECT pg_try_advisory_xact_lock(%(cls)s, %(oid)s::int)",
+    "set_local_lock_timeout": "SELECT set_config('lock_timeout', %(ms)s, true)",
+}
+
+
+def refresh_matview(schema: str, view: str, concurrently: bool) -> sql.Composed:
+    """REFRESH MATERIALIZED VIEW [CONCURRENTLY] "schema"."view", identifiers quoted by psycopg."""
+    return sql.SQL("REFRESH MATERIALIZED VIEW {}{}.{}").format(
+        sql.SQL("CONCURRENTLY ") if concurrently else sql.SQL(""), sql.Identifier(schema), sql.Identifier(view)
+    )
+
+
+def qualified_name(schema: str | None, name: str) -> str:
+    """A quoted, possibly schema-qualified name as text, for to_regclass()."""
+    if schema:
+        return sql.SQL("{}.{}").format(sql.Identifier(schema), sql.Identifier(name)).as_string(None)
+    return sql.Identifier(name).as_string(None)
+
+
+class Queries:
+    """The statements of `TEMPLATES`, rendered for one schema. Access them as attributes: `q.claim_jobs`."""
+
+    def __init__(self, schema: str) -> None:
+        self.schema = schema
+        self.jobs_channel = f"{schema}_jobs"
+        self.schedules_channel = f"{schema}_schedules"
+        self.lock = {"cls": LOCK_CLASS, "key": lock_key(schema)}
+        ident = sql.Identifier(schema)
+        for name, template in TEMPLATES.items():
+            rendered = sql.SQL(template).format(s=ident).as_string(None)
+            setattr(self, name, rendered)
+        self.listen_jobs = sql.SQL("LISTEN {}").format(sql.Identifier(self.jobs_channel)).as_string(None)
+        self.listen_schedules = sql.SQL("LISTEN {}").format(sql.Identifier(self.schedules_channel)).as_string(None)
+
+    def __getattr__(self, name: str) -> str:  # only reached for unknown names
+        raise AttributeError(f"no query named {name!r}")
+
+
+@lru_cache(maxsize=8)
+def queries(schema: str = "pgjobs") -> Queries:
+    return Queries(schema)

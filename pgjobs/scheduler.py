@@ -1,0 +1,197 @@
+"""The leader's scheduling duty: turn every due cron slot into exactly one job row.
+
+One pass, in one transaction:
+1. take the due schedules with `SELECT ... FOR UPDATE SKIP LOCKED` (a second scheduler skips rows this one holds);
+2. plan the slots due since each schedule's `next_run_at` (`plan_slots`, pure), applying the catch-up and
+   overlap policies;
+3. insert one job per planned slot with `ON CONFLICT (schedule_id, slot) DO NOTHING`;
+4. advance `next_run_at` to the first slot after now.
+
+Exactly-once rests on the database, not on leadership alone: a stale or second leader re-reads
+`next_run_at` under the row lock, and the unique constraint drops any slot that was already inserted.
+
+Between passes the scheduler sleeps until the earliest `next_run_at` (measured on the database clock, so a
+skewed host clock does not make it late), or until a schedule change is notified.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any
+
+from psycopg.types.json import Jsonb
+
+from pgjobs import cron
+from pgjobs.queries import Queries
+
+log = logging.getLogger("pgjobs.scheduler")
+
+PASS_BATCH = 1000          # schedules per transaction
+MAX_SLEEP = 60.0           # re-check at least this often even when nothing is due
+RECENT_LIMIT = 10_000      # slots enumerated inside the catch-up grace window, per schedule and pass
+
+
+@dataclass(frozen=True)
+class PlannedSlot:
+    slot: datetime
+    state: str              # 'available' or 'skipped'
+    note: str | None = None
+
+
+@dataclass(frozen=True)
+class Plan:
+    slots: list[PlannedSlot]
+    next_run_at: datetime
+    dropped: int = 0        # missed slots the catch-up policy chose not to run
+
+
+def _last_slots(spec: cron.CronSpec, tz: Any, first: datetime, until: datetime, count: int) -> list[datetime]:
+    """The last `count` slots s with first <= s <= until, found without enumerating years of seconds."""
+    lower = first - timedelta(microseconds=1)
+    for window in (timedelta(minutes=1), timedelta(hours=1), timedelta(days=1), timedelta(days=32),
+                   timedelta(days=367), timedelta(days=366 * 30)):
+        start = max(lower, until - window)
+        found = cron.slots_between(spec, tz, start, until)
+        if len(found) >= count or start == lower:
+            return found[-count:]
+    return cron.slots_between(spec, tz, lower, until)[-count:]
+
+
+def plan_slots(
+    spec: cron.CronSpec,
+    tz: Any,
+    next_run_at: datetime | None,
+    now: datetime,
+    *,
+    catchup: str = "latest",
+    catchup_max: int = 100,
+    grace: float = 60.0,
+    overlap: str = "skip",
+    running: int = 0,
+    waiting: int = 0,
+) -> Plan:
+    """Which slots become jobs now, and the schedule's next run time. Pure: no clock, no database.
+
+    - Slots in (now - grace, now] are always planned: a leader change or a slow pass loses nothing.
+    - Older ("missed") slots follow the catch-up policy: `latest` plans the most recent missed slot, `all`
+      the most recent `catchup_max`, `none` none.
+    - Overlap compares with jobs of this schedule that were unfinished before this pass: `skip` records every
+      planned slot as skipped while one is unfinished; `queue` keeps at most one waiting job; `allow` runs all.
+    """
+    if next_run_at is None:  # never planned (new schedule written by SQL): start from the next slot
+        return Plan([], cron.next_slot(spec, tz, now))
+    upcoming = cron.next_slot(spec, tz, now)
+    if next_run_at > now:
+        return Plan([], next_run_at)
+
+    cutoff = now - timedelta(seconds=grace)
+    recent_from = max(next_run_at - timedelta(microseconds=1), cutoff)
+    recent = cron.slots_between(spec, tz, recent_from, now, limit=RECENT_LIMIT)
+    missed: list[datetime] = []
+    dropped = 0
+    if next_run_at <= cutoff:
+        keep = {"latest": 1, "all": max(1, catchup_max), "none": 0}[catchup]
+        if keep:
+            missed = _last_slots(spec, tz, next_run_at, cutoff, keep)
+        dropped = -1  # unknown count without enumerating; reported as "some"
+
+    slots = missed + recent
+    planned: list[PlannedSlot] = []
+    for i, slot in enumerate(slots):
+        if overlap == "skip" and (running or waiting):
+            planned.append(PlannedSlot(slot, "skipped", "skipped: the previous run is still unfinished"))
+        elif overlap == "queue" and (waiting or (running and i > 0)):
+            planned.append(PlannedSlot(slot, "skipped", "skipped: a run is already waiting"))
+        else:
+            planned.append(PlannedSlot(slot, "available"))
+    return Plan(planned, upcoming, dropped)
+
+
+class Scheduler:
+    """Runs scheduling passes while this process leads. `wake` is set on schedule-change notifications."""
+
+    def __init__(self, pool: Any, queries: Queries, *, grace: float, leadership: Any = None) -> None:
+        self._pool = pool
+        self._q = queries
+        self._grace = grace
+        self._leadership = leadership
+        self.wake = threading.Event()
+        self.inserted_total = 0
+        self.last_pass_at: float | None = None
+
+    def run_pass(self) -> int:
+        """Schedule every due slot; returns the number of job rows inserted (skipped slots included)."""
+        inserted = 0
+        while True:
+            count, more = self._pass_batch()
+            inserted += count
+            if not more:
+                break
+        self.inserted_total += inserted
+        self.last_pass_at = time.monotonic()
+        return inserted
+
+    def _pass_batch(self) -> tuple[int, bool]:
+        q = self._q
+        with self._pool.connection() as conn, conn.transaction():
+            rows = conn.execute(q.due_schedules, {"limit": PASS_BATCH}).fetchall()
+            if not rows:
+                return 0, False
+            ids = [r[0] for r in rows]
+            unfinished = {r[0]: (r[1], r[2]) for r in conn.execute(q.unfinished_by_schedule, {"ids": ids})}
+            cols: dict[str, list[Any]] = {k: [] for k in (
+                "queue", "task", "args", "priority", "max_attempts", "timeout", "schedule_id", "slot", "state", "note")}
+            adv_ids, adv_next, adv_last = [], [], []
+            for (sid, name, task, args, expr, tzname, queue, priority, max_attempts, timeout, catchup,
+                 catchup_max, overlap, next_run_at, now) in rows:
+                try:
+                    spec = cron.parse_cron(expr)
+                    tz = cron.load_timezone(tzname)
+                except ValueError as exc:
+                    log.error("schedule %s: %s; retrying in 60 s", name, exc)
+                    adv_ids.append(sid)
+                    adv_next.append(now + timedelta(seconds=60))
+                    adv_last.append(None)
+                    continue
+                running, waiting = unfinished.get(sid, (0, 0))
+                plan = plan_slots(spec, tz, next_run_at, now, catchup=catchup, catchup_max=catchup_max,
+                                  grace=self._grace, overlap=overlap, running=running, waiting=waiting)
+                if plan.dropped:
+                    log.warning("schedule %s: missed slots before %s dropped by catch-up policy '%s'",
+                                name, now - timedelta(seconds=self._grace), catchup)
+                for p in plan.slots:
+                    cols["queue"].append(queue)
+                    cols["task"].append(task)
+                    cols["args"].append(Jsonb(args))
+                    cols["priority"].append(priority)
+                    cols["max_attempts"].append(max_attempts)
+                    cols["timeout"].append(timeout)
+                    cols["schedule_id"].append(sid)
+                    cols["slot"].append(p.slot)
+                    cols["state"].append(p.state)
+                    cols["note"].append(p.note)
+                adv_ids.append(sid)
+                adv_next.append(plan.next_run_at)
+                adv_last.append(plan.slots[-1].slot if plan.slots else None)
+            inserted = 0
+            if cols["slot"]:
+                inserted = len(conn.execute(q.insert_due_slots, cols).fetchall())
+            conn.execute(q.advance_schedules, {"ids": adv_ids, "next": adv_next, "last": adv_last})
+        if inserted:
+            log.debug("inserted %d slot job(s) for %d schedule(s)", inserted, len(rows))
+        return inserted, len(rows) == PASS_BATCH
+
+    def seconds_until_due(self) -> float:
+        """Seconds until the earliest enabled schedule is due, on the database's clock (0 if one is due)."""
+        with self._pool.connection() as conn:
+            next_run_at, unplanned, now = conn.execute(self._q.next_wakeup).fetchone()
+            conn.rollback()
+        if unplanned:
+            return 0.0
+        if next_run_at is None:
+            return MAX_SLEEP
+        return max(0.0, min(MAX_SLEEP, (next_run_at - now).total_seconds()))

@@ -1,0 +1,159 @@
+"""The tables, as SQLAlchemy metadata: the single source of truth that the Alembic migrations match.
+
+`alembic check` compares this metadata with the migrated database and must report nothing, so every change
+here comes with a migration under `alembic/versions/`.
+
+Invariants the database enforces (Python checks first, the schema is the last guard):
+- a cron slot becomes at most one job: UNIQUE (schedule_id, slot);
+- an unfinished job's unique key is held by one job at a time: partial unique index on unique_key;
+- states, policies and counts are CHECKed; jobs keep their history when a schedule is removed (SET NULL).
+"""
+
+from __future__ import annotations
+
+from sqlalchemy import (
+    BigInteger,
+    Boolean,
+    CheckConstraint,
+    Column,
+    DateTime,
+    Double,
+    ForeignKey,
+    Identity,
+    Index,
+    Integer,
+    MetaData,
+    SmallInteger,
+    Table,
+    Text,
+    UniqueConstraint,
+    text,
+)
+from sqlalchemy.dialects.postgresql import ARRAY, JSONB
+
+JOB_STATES = ("available", "running", "completed", "failed", "cancelled", "skipped")
+UNFINISHED_STATES = ("available", "running")
+FINISHED_STATES = ("completed", "failed", "cancelled", "skipped")
+CATCHUP_POLICIES = ("latest", "all", "none")
+OVERLAP_POLICIES = ("skip", "queue", "allow")
+
+NAMING = {
+    "ix": "ix_%(table_name)s_%(column_0_N_name)s",
+    "uq": "uq_%(table_name)s_%(column_0_N_name)s",
+    "ck": "ck_%(table_name)s_%(constraint_name)s",
+    "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
+    "pk": "pk_%(table_name)s",
+}
+
+
+def _in(column: str, values: tuple[str, ...]) -> str:
+    return f"{column} IN ({', '.join(repr(v) for v in values)})"
+
+
+def build_metadata(schema: str = "pgjobs") -> MetaData:
+    """pgjobs' tables in `schema`."""
+    md = MetaData(schema=schema, naming_convention=NAMING)
+    now = text("now()")
+
+    Table(
+        "schedules", md,
+        Column("id", BigInteger, Identity(always=False), primary_key=True),
+        Column("name", Text, nullable=False),
+        Column("task", Text, nullable=False),
+        Column("args", JSONB, nullable=False, server_default=text("'{}'::jsonb")),
+        Column("cron", Text, nullable=False),
+        Column("timezone", Text, nullable=False, server_default="UTC"),
+        Column("enabled", Boolean, nullable=False, server_default=text("true")),
+        Column("queue", Text, nullable=False, server_default="default"),
+        Column("priority", SmallInteger, nullable=False, server_default=text("0")),
+        Column("max_attempts", Integer, nullable=False, server_default=text("3")),
+        Column("timeout_seconds", Double, nullable=True),
+        Column("catchup", Text, nullable=False, server_default="latest"),
+        Column("catchup_max", Integer, nullable=False, server_default=text("100")),
+        Column("overlap", Text, nullable=False, server_default="skip"),
+        Column("description", Text, nullable=False, server_default=""),
+        Column("next_run_at", DateTime(timezone=True), nullable=True),
+        Column("last_slot_at", DateTime(timezone=True), nullable=True),
+        Column("created_at", DateTime(timezone=True), nullable=False, server_default=now),
+        Column("updated_at", DateTime(timezone=True), nullable=False, server_default=now),
+        UniqueConstraint("name"),
+        CheckConstraint(_in("catchup", CATCHUP_POLICIES), name="catchup"),
+        CheckConstraint(_in("overlap", OVERLAP_POLICIES), name="overlap"),
+        CheckConstraint("max_attempts >= 1", name="max_attempts"),
+        CheckConstraint("catchup_max >= 1", name="catchup_max"),
+        CheckConstraint("timeout_seconds IS NULL OR timeout_seconds > 0", name="timeout"),
+        CheckConstraint("jsonb_typeof(args) = 'object'", name="args_object"),
+        Index("ix_schedules_due", "next_run_at", postgresql_where=text("enabled")),
+    )
+
+    Table(
+        "workers", md,
+        Column("id", BigInteger, Identity(always=False), primary_key=True),
+        Column("name", Text, nullable=False),
+        Column("host", Text, nullable=False),
+        Column("pid", Integer, nullable=False),
+        Column("queues", ARRAY(Text), nullable=False),
+        Column("concurrency", Integer, nullable=False),
+        Column("version", Text, nullable=False, server_default=""),
+        Column("started_at", DateTime(timezone=True), nullable=False, server_default=now),
+        Column("heartbeat_at", DateTime(timezone=True), nullable=False, server_default=now),
+        Column("leader_since", DateTime(timezone=True), nullable=True),
+        Column("stopping", Boolean, nullable=False, server_default=text("false")),
+    )
+
+    Table(
+        "jobs", md,
+        Column("id", BigInteger, Identity(always=False), primary_key=True),
+        Column("queue", Text, nullable=False, server_default="default"),
+        Column("task", Text, nullable=False),
+        Column("args", JSONB, nullable=False, server_default=text("'{}'::jsonb")),
+        Column("state", Text, nullable=False, server_default="available"),
+        Column("priority", SmallInteger, nullable=False, server_default=text("0")),
+        Column("attempt", Integer, nullable=False, server_default=text("0")),
+        Column("max_attempts", Integer, nullable=False, server_default=text("3")),
+        Column("timeout_seconds", Double, nullable=True),
+        Column("scheduled_at", DateTime(timezone=True), nullable=False, server_default=now),
+        Column("schedule_id", BigInteger, ForeignKey("schedules.id", ondelete="SET NULL"), nullable=True),
+        Column("slot", DateTime(timezone=True), nullable=True),
+        Column("unique_key", Text, nullable=True),
+        Column("inserted_at", DateTime(timezone=True), nullable=False, server_default=now),
+        Column("started_at", DateTime(timezone=True), nullable=True),
+        Column("finished_at", DateTime(timezone=True), nullable=True),
+        Column("worker_id", BigInteger, nullable=True),
+        Column("worker", Text, nullable=True),
+        Column("backend_pid", Integer, nullable=True),
+        Column("cancel_requested", Boolean, nullable=False, server_default=text("false")),
+        Column("last_error", Text, nullable=True),
+        Column("errors", JSONB, nullable=False, server_default=text("'[]'::jsonb")),
+        Column("result", JSONB, nullable=True),
+        UniqueConstraint("schedule_id", "slot"),
+        CheckConstraint(_in("state", JOB_STATES), name="state"),
+        CheckConstraint("attempt >= 0 AND max_attempts >= 1", name="attempts"),
+        CheckConstraint("jsonb_typeof(args) = 'object'", name="args_object"),
+        CheckConstraint("state <> 'running' OR started_at IS NOT NULL", name="running_started"),
+        # Claim order: the worker's claim query walks this index and nothing else.
+        Index("ix_jobs_claim", "queue", "priority", "scheduled_at", "id",
+              postgresql_where=text("state = 'available'")),
+        Index("ix_jobs_running_worker", "worker_id", postgresql_where=text("state = 'running'")),
+        Index("ix_jobs_unique_key", "unique_key", unique=True,
+              postgresql_where=text("unique_key IS NOT NULL AND state IN ('available', 'running')")),
+        Index("ix_jobs_schedule_unfinished", "schedule_id",
+              postgresql_where=text("state IN ('available', 'running')")),
+        Index("ix_jobs_schedule_history", "schedule_id", "inserted_at"),
+        Index("ix_jobs_state_finished", "state", "finished_at"),
+        Index("ix_jobs_inserted", "inserted_at"),
+    )
+
+    Table(
+        "audit", md,
+        Column("id", BigInteger, Identity(always=False), primary_key=True),
+        Column("at", DateTime(timezone=True), nullable=False, server_default=now),
+        Column("actor", Text, nullable=False),
+        Column("action", Text, nullable=False),
+        Column("entity", Text, nullable=False),
+        Column("entity_name", Text, nullable=False),
+        Column("before", JSONB, nullable=True),
+        Column("after", JSONB, nullable=True),
+        Index("ix_audit_at", "at"),
+    )
+    return md

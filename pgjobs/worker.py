@@ -1,0 +1,470 @@
+"""A worker process: claims jobs with FOR UPDATE SKIP LOCKED, runs them on threads, records the outcome.
+
+Threads and their single duties:
+- main (fetch loop): claims as many jobs as it has free runners, in one statement; sleeps until a NOTIFY, a
+  runner frees up, or the fallback poll interval;
+- runners (`concurrency` of them): execute one job at a time;
+- completer: records successful jobs in batches (one UPDATE per batch);
+- heartbeat: refreshes this worker's row, delivers cancel requests and enforces job timeouts;
+- listener: LISTENs for new jobs and schedule changes;
+- elector (`leadership.py`) and, while leading, the leader duties (`maintenance.py`: scheduler, rescuer,
+  pruner).
+
+Shutdown (SIGTERM/SIGINT): stop claiming, step down from leadership at once, give running jobs
+`shutdown_grace` seconds, requeue the rest, unregister. A second signal skips the grace period.
+"""
+
+from __future__ import annotations
+
+import inspect
+import logging
+import os
+import queue
+import signal
+import socket
+import threading
+import time
+import traceback
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+import psycopg
+from psycopg.types.json import Jsonb
+from psycopg_pool import ConnectionPool
+
+from pgjobs import __version__
+from pgjobs.config import Settings
+from pgjobs.leadership import KEEPALIVES, Leadership
+from pgjobs.maintenance import LeaderDuties
+from pgjobs.queries import Queries, queries
+from pgjobs.tasks import (
+    JobCancelled,
+    JobContext,
+    SkipJob,
+    TaskError,
+    ensure_builtins,
+    get_task,
+    import_modules,
+)
+
+log = logging.getLogger("pgjobs.worker")
+
+
+@dataclass
+class ClaimedJob:
+    id: int
+    queue: str
+    task: str
+    args: dict[str, Any]
+    attempt: int
+    max_attempts: int
+    timeout: float | None
+    schedule_id: int | None
+    slot: datetime | None
+    scheduled_at: datetime
+    started_at: datetime
+
+
+class _Stop:
+    """Sentinel put on the run queue to end a runner thread."""
+
+
+def backoff_delay(attempt: int, base: float, cap: float, jitter: float | None = None) -> float:
+    """Retry delay after failed attempt `attempt`: base ** attempt seconds, capped, with +-10 % jitter."""
+    import random
+
+    delay = min(cap, base ** attempt)
+    j = jitter if jitter is not None else random.uniform(-0.1, 0.1)
+    return max(0.0, delay * (1 + j))
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip()
+    return f"{type(exc).__name__}: {text.splitlines()[0]}" if text else type(exc).__name__
+
+
+class Worker:
+    """One worker process. `run()` blocks until stopped (signal or `stop()`)."""
+
+    def __init__(self, settings: Settings, *, install_signals: bool = True) -> None:
+        self.settings = settings
+        self.q: Queries = queries(settings.schema)
+        self.host = socket.gethostname()
+        self.pid = os.getpid()
+        self.name = f"{self.host}:{self.pid}"
+        self.worker_id: int | None = None
+        self._install_signals = install_signals
+        self._stopping = threading.Event()
+        self._hard_stop = threading.Event()
+        self._wake = threading.Event()
+        self._runq: queue.SimpleQueue[Any] = queue.SimpleQueue()
+        self._running: dict[int, tuple[ClaimedJob, JobContext]] = {}
+        self._running_lock = threading.Lock()
+        self._inflight = 0
+        self._inflight_lock = threading.Lock()
+        self._done: list[tuple[int, int, float, Any]] = []
+        self._done_lock = threading.Lock()
+        self._done_event = threading.Event()
+        self._runners: list[threading.Thread] = []
+        self.pool: ConnectionPool | None = None
+        self.leadership: Leadership | None = None
+        self.duties: LeaderDuties | None = None
+        self.stats = {"claimed": 0, "completed": 0, "failed": 0, "retried": 0, "skipped": 0, "cancelled": 0}
+        self.ready = threading.Event()
+
+    # ------------------------------------------------------------------ lifecycle
+    def run(self) -> None:
+        ensure_builtins()
+        import_modules(self.settings.imports)
+        if self._install_signals:
+            signal.signal(signal.SIGTERM, self._on_signal)
+            signal.signal(signal.SIGINT, self._on_signal)
+        s = self.settings
+        self.pool = ConnectionPool(
+            s.require_database(), min_size=2, max_size=s.concurrency + 4, open=False, name="pgjobs",
+            kwargs={"application_name": f"pgjobs worker {self.name}", **KEEPALIVES},
+            reconnect_timeout=0, timeout=30,
+        )
+        self.pool.open(wait=False)
+        self._register()
+        self.duties = LeaderDuties(self.pool, self.q, s, worker=self)
+        self.leadership = Leadership(s.lock_url, self.q, on_gained=self.duties.start, on_lost=self.duties.stop,
+                                     name=f"pgjobs {self.name}")
+        threads = [
+            threading.Thread(target=self._heartbeat_loop, name="pgjobs-heartbeat", daemon=True),
+            threading.Thread(target=self._listen_loop, name="pgjobs-listener", daemon=True),
+            threading.Thread(target=self._complete_loop, name="pgjobs-completer", daemon=True),
+        ]
+        for _ in range(s.concurrency):
+            self._start_runner()
+        for t in threads:
+            t.start()
+        self.leadership.start()
+        log.info("worker %s started (queues %s, concurrency %d)", self.name, ",".join(s.queues), s.concurrency)
+        self.ready.set()
+        try:
+            self._fetch_loop()
+        finally:
+            self._shutdown()
+
+    def stop(self, hard: bool = False) -> None:
+        self._stopping.set()
+        if hard:
+            self._hard_stop.set()
+        self._wake.set()
+
+    def _on_signal(self, signum: int, _frame: Any) -> None:
+        if self._stopping.is_set():
+            log.warning("second signal: stopping without waiting for running jobs")
+            self.stop(hard=True)
+        else:
+            log.info("received %s: finishing running jobs (up to %.0fs), then exiting",
+                     signal.Signals(signum).name, self.settings.shutdown_grace)
+            self.stop()
+
+    def _shutdown(self) -> None:
+        if self.leadership:
+            self.leadership.stop()  # step down first: the next leader takes over while we drain
+        deadline = time.monotonic() + self.settings.shutdown_grace
+        while self._inflight > 0 and time.monotonic() < deadline and not self._hard_stop.is_set():
+            self._done_event.set()
+            self._hard_stop.wait(0.05)
+        for ctx in self._contexts():
+            ctx.cancel_event.set()
+        self._flush_completions()
+        for _ in self._runners:
+            self._runq.put(_Stop())
+        try:
+            with self._pool().connection() as conn:
+                requeued = conn.execute(self.q.requeue_worker_jobs, {"worker_id": self.worker_id}).fetchall()
+                conn.execute(self.q.unregister_worker, {"id": self.worker_id})
+            if requeued:
+                log.warning("requeued %d unfinished job(s): %s", len(requeued), ", ".join(str(r[0]) for r in requeued))
+        except psycopg.Error as exc:
+            log.error("could not requeue/unregister on shutdown: %s (the leader will rescue them)", _first_line(exc))
+        self._done_event.set()
+        if self.pool:
+            self.pool.close(timeout=2)
+        log.info("worker %s stopped", self.name)
+
+    def _pool(self) -> ConnectionPool:
+        assert self.pool is not None
+        return self.pool
+
+    # ------------------------------------------------------------------ registration and heartbeat
+    def _register(self) -> None:
+        delay = 0.1
+        while True:
+            try:
+                with self._pool().connection() as conn:
+                    self.worker_id = conn.execute(self.q.register_worker, {
+                        "name": self.name, "host": self.host, "pid": self.pid, "queues": list(self.settings.queues),
+                        "concurrency": self.settings.concurrency, "version": __version__,
+                    }).fetchone()[0]
+                return
+            except psycopg.Error as exc:
+                if self._stopping.is_set():
+                    raise
+                log.warning("cannot register worker: %s; retrying in %.1fs", _first_line(exc), delay)
+                time.sleep(delay)
+                delay = min(delay * 2, 5)
+
+    def is_leader(self) -> bool:
+        return bool(self.leadership and self.leadership.is_leader.is_set())
+
+    def _heartbeat_loop(self) -> None:
+        while not self._stopping.wait(self.settings.heartbeat_interval):
+            try:
+                self.heartbeat()
+            except psycopg.Error as exc:
+                log.warning("heartbeat failed: %s", _first_line(exc))
+            self._enforce_timeouts()
+
+    def heartbeat(self) -> None:
+        with self._pool().connection() as conn:
+            row = conn.execute(self.q.heartbeat_worker, {
+                "id": self.worker_id, "leader": self.is_leader(), "stopping": self._stopping.is_set()}).fetchone()
+            if row is None:  # our row was removed as dead (we were paused or cut off): join again
+                log.warning("worker row %s was removed (missed heartbeats); registering again", self.worker_id)
+                conn.commit()
+                self._register()
+            if self._running:
+                for (job_id,) in conn.execute(self.q.cancel_requested_jobs, {"worker_id": self.worker_id}):
+                    with self._running_lock:
+                        entry = self._running.get(job_id)
+                    if entry and not entry[1].cancel_event.is_set():
+                        log.info("job %s: cancel requested", job_id)
+                        entry[1].cancel_event.set()
+
+    def _contexts(self) -> list[JobContext]:
+        with self._running_lock:
+            return [ctx for _, ctx in self._running.values()]
+
+    def _enforce_timeouts(self) -> None:
+        """A Python task past its timeout is abandoned: job failed (or retried), its runner replaced."""
+        now = time.monotonic()
+        with self._running_lock:
+            late = [(job, ctx) for job, ctx in self._running.values()
+                    if ctx.timeout is not None and now - ctx.started > ctx.timeout + 1.0]
+        for job, ctx in late:
+            with self._running_lock:
+                if self._running.pop(job.id, None) is None:
+                    continue
+            ctx.cancel_event.set()
+            log.error("job %s (%s) timed out after %.1fs; abandoning it", job.id, job.task, ctx.timeout)
+            self._record_failure(job, f"timed out after {ctx.timeout:g}s", "", now - ctx.started, retry=True)
+            self._release_capacity()
+            self._start_runner()  # the abandoned thread keeps its runner until the task returns
+
+    # ------------------------------------------------------------------ notifications
+    def _listen_loop(self) -> None:
+        delay = 0.1
+        while not self._stopping.is_set():
+            try:
+                with psycopg.connect(self.settings.require_database(), autocommit=True,
+                                     application_name=f"pgjobs listener {self.name}", **KEEPALIVES) as conn:
+                    conn.execute(self.q.listen_jobs)
+                    conn.execute(self.q.listen_schedules)
+                    delay = 0.1
+                    self._wake.set()  # we may have missed notifications while disconnected
+                    if self.duties:
+                        self.duties.scheduler.wake.set()
+                    while not self._stopping.is_set():
+                        for note in conn.notifies(timeout=1.0):
+                            if note.channel == self.q.jobs_channel:
+                                self._wake.set()
+                            elif self.duties:
+                                self.duties.scheduler.wake.set()
+            except psycopg.Error as exc:
+                if self._stopping.is_set():
+                    return
+                log.warning("listener connection lost: %s; reconnecting in %.1fs", _first_line(exc), delay)
+                self._stopping.wait(delay)
+                delay = min(delay * 2, 5)
+
+    # ------------------------------------------------------------------ claiming
+    def _free(self) -> int:
+        with self._inflight_lock:
+            return self.settings.concurrency - self._inflight
+
+    def _release_capacity(self) -> None:
+        with self._inflight_lock:
+            self._inflight -= 1
+        self._wake.set()
+
+    def _fetch_loop(self) -> None:
+        delay = 0.05
+        while not self._stopping.is_set():
+            free = self._free()
+            got = 0
+            if free > 0:
+                self._wake.clear()
+                try:
+                    got = self._claim(free)
+                    delay = 0.05
+                except psycopg.Error as exc:
+                    log.warning("claim failed: %s; retrying in %.2fs", _first_line(exc), delay)
+                    self._stopping.wait(delay)
+                    delay = min(delay * 2, 5)
+                    continue
+                if got == free:
+                    continue  # there may be more: claim again as soon as runners free up
+            self._wake.wait(self.settings.poll_interval)
+
+    def _claim(self, limit: int) -> int:
+        with self._pool().connection() as conn:
+            rows = conn.execute(self.q.claim_jobs, {
+                "queues": list(self.settings.queues), "limit": limit,
+                "worker_id": self.worker_id, "worker": self.name}).fetchall()
+        if not rows:
+            return 0
+        with self._inflight_lock:
+            self._inflight += len(rows)
+        self.stats["claimed"] += len(rows)
+        for r in rows:
+            self._runq.put(ClaimedJob(*r))
+        return len(rows)
+
+    # ------------------------------------------------------------------ running
+    def _start_runner(self) -> None:
+        t = threading.Thread(target=self._runner_loop, name=f"pgjobs-runner-{len(self._runners)}", daemon=True)
+        self._runners.append(t)
+        t.start()
+
+    def _runner_loop(self) -> None:
+        while True:
+            item = self._runq.get()
+            if isinstance(item, _Stop):
+                return
+            if self._run_job(item):
+                return  # this runner was replaced while its task overran: the replacement carries on
+
+    def _connect_for_task(self) -> Any:
+        return self._pool().connection()
+
+    def _set_backend(self, job_id: int, pid: int | None) -> None:
+        try:
+            with self._pool().connection() as conn:
+                conn.execute(self.q.set_job_backend, {"id": job_id, "pid": pid})
+        except psycopg.Error as exc:
+            log.warning("job %s: could not record backend pid: %s", job_id, _first_line(exc))
+
+    def _run_job(self, job: ClaimedJob) -> bool:
+        """Run one job and record its outcome; True if the job was abandoned (timed out) meanwhile."""
+        started = time.monotonic()
+        ctx = JobContext(
+            id=job.id, task=job.task, args=job.args, attempt=job.attempt, max_attempts=job.max_attempts,
+            queue=job.queue, schedule_id=job.schedule_id, slot=job.slot, worker=self.name, timeout=job.timeout,
+            started=started, queries=self.q, _connect=self._connect_for_task, _on_backend=self._set_backend,
+        )
+        with self._running_lock:
+            self._running[job.id] = (job, ctx)
+        extra = {"job_id": job.id, "task": job.task, "attempt": job.attempt,
+                 "schedule_id": job.schedule_id, "slot": job.slot.isoformat() if job.slot else None}
+        outcome = "completed"
+        try:
+            task = get_task(job.task)
+            if task.pass_context:
+                result = task.fn(ctx, **job.args)
+            else:
+                result = task.fn(**job.args)
+            if inspect.isawaitable(result):
+                raise TaskError(f"task '{job.task}' returned an awaitable; register a plain function")
+        except SkipJob as exc:
+            outcome = "skipped"
+            self._finish_special(job, "skipped", str(exc), time.monotonic() - started)
+        except BaseException as exc:  # noqa: BLE001 - a task's failure is data, not a worker crash
+            seconds = time.monotonic() - started
+            cancelled = ctx.cancel_event.is_set() and (
+                isinstance(exc, JobCancelled | psycopg.errors.QueryCanceled))
+            if cancelled:
+                outcome = "cancelled"
+                self._record_failure(job, f"cancelled: {_first_line(exc)}", "", seconds, retry=False,
+                                     final_state="cancelled")
+            else:
+                outcome = "failed"
+                self._record_failure(job, _first_line(exc), traceback.format_exc(limit=20), seconds, retry=True)
+            if isinstance(exc, KeyboardInterrupt | SystemExit):
+                raise
+        else:
+            with self._done_lock:
+                self._done.append((job.id, job.attempt, time.monotonic() - started, _jsonable(result)))
+            self._done_event.set()
+        finally:
+            with self._running_lock:
+                still_ours = self._running.pop(job.id, None) is not None
+            if still_ours:
+                self._release_capacity()
+            log.info("job %s %s %s in %.3fs", job.id, job.task, outcome, time.monotonic() - started, extra=extra)
+        return not still_ours
+
+    def _record_failure(self, job: ClaimedJob, error: str, tb: str, seconds: float, *, retry: bool,
+                        final_state: str = "failed") -> None:
+        delay = backoff_delay(job.attempt, self.settings.backoff_base, self.settings.backoff_max)
+        for attempt in range(5):
+            try:
+                with self._pool().connection() as conn:
+                    row = conn.execute(self.q.fail_job, {
+                        "id": job.id, "attempt": job.attempt, "worker_id": self.worker_id, "retry": retry,
+                        "final_state": final_state, "delay": delay, "seconds": seconds, "error": error[:2000],
+                        "traceback": tb[-8000:]}).fetchone()
+                if row:
+                    state = row[0]
+                    key = {"available": "retried", "failed": "failed", "cancelled": "cancelled"}.get(state, "failed")
+                    self.stats[key] += 1
+                    if state == "available":
+                        log.warning("job %s %s failed (attempt %d/%d): %s; retry in %.1fs", job.id, job.task,
+                                    job.attempt, job.max_attempts, error, delay)
+                    else:
+                        log.error("job %s %s %s: %s", job.id, job.task, state, error)
+                return
+            except psycopg.Error as exc:
+                log.warning("job %s: could not record failure (%s); retrying", job.id, _first_line(exc))
+                time.sleep(min(0.1 * 2 ** attempt, 2))
+
+    def _finish_special(self, job: ClaimedJob, state: str, note: str, seconds: float) -> None:
+        self._record_failure(job, note, "", seconds, retry=False, final_state=state)
+        self.stats["skipped"] += 1
+
+    # ------------------------------------------------------------------ completions
+    def _complete_loop(self) -> None:
+        while not (self._stopping.is_set() and self._inflight <= 0 and not self._done):
+            self._done_event.wait(0.5)
+            self._done_event.clear()
+            self._flush_completions()
+
+    def _flush_completions(self) -> None:
+        with self._done_lock:
+            batch, self._done = self._done, []
+        if not batch:
+            return
+        params = {
+            "ids": [b[0] for b in batch], "attempts": [b[1] for b in batch], "seconds": [b[2] for b in batch],
+            "results": [Jsonb(b[3]) if b[3] is not None else None for b in batch], "worker_id": self.worker_id,
+        }
+        delay = 0.05
+        while True:
+            try:
+                with self._pool().connection() as conn:
+                    conn.execute(self.q.complete_jobs, params)
+                self.stats["completed"] += len(batch)
+                return
+            except psycopg.Error as exc:
+                log.warning("could not record %d completion(s): %s; retrying in %.2fs", len(batch),
+                            _first_line(exc), delay)
+                if self._hard_stop.wait(delay):
+                    return
+                delay = min(delay * 2, 5)
+
+
+def _jsonable(value: Any) -> Any:
+    if value is None:
+        return None
+    import json
+
+    try:
+        json.dumps(value)
+        return value
+    except (TypeError, ValueError):
+        return {"repr": repr(value)[:2000]}
