@@ -19,6 +19,7 @@ from typing import Any
 
 import psycopg
 
+from pgjobs import telemetry
 from pgjobs.config import Settings
 from pgjobs.queries import Queries
 from pgjobs.scheduler import Scheduler
@@ -99,7 +100,9 @@ class LeaderDuties:
             rows = conn.execute(self._q.rescue_orphans, {"after": after, "min_age": 0}).fetchall()
             dead = conn.execute(self._q.delete_dead_workers, {"after": after}).fetchall()
         for job_id, state, task, worker in rows:
-            log.warning("rescued job %s (%s) from %s: now %s", job_id, task, worker, state)
+            log.warning("rescued job %s (%s) from %s: now %s", job_id, task, worker, state,
+                        extra={"job_id": job_id, "task": task})
+            telemetry.emit("job.rescued", task=task, state=state, worker=worker)
         for wid, name in dead:
             log.warning("removed dead worker %s (%s)", wid, name)
         self.rescued_total += len(rows)

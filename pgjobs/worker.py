@@ -33,7 +33,7 @@ import psycopg
 from psycopg.types.json import Jsonb
 from psycopg_pool import ConnectionPool
 
-from pgjobs import __version__
+from pgjobs import __version__, telemetry
 from pgjobs.config import Settings
 from pgjobs.leadership import KEEPALIVES, Leadership
 from pgjobs.maintenance import LeaderDuties
@@ -229,6 +229,7 @@ class Worker:
                 log.warning("worker row %s was removed (missed heartbeats); registering again", self.worker_id)
                 conn.commit()
                 self._register()
+            telemetry.emit("worker.heartbeat")
             if self._running:
                 for (job_id,) in conn.execute(self.q.cancel_requested_jobs, {"worker_id": self.worker_id}):
                     with self._running_lock:
@@ -323,7 +324,11 @@ class Worker:
             self._inflight += len(rows)
         self.stats["claimed"] += len(rows)
         for r in rows:
-            self._runq.put(ClaimedJob(*r))
+            job = ClaimedJob(*r)
+            telemetry.emit("job.claimed", task=job.task, queue=job.queue,
+                           lateness=(job.started_at - job.slot).total_seconds() if job.slot else None,
+                           wait=(job.started_at - job.scheduled_at).total_seconds())
+            self._runq.put(job)
         return len(rows)
 
     # ------------------------------------------------------------------ running
@@ -360,8 +365,7 @@ class Worker:
         )
         with self._running_lock:
             self._running[job.id] = (job, ctx)
-        extra = {"job_id": job.id, "task": job.task, "attempt": job.attempt,
-                 "schedule_id": job.schedule_id, "slot": job.slot.isoformat() if job.slot else None}
+        extra = _log_fields(job)
         outcome = "completed"
         try:
             task = get_task(job.task)
@@ -396,7 +400,9 @@ class Worker:
                 still_ours = self._running.pop(job.id, None) is not None
             if still_ours:
                 self._release_capacity()
-            log.info("job %s %s %s in %.3fs", job.id, job.task, outcome, time.monotonic() - started, extra=extra)
+            seconds = time.monotonic() - started
+            telemetry.emit("job.ran", task=job.task, queue=job.queue, outcome=outcome, seconds=seconds)
+            log.info("job %s %s %s in %.3fs", job.id, job.task, outcome, seconds, extra=extra)
         return not still_ours
 
     def _record_failure(self, job: ClaimedJob, error: str, tb: str, seconds: float, *, retry: bool,
@@ -413,11 +419,12 @@ class Worker:
                     state = row[0]
                     key = {"available": "retried", "failed": "failed", "cancelled": "cancelled"}.get(state, "failed")
                     self.stats[key] += 1
+                    telemetry.emit("job.recorded", task=job.task, queue=job.queue, state=state)
                     if state == "available":
                         log.warning("job %s %s failed (attempt %d/%d): %s; retry in %.1fs", job.id, job.task,
-                                    job.attempt, job.max_attempts, error, delay)
+                                    job.attempt, job.max_attempts, error, delay, extra=_log_fields(job))
                     else:
-                        log.error("job %s %s %s: %s", job.id, job.task, state, error)
+                        log.error("job %s %s %s: %s", job.id, job.task, state, error, extra=_log_fields(job))
                 return
             except psycopg.Error as exc:
                 log.warning("job %s: could not record failure (%s); retrying", job.id, _first_line(exc))
@@ -456,6 +463,12 @@ class Worker:
                 if self._hard_stop.wait(delay):
                     return
                 delay = min(delay * 2, 5)
+
+
+def _log_fields(job: ClaimedJob) -> dict[str, Any]:
+    """The fields every log line about a job carries (see logs.JOB_FIELDS)."""
+    return {"job_id": job.id, "task": job.task, "attempt": job.attempt, "schedule_id": job.schedule_id,
+            "slot": job.slot.isoformat() if job.slot else None}
 
 
 def _jsonable(value: Any) -> Any:
