@@ -1,0 +1,183 @@
+"""Shared fixtures: a real Postgres, one fresh migrated database per test, real worker processes.
+
+- The server is PGJOBS_TEST_SERVER (default postgresql://postgres@127.0.0.1:5432); every test gets its own
+  database, cloned from a template migrated once per session with Alembic, and dropped afterwards.
+- `workers` starts `python -m pgjobs worker` subprocesses and kills whatever is left at teardown.
+- `wait_for` waits for a database state with a deadline; tests never sleep to synchronize.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import psycopg
+import pytest
+
+from pgjobs.admin import Admin
+from pgjobs.config import Settings
+
+ROOT = Path(__file__).resolve().parent.parent
+SERVER = os.environ.get("PGJOBS_TEST_SERVER", "postgresql://postgres@127.0.0.1:5432")
+TEMPLATE = f"pgjobs_tpl_{os.getpid()}"
+
+
+def server_url(dbname: str = "postgres") -> str:
+    return f"{SERVER}/{dbname}"
+
+
+def admin_execute(statement: str) -> None:
+    with psycopg.connect(server_url(), autocommit=True) as conn:
+        conn.execute(statement)
+
+
+def wait_for(predicate: Callable[[], Any], timeout: float = 10.0, what: str = "condition",
+             interval: float = 0.02) -> Any:
+    """Return predicate()'s first truthy value, polling until `timeout`; fail the test naming `what`."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = predicate()
+        if value:
+            return value
+        if time.monotonic() >= deadline:
+            raise AssertionError(f"timed out after {timeout}s waiting for {what}")
+        time.sleep(interval)
+
+
+def _create_database(name: str, template: str | None = None) -> None:
+    from psycopg import sql
+
+    stmt = sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name))
+    if template:
+        stmt = sql.SQL("CREATE DATABASE {} TEMPLATE {}").format(sql.Identifier(name), sql.Identifier(template))
+    with psycopg.connect(server_url(), autocommit=True) as conn:
+        conn.execute(stmt)
+
+
+def drop_database(name: str) -> None:
+    from psycopg import sql
+
+    with psycopg.connect(server_url(), autocommit=True) as conn:
+        conn.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name)))
+
+
+@pytest.fixture(scope="session")
+def template_db() -> Iterator[str]:
+    from pgjobs import migrations
+
+    drop_database(TEMPLATE)
+    _create_database(TEMPLATE)
+    migrations.upgrade(Settings.load(database_url=server_url(TEMPLATE)))
+    yield TEMPLATE
+    drop_database(TEMPLATE)
+
+
+@pytest.fixture
+def empty_db_url() -> Iterator[str]:
+    """A fresh, empty database (not migrated)."""
+    name = f"pgjobs_t_{uuid.uuid4().hex[:12]}"
+    _create_database(name)
+    yield server_url(name)
+    drop_database(name)
+
+
+@pytest.fixture
+def db_url(template_db: str) -> Iterator[str]:
+    """A fresh database at the latest migration."""
+    name = f"pgjobs_t_{uuid.uuid4().hex[:12]}"
+    _create_database(name, template=template_db)
+    yield server_url(name)
+    drop_database(name)
+
+
+@pytest.fixture
+def settings(db_url: str) -> Settings:
+    return Settings.load(database_url=db_url, heartbeat_interval=0.5, rescue_after=3.0, maintenance_interval=0.5,
+                         poll_interval=1.0, catchup_grace=60.0, shutdown_grace=5.0)
+
+
+@pytest.fixture
+def admin(settings: Settings) -> Admin:
+    return Admin(settings, actor="test")
+
+
+@pytest.fixture
+def db(db_url: str) -> Iterator[psycopg.Connection]:
+    """An autocommit connection to the test database, for assertions."""
+    with psycopg.connect(db_url, autocommit=True) as conn:
+        yield conn
+
+
+class WorkerProcs:
+    """Real `python -m pgjobs worker` processes; killed at teardown whatever happened."""
+
+    def __init__(self, db_url: str, log_dir: Path) -> None:
+        self.db_url = db_url
+        self.log_dir = log_dir
+        self.procs: list[subprocess.Popen[bytes]] = []
+
+    def start(self, *extra: str, env: dict[str, str] | None = None, concurrency: int = 4) -> subprocess.Popen[bytes]:
+        full_env = {
+            **os.environ,
+            "PGJOBS_DATABASE_URL": self.db_url,
+            "PGJOBS_HEARTBEAT_INTERVAL": "0.5",
+            "PGJOBS_RESCUE_AFTER": "3",
+            "PGJOBS_MAINTENANCE_INTERVAL": "0.5",
+            "PGJOBS_POLL_INTERVAL": "1",
+            "PGJOBS_SHUTDOWN_GRACE": "5",
+            "PYTHONPATH": os.pathsep.join([str(ROOT), str(ROOT / "tests")]),
+            **(env or {}),
+        }
+        log = open(self.log_dir / f"worker-{len(self.procs)}.log", "wb")  # noqa: SIM115 - closed with the process
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "pgjobs", "worker", "--concurrency", str(concurrency), *extra],
+            env=full_env, stdout=log, stderr=subprocess.STDOUT, cwd=ROOT,
+        )
+        self.procs.append(proc)
+        return proc
+
+    def kill(self, proc: subprocess.Popen[bytes], sig: int = signal.SIGKILL) -> None:
+        proc.send_signal(sig)
+        proc.wait(timeout=30)
+
+    def logs(self) -> str:
+        return "\n".join(p.read_text(errors="replace") for p in sorted(self.log_dir.glob("worker-*.log")))
+
+    def stop_all(self) -> None:
+        for p in self.procs:
+            if p.poll() is None:
+                p.kill()
+        for p in self.procs:
+            try:
+                p.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                pass
+
+
+@pytest.fixture
+def workers(db_url: str, tmp_path: Path) -> Iterator[WorkerProcs]:
+    procs = WorkerProcs(db_url, tmp_path)
+    yield procs
+    procs.stop_all()
+
+
+def worker_pid_of_leader(conn: psycopg.Connection) -> int | None:
+    row = conn.execute(
+        "SELECT pid FROM pgjobs.workers WHERE leader_since IS NOT NULL ORDER BY leader_since DESC LIMIT 1"
+    ).fetchone()
+    return row[0] if row else None
+
+
+def lock_holder_backend(conn: psycopg.Connection) -> int | None:
+    from pgjobs.queries import queries
+
+    q = queries("pgjobs")
+    row = conn.execute(q.leader_backend, q.lock).fetchone()
+    return row[0] if row else None

@@ -1,0 +1,67 @@
+"""Migrations: upgrade, downgrade to nothing, upgrade again, and the metadata matches (alembic check)."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+
+import psycopg
+
+from conftest import ROOT
+from pgjobs import migrations
+from pgjobs.config import Settings
+
+
+def _tables(url: str) -> set[str]:
+    with psycopg.connect(url) as conn:
+        rows = conn.execute(
+            "SELECT table_name FROM information_schema.tables WHERE table_schema = 'pgjobs'").fetchall()
+    return {r[0] for r in rows}
+
+
+def _alembic(url: str, *args: str) -> subprocess.CompletedProcess[str]:
+    env = {**os.environ, "PGJOBS_DATABASE_URL": url}
+    return subprocess.run([sys.executable, "-m", "alembic", *args], cwd=ROOT, env=env, capture_output=True,
+                          text=True, timeout=120)
+
+
+def test_upgrade_downgrade_upgrade_on_an_empty_database(empty_db_url: str) -> None:
+    settings = Settings.load(database_url=empty_db_url)
+    migrations.upgrade(settings)
+    assert {"schedules", "jobs", "workers", "audit", "alembic_version"} <= _tables(empty_db_url)
+
+    migrations.downgrade(settings, "base")
+    assert _tables(empty_db_url) == {"alembic_version"}, "downgrade base leaves only Alembic's (empty) version table"
+    with psycopg.connect(empty_db_url) as conn:
+        assert conn.execute("SELECT count(*) FROM pgjobs.alembic_version").fetchone()[0] == 0
+        functions = conn.execute(
+            "SELECT count(*) FROM pg_proc p JOIN pg_namespace n ON n.oid = p.pronamespace "
+            "WHERE n.nspname = 'pgjobs'").fetchone()[0]
+        assert functions == 0
+
+    migrations.upgrade(settings)
+    assert {"schedules", "jobs", "workers", "audit"} <= _tables(empty_db_url)
+
+
+def test_alembic_cli_upgrade_and_check_report_nothing(empty_db_url: str) -> None:
+    up = _alembic(empty_db_url, "upgrade", "head")
+    assert up.returncode == 0, up.stderr
+    check = _alembic(empty_db_url, "check")
+    assert check.returncode == 0, check.stdout + check.stderr
+    assert "No new upgrade operations detected" in check.stdout + check.stderr
+
+
+def test_version_table_lives_in_the_pgjobs_schema(db_url: str) -> None:
+    with psycopg.connect(db_url) as conn:
+        public = conn.execute("SELECT to_regclass('public.alembic_version')").fetchone()[0]
+        ours = conn.execute("SELECT to_regclass('pgjobs.alembic_version')").fetchone()[0]
+    assert public is None and ours is not None
+
+
+def test_a_custom_schema_name_is_honoured(empty_db_url: str) -> None:
+    settings = Settings.load(database_url=empty_db_url, schema="jobs_custom")
+    migrations.upgrade(settings)
+    with psycopg.connect(empty_db_url) as conn:
+        assert conn.execute("SELECT to_regclass('jobs_custom.jobs')").fetchone()[0] is not None
+        assert conn.execute("SELECT to_regclass('pgjobs.jobs')").fetchone()[0] is None
