@@ -463,6 +463,7 @@ class Admin:
                 self.q.finished_counts_since, {"states": ["completed", "failed", "skipped", "cancelled"],
                                                "since": since})}
             estimate = conn.execute(self.q.job_count_estimate, {"table": f"{self.settings.schema}.jobs"}).fetchone()
+            health = self._health(conn, since=self._db_now(conn) - timedelta(minutes=10))
             revision = None
             try:
                 with conn.transaction():
@@ -479,7 +480,27 @@ class Admin:
             "last_24h": recent,
             "jobs_estimate": max(0, (estimate or {}).get("reltuples", 0) or 0),
             "schema_revision": revision,
+            **health,
         }
+
+    def _health(self, conn: psycopg.Connection, since: datetime) -> dict[str, Any]:
+        """Lag: per queue, how long the oldest due job has waited; how far enabled schedules are behind
+        (a slot more than 5 s overdue means no leader is scheduling); cron slot lateness since `since`."""
+        queues = conn.execute(self.q.queue_health).fetchall()
+        overdue = conn.execute(self.q.schedules_overdue, {"grace": 5.0}).fetchone()
+        lateness = conn.execute(self.q.recent_slot_lateness, {"since": since}).fetchone()
+        return {
+            "queues": queues,
+            "lag_seconds": max((q["lag"] for q in queues), default=0.0),
+            "schedules_overdue": overdue["overdue"],
+            "max_overdue_seconds": overdue["max_overdue"],
+            "slot_lateness": lateness,
+        }
+
+    def health(self) -> dict[str, Any]:
+        """The cheap part of `status()` (no worker list, no 24 h counts): what metrics scrape."""
+        with self._conn() as conn:
+            return self._health(conn, since=self._db_now(conn) - timedelta(minutes=10))
 
     def schedule_history(self, name: str, *, since: datetime, limit: int = 5000) -> list[dict[str, Any]]:
         with self._conn() as conn:

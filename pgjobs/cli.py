@@ -195,8 +195,34 @@ def cmd_worker(args: argparse.Namespace) -> int:
         from pgjobs.metrics import serve_metrics
 
         serve_metrics(worker, settings.metrics_port)
+    _require_schema(settings)
     worker.run()
     return 0
+
+
+def _require_schema(settings: Settings) -> None:
+    """A worker refuses to start on a schema older than its code (one-line error, exit 1); while the
+    database is unreachable it waits, so workers may start before Postgres."""
+    import logging
+    import time
+
+    from pgjobs import migrations
+
+    log = logging.getLogger("pgjobs.worker")
+    delay = 0.5
+    while True:
+        try:
+            problem = migrations.check_schema(settings)
+            break
+        except psycopg.OperationalError as exc:
+            log.warning("database unavailable (%s); retrying in %.1fs", str(exc).strip().splitlines()[-1], delay)
+            time.sleep(delay)
+            delay = min(delay * 2, 10.0)
+        except migrations.MigrationError as exc:  # no alembic.ini: the head revision is unknown here
+            log.warning("schema check skipped: %s", exc)
+            return
+    if problem:
+        raise migrations.MigrationError(problem)
 
 
 def _schedule_fields(args: argparse.Namespace) -> dict[str, Any]:
@@ -314,6 +340,14 @@ def cmd_status(args: argparse.Namespace, admin: Admin) -> int:
     last = st["last_24h"]
     print(f"last 24h: {last.get('completed', 0)} completed, {last.get('failed', 0)} failed, "
           f"{last.get('skipped', 0)} skipped, {last.get('cancelled', 0)} cancelled")
+    late = st["slot_lateness"]
+    print(f"lag:      oldest due job waited {st['lag_seconds']:.1f}s; cron slots started "
+          f"{late['p50']:.3f}s late (p50, max {late['max']:.3f}s, last {late['runs']} runs in 10 min)")
+    if st["schedules_overdue"]:
+        print(f"behind:   {st['schedules_overdue']} schedule(s) overdue by up to {st['max_overdue_seconds']:.0f}s "
+              "(is a leader running? see docs/troubleshooting.md)")
+    if len(st["queues"]) > 1:
+        _table(st["queues"], ["queue", "available", "scheduled", "running", "lag"])
     print(f"schema:   revision {st['schema_revision'] or 'not migrated'}")
     print(f"workers:  {len(st['workers'])}")
     _table(st["workers"], ["id", "name", "queues", "concurrency", "running", "heartbeat_age", "leader_since"])

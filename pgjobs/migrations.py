@@ -55,3 +55,42 @@ def upgrade(settings: Settings, revision: str = "head") -> None:
 
 def downgrade(settings: Settings, revision: str = "base") -> None:
     command.downgrade(alembic_config(settings), revision)
+
+
+def database_revision(settings: Settings) -> str | None:
+    """The revision recorded in the database's pgjobs version table; None if pgjobs was never migrated there.
+
+    Raises psycopg.OperationalError when the database cannot be reached."""
+    import psycopg
+
+    from pgjobs.queries import queries
+
+    with psycopg.connect(settings.require_database(), connect_timeout=5, application_name="pgjobs schema check") as conn:
+        try:
+            row = conn.execute(queries(settings.schema).schema_revision).fetchone()
+        except psycopg.errors.UndefinedTable:
+            return None
+    return row[0] if row else None
+
+
+def schema_problem(schema: str, revision: str | None, head: str, known: set[str]) -> str | None:
+    """Why code whose latest revision is `head` cannot run on a database at `revision`; None when it can.
+
+    - not migrated, or at an older revision this code knows: a problem (run `pgjobs migrate`);
+    - at head: fine;
+    - at a revision this code does not know: the database was upgraded by newer code. Not a problem for a
+      running worker (pgjobs migrations are additive within a release, so old workers keep working during a
+      rolling deploy); `pgjobs migrate` refuses it instead (see `upgrade`).
+    """
+    if revision is None:
+        return f"schema '{schema}' is not migrated: run `pgjobs migrate` (or `alembic upgrade head`)"
+    if revision != head and revision in known:
+        return (f"schema '{schema}' is at revision {revision}, this pgjobs needs {head}: "
+                "run `pgjobs migrate` (or `alembic upgrade head`)")
+    return None
+
+
+def check_schema(settings: Settings) -> str | None:
+    """`schema_problem` for the configured database (raises psycopg.OperationalError if unreachable)."""
+    return schema_problem(settings.schema, database_revision(settings), head_revision(settings),
+                          known_revisions(settings))

@@ -324,6 +324,28 @@ TEMPLATES: dict[str, str] = {
         SELECT name, task, cron, timezone, next_run_at FROM {s}.schedules
         WHERE enabled AND next_run_at IS NOT NULL ORDER BY next_run_at LIMIT %(limit)s""",
     "schema_revision": "SELECT version_num FROM {s}.alembic_version",
+    # Health at a glance (status, metrics): reads only unfinished jobs (the claim index) and the schedules,
+    # never the history, so it stays cheap however many finished jobs are kept.
+    "queue_health": """
+        SELECT queue,
+               count(*) FILTER (WHERE state = 'available' AND scheduled_at <= now()) AS available,
+               count(*) FILTER (WHERE state = 'available' AND scheduled_at > now()) AS scheduled,
+               count(*) FILTER (WHERE state = 'running') AS running,
+               coalesce(extract(epoch FROM now() - min(scheduled_at)
+                        FILTER (WHERE state = 'available' AND scheduled_at <= now())), 0)::float8 AS lag
+        FROM {s}.jobs WHERE state IN ('available', 'running')
+        GROUP BY queue ORDER BY queue""",
+    "schedules_overdue": """
+        SELECT count(*) AS overdue,
+               coalesce(extract(epoch FROM now() - min(next_run_at)), 0)::float8 AS max_overdue
+        FROM {s}.schedules WHERE enabled AND next_run_at < now() - %(grace)s * interval '1 second'""",
+    "recent_slot_lateness": """
+        SELECT count(*) AS runs,
+               coalesce(percentile_cont(0.5) WITHIN GROUP (ORDER BY lateness), 0)::float8 AS p50,
+               coalesce(max(lateness), 0)::float8 AS max
+        FROM (SELECT extract(epoch FROM started_at - slot) AS lateness FROM {s}.jobs
+              WHERE inserted_at >= %(since)s AND slot IS NOT NULL AND started_at IS NOT NULL
+              ORDER BY inserted_at DESC LIMIT 1000) AS recent""",
     # ---------------------------------------------------------------- built-in task: refresh a materialized view
     "matview_info": """
         SELECT c.oid::bigint AS oid, n.nspname AS schema, c.relname AS name, c.relkind, c.relispopulated,
