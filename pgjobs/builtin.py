@@ -62,6 +62,7 @@ def refresh_materialized_view(
     q = ctx.queries or Q.queries()
     with ctx.connection() as conn:
         info = conn.execute(q.matview_info, {"qualified": Q.qualified_name(schema, view)}).fetchone()
+        conn.commit()  # the refresh below runs in a transaction of its own, not a savepoint of this one
         shown = f"{schema}.{view}" if schema else view
         if info is None:
             raise LookupError(f"materialized view '{shown}' does not exist")
