@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
+from typing import Any
 
 from alembic.config import Config
 from alembic.script import ScriptDirectory
@@ -55,6 +56,32 @@ def upgrade(settings: Settings, revision: str = "head") -> None:
 
 def downgrade(settings: Settings, revision: str = "base") -> None:
     command.downgrade(alembic_config(settings), revision)
+
+
+def upgrade_connection(connection: Any, *, schema: str = "pgjobs", revision: str = "head") -> None:
+    """Run pgjobs' migrations on a host application's SQLAlchemy `connection`, e.g. at the end of the host's
+    own Alembic env.py. pgjobs keeps its own history (`<schema>.alembic_version`), so the host's version
+    table is untouched. In an open transaction the work joins it (and commits or rolls back with it); on a
+    connection with no transaction open it commits on its own."""
+    ini = Path(os.environ.get("PGJOBS_ALEMBIC_INI", ROOT / "alembic.ini"))
+    if not ini.exists():
+        raise MigrationError(f"alembic.ini not found at {ini}; set PGJOBS_ALEMBIC_INI")
+    cfg = Config(str(ini))
+    cfg.attributes["connection"] = connection
+    cfg.attributes["pgjobs_schema"] = schema
+    # Called from inside the host's env.py, this is an Alembic run nested in another. Alembic keeps its
+    # running environment in module-level proxies (`alembic.context`, `alembic.op`) that the inner run
+    # removes when it ends: put the host's back so its own run finishes normally.
+    import alembic.context
+    import alembic.op
+
+    outer = getattr(alembic.context, "_proxy", None), getattr(alembic.op, "_proxy", None)
+    try:
+        command.upgrade(cfg, revision)
+    finally:
+        for proxy in outer:
+            if proxy is not None:
+                proxy._install_proxy()
 
 
 def database_revision(settings: Settings) -> str | None:
