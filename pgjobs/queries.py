@@ -30,6 +30,12 @@ _SCHEDULE_COLUMNS = """id, name, task, args, cron, timezone, enabled, queue, pri
     timeout_seconds, catchup, catchup_max, overlap, description, next_run_at, last_slot_at, created_at,
     updated_at"""
 
+# The console's schedule list order: by name, or by task, next run or last slot first (then name).
+_CONSOLE_SCHEDULE_ORDER = """CASE WHEN %(sort)s = 'task' THEN task END,
+            CASE WHEN %(sort)s = 'next_run' THEN next_run_at END NULLS LAST,
+            CASE WHEN %(sort)s = 'last_slot' THEN last_slot_at END DESC NULLS LAST,
+            name"""
+
 TEMPLATES: dict[str, str] = {
     # ---------------------------------------------------------------- connection housekeeping
     "ping": "SELECT 1",
@@ -78,8 +84,15 @@ TEMPLATES: dict[str, str] = {
     # ---------------------------------------------------------------- job claim / outcome (workers)
     "claim_jobs": """
         WITH next AS (
-            SELECT id FROM {s}.jobs
+            SELECT id FROM {s}.jobs AS j
             WHERE state = 'available' AND queue = ANY(%(queues)s) AND scheduled_at <= now()
+              -- Overlap 'skip' and 'queue': a schedule runs one job at a time, oldest first. A queued slot
+              -- (or a catch-up backlog) waits here until the run before it has finished.
+              AND (schedule_id IS NULL OR NOT EXISTS (
+                  SELECT 1 FROM {s}.schedules AS sc JOIN {s}.jobs AS o ON o.schedule_id = sc.id
+                  WHERE sc.id = j.schedule_id AND sc.overlap <> 'allow' AND o.id <> j.id
+                    AND o.state IN ('available', 'running')
+                    AND (o.state = 'running' OR (o.id < j.id AND o.scheduled_at <= now()))))
             ORDER BY priority, scheduled_at, id
             LIMIT %(limit)s
             FOR UPDATE SKIP LOCKED
@@ -99,23 +112,30 @@ TEMPLATES: dict[str, str] = {
         FROM unnest(%(ids)s::bigint[], %(attempts)s::int[], %(seconds)s::float8[], %(results)s::jsonb[])
              AS d(id, attempt, seconds, result)
         WHERE j.id = d.id AND j.attempt = d.attempt AND j.state = 'running' AND j.worker_id = %(worker_id)s""",
+    # A failed attempt is retried while attempts remain, unless an operator asked to cancel it.
     "fail_job": """
-        UPDATE {s}.jobs
-        SET state = CASE WHEN %(retry)s AND attempt < max_attempts AND NOT cancel_requested
-                         THEN 'available' ELSE %(final_state)s END,
-            scheduled_at = CASE WHEN %(retry)s AND attempt < max_attempts AND NOT cancel_requested
-                                THEN now() + %(delay)s * interval '1 second' ELSE scheduled_at END,
-            finished_at = CASE WHEN %(retry)s AND attempt < max_attempts AND NOT cancel_requested
-                               THEN NULL ELSE started_at + %(seconds)s * interval '1 second' END,
-            worker_id = CASE WHEN %(retry)s AND attempt < max_attempts AND NOT cancel_requested
-                             THEN NULL ELSE worker_id END,
+        WITH d AS (
+            SELECT id, CASE WHEN cancel_requested THEN 'cancelled'
+                            WHEN %(retry)s AND attempt < max_attempts THEN 'available'
+                            ELSE %(final_state)s END AS next_state
+            FROM {s}.jobs
+            WHERE id = %(id)s AND attempt = %(attempt)s AND state = 'running' AND worker_id = %(worker_id)s
+            FOR UPDATE
+        )
+        UPDATE {s}.jobs AS j
+        SET state = d.next_state,
+            scheduled_at = CASE WHEN d.next_state = 'available'
+                                THEN now() + %(delay)s * interval '1 second' ELSE j.scheduled_at END,
+            finished_at = CASE WHEN d.next_state = 'available'
+                               THEN NULL ELSE j.started_at + %(seconds)s * interval '1 second' END,
+            worker_id = CASE WHEN d.next_state = 'available' THEN NULL ELSE j.worker_id END,
             last_error = %(error)s,
             backend_pid = NULL,
-            errors = errors || jsonb_build_array(jsonb_build_object(
-                'attempt', attempt, 'at', now(), 'error', %(error)s::text, 'traceback', %(traceback)s::text,
-                'worker', worker))
-        WHERE id = %(id)s AND attempt = %(attempt)s AND state = 'running' AND worker_id = %(worker_id)s
-        RETURNING state, scheduled_at""",
+            errors = j.errors || jsonb_build_array(jsonb_build_object(
+                'attempt', j.attempt, 'at', now(), 'error', %(error)s::text, 'traceback', %(traceback)s::text,
+                'worker', j.worker))
+        FROM d WHERE j.id = d.id
+        RETURNING j.state, j.scheduled_at""",
     "set_job_backend": "UPDATE {s}.jobs SET backend_pid = %(pid)s WHERE id = %(id)s AND state = 'running'",
     # On shutdown: jobs that did not finish within the grace period go back to the queue, attempt refunded.
     "requeue_worker_jobs": """
@@ -346,6 +366,93 @@ TEMPLATES: dict[str, str] = {
         FROM (SELECT extract(epoch FROM started_at - slot) AS lateness FROM {s}.jobs
               WHERE inserted_at >= %(since)s AND slot IS NOT NULL AND started_at IS NOT NULL
               ORDER BY inserted_at DESC LIMIT 1000) AS recent""",
+    # ---------------------------------------------------------------- console
+    # The console's reads. Each one is bounded: a page of schedules, a LIMIT on jobs, a window plus a cap on
+    # history, and estimates (pg_class / pg_stats) instead of counting a big table.
+    # A page of schedules with their last run and a success rate over their last runs in a window; the
+    # LATERAL lookups walk ix_jobs_schedule_history (schedule_id, inserted_at) and stop at %(runs)s rows.
+    "console_schedules": """
+        WITH page AS (
+            SELECT """ + _SCHEDULE_COLUMNS + """
+            FROM {s}.schedules
+            WHERE (%(search)s::text IS NULL OR name ILIKE %(search)s OR task ILIKE %(search)s)
+              AND (%(enabled)s::boolean IS NULL OR enabled = %(enabled)s)
+            ORDER BY """ + _CONSOLE_SCHEDULE_ORDER + """
+            LIMIT %(limit)s OFFSET %(offset)s
+        )
+        SELECT page.*, last.id AS last_job_id, last.state AS last_state, last.inserted_at AS last_run_at,
+               last.finished_at AS last_finished_at, stats.runs, stats.completed, stats.failed
+        FROM page
+        LEFT JOIN LATERAL (
+            SELECT j.id, j.state, j.inserted_at, j.finished_at FROM {s}.jobs AS j
+            WHERE j.schedule_id = page.id ORDER BY j.inserted_at DESC LIMIT 1
+        ) AS last ON true
+        LEFT JOIN LATERAL (
+            SELECT count(*) AS runs, count(*) FILTER (WHERE r.state = 'completed') AS completed,
+                   count(*) FILTER (WHERE r.state = 'failed') AS failed
+            FROM (SELECT j.state FROM {s}.jobs AS j
+                  WHERE j.schedule_id = page.id AND j.inserted_at >= %(since)s
+                  ORDER BY j.inserted_at DESC LIMIT %(runs)s) AS r
+            WHERE r.state IN ('completed', 'failed')
+        ) AS stats ON true
+        ORDER BY """ + _CONSOLE_SCHEDULE_ORDER,
+    "console_schedule_names": """
+        SELECT name FROM {s}.schedules
+        WHERE (%(search)s::text IS NULL OR name ILIKE %(search)s)
+        ORDER BY name LIMIT %(limit)s""",
+    # Counts by state without counting: reltuples times pg_stats' frequency of each state. The size lets
+    # the caller count exactly when the table is small (or was never analyzed).
+    "console_jobs_size": """
+        SELECT reltuples::bigint AS reltuples, pg_relation_size(oid) AS bytes
+        FROM pg_class WHERE oid = to_regclass(%(table)s)""",
+    "console_state_estimates": """
+        SELECT v.state, round(v.freq * greatest(c.reltuples, 0))::bigint AS count
+        FROM pg_class AS c, pg_stats AS st,
+             unnest(st.most_common_vals::text::text[], st.most_common_freqs) AS v(state, freq)
+        WHERE c.oid = to_regclass(%(table)s) AND st.schemaname = %(schema)s AND st.tablename = 'jobs'
+          AND st.attname = 'state'""",
+    "console_recent_failures": """
+        SELECT j.id, j.task, sc.name AS schedule, j.queue, j.attempt, j.max_attempts, j.finished_at,
+               j.worker, j.last_error
+        FROM {s}.jobs AS j LEFT JOIN {s}.schedules AS sc ON sc.id = j.schedule_id
+        WHERE j.state = 'failed' AND j.finished_at >= %(since)s
+        ORDER BY j.finished_at DESC LIMIT %(limit)s""",
+    # Runs of one schedule in time buckets (the history chart): the newest %(cap)s runs of the window at most.
+    "console_schedule_buckets": """
+        SELECT date_bin(%(bucket)s * interval '1 second', r.at, TIMESTAMPTZ '2000-01-01 00:00:00+00') AS bucket,
+               count(*) AS runs,
+               count(*) FILTER (WHERE r.state = 'completed') AS completed,
+               count(*) FILTER (WHERE r.state = 'failed') AS failed,
+               count(*) FILTER (WHERE r.state = 'skipped') AS skipped,
+               count(*) FILTER (WHERE r.state = 'cancelled') AS cancelled,
+               count(*) FILTER (WHERE r.state IN ('available', 'running')) AS unfinished,
+               avg(r.duration)::float8 AS avg_duration,
+               percentile_cont(0.95) WITHIN GROUP (ORDER BY r.duration)::float8 AS p95_duration,
+               avg(r.lateness)::float8 AS avg_lateness,
+               max(r.lateness)::float8 AS max_lateness
+        FROM (SELECT j.state, coalesce(j.slot, j.inserted_at) AS at,
+                     extract(epoch FROM j.finished_at - j.started_at) AS duration,
+                     extract(epoch FROM j.started_at - coalesce(j.slot, j.scheduled_at)) AS lateness
+              FROM {s}.jobs AS j
+              WHERE j.schedule_id = %(schedule_id)s AND j.inserted_at >= %(since)s
+              ORDER BY j.inserted_at DESC LIMIT %(cap)s) AS r
+        GROUP BY 1 ORDER BY 1""",
+    "console_schedule_stats": """
+        SELECT count(*) AS total,
+               count(*) FILTER (WHERE r.state = 'completed') AS completed,
+               count(*) FILTER (WHERE r.state = 'failed') AS failed,
+               count(*) FILTER (WHERE r.state = 'skipped') AS skipped,
+               count(*) FILTER (WHERE r.state = 'cancelled') AS cancelled,
+               count(*) FILTER (WHERE r.state IN ('available', 'running')) AS unfinished,
+               count(*) FILTER (WHERE r.attempt > 1) AS retried,
+               avg(r.duration)::float8 AS avg_duration,
+               percentile_cont(0.95) WITHIN GROUP (ORDER BY r.duration)::float8 AS p95_duration,
+               avg(r.lateness)::float8 AS avg_lateness
+        FROM (SELECT j.state, j.attempt, extract(epoch FROM j.finished_at - j.started_at) AS duration,
+                     extract(epoch FROM j.started_at - coalesce(j.slot, j.scheduled_at)) AS lateness
+              FROM {s}.jobs AS j
+              WHERE j.schedule_id = %(schedule_id)s AND j.inserted_at >= %(since)s
+              ORDER BY j.inserted_at DESC LIMIT %(cap)s) AS r""",
     # ---------------------------------------------------------------- built-in task: refresh a materialized view
     "matview_info": """
         SELECT c.oid::bigint AS oid, n.nspname AS schema, c.relname AS name, c.relkind, c.relispopulated,
