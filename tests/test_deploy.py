@@ -141,3 +141,12 @@ def _seconds(value: str | int) -> float:
     assert m and value, f"duration {value!r}"
     return int(m.group(1) or 0) * 60 + int(m.group(2) or 0)
 
+
+
+def test_configuration_reference_is_generated_from_the_code() -> None:
+    from pgjobs import docgen
+
+    committed = (ROOT / "docs" / "configuration.md").read_text()
+    assert committed == docgen.render(), "docs/configuration.md is stale: run `python -m pgjobs.docgen`"
+    for row in settings_reference():
+        assert f"`{row['env']}`" in committed
