@@ -9,9 +9,9 @@ import urllib.error
 import urllib.request
 
 import psycopg
-from conftest import wait_for
 from prometheus_client.parser import text_string_to_metric_families
 
+from conftest import wait_for
 from pgjobs.admin import Admin
 
 

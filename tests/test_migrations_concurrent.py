@@ -9,8 +9,8 @@ import sys
 
 import psycopg
 import pytest
-from conftest import ROOT, wait_for
 
+from conftest import ROOT, wait_for
 from pgjobs.config import Settings
 from pgjobs.migrations import head_revision, schema_problem
 
