@@ -1,0 +1,191 @@
+"""Chaos with real processes: kill -9 storms, a Postgres restart, a terminated lock connection.
+
+Invariants checked at the end of each run:
+- every cron slot in the window has exactly one job (none missed, none doubled);
+- no job is left running; every job is finished or legitimately waiting for a retry;
+- no job ran more attempts than it was allowed.
+"""
+
+from __future__ import annotations
+
+import os
+import random
+import signal
+import subprocess
+import threading
+import time
+from datetime import timedelta
+
+import psycopg
+import pytest
+import tasks_for_tests  # noqa: F401 - registers tests.* tasks for the in-process admin
+
+from conftest import lock_holder_backend, wait_for
+from pgjobs.admin import Admin
+
+IMPORT = ("--import", "tasks_for_tests")
+CHAOS_SECONDS = float(os.environ.get("PGJOBS_CHAOS_SECONDS", "60"))
+
+
+def _db_now(db: psycopg.Connection):
+    return db.execute("SELECT clock_timestamp()").fetchone()[0]
+
+
+def _assert_slots_exactly_once(db: psycopg.Connection, start, end, schedules: int) -> None:
+    rows = db.execute(
+        """SELECT sc.name, s.slot, count(j.id)
+           FROM pgjobs.schedules sc
+           CROSS JOIN generate_series(%s::timestamptz, %s::timestamptz, interval '1 second') AS s(slot)
+           LEFT JOIN pgjobs.jobs j ON j.schedule_id = sc.id AND j.slot = s.slot
+           GROUP BY 1, 2 HAVING count(j.id) <> 1 ORDER BY 2""", (start, end)).fetchall()
+    assert rows == [], f"slots without exactly one job: {rows[:20]}"
+    total = db.execute("SELECT count(*) FROM pgjobs.jobs WHERE slot BETWEEN %s AND %s", (start, end)).fetchone()[0]
+    assert total == schedules * (int((end - start).total_seconds()) + 1)
+
+
+def _assert_nothing_stuck(db: psycopg.Connection) -> None:
+    running = db.execute("SELECT count(*) FROM pgjobs.jobs WHERE state = 'running'").fetchone()[0]
+    assert running == 0, f"{running} job(s) left running"
+    over = db.execute("SELECT count(*) FROM pgjobs.jobs WHERE attempt > max_attempts").fetchone()[0]
+    assert over == 0
+    waiting = db.execute(
+        "SELECT count(*) FROM pgjobs.jobs WHERE state = 'available' AND scheduled_at < now() - interval '5 seconds'"
+    ).fetchone()[0]
+    assert waiting == 0, f"{waiting} job(s) due for over 5 s and not picked up"
+
+
+def test_kill_9_storm_loses_and_doubles_nothing(admin: Admin, db, workers, db_url: str) -> None:
+    for name in ("a", "b", "c"):
+        admin.add_schedule(f"chaos-{name}", cron="1 seconds", task="pgjobs.noop", overlap="allow")
+    procs = [workers.start(*IMPORT) for _ in range(4)]
+    wait_for(lambda: lock_holder_backend(db), 15, "a leader")
+    stop = threading.Event()
+    enqueued: list[int] = []
+
+    def stream() -> None:
+        producer = Admin(admin.settings, actor="chaos")
+        while not stop.is_set():
+            enqueued.append(producer.enqueue("tests.random_fail", {"p": 0.3}, max_attempts=3))
+            stop.wait(0.02)
+
+    producer = threading.Thread(target=stream)
+    producer.start()
+    start = _db_now(db).replace(microsecond=0) + timedelta(seconds=1)
+    rng = random.Random(1234)
+    takeovers: list[float] = []
+    kills = 0
+    deadline = time.monotonic() + CHAOS_SECONDS
+    try:
+        while time.monotonic() < deadline:
+            leader_backend = lock_holder_backend(db)
+            alive = [p for p in procs if p.poll() is None]
+            leader_row = db.execute(
+                "SELECT pid FROM pgjobs.workers WHERE leader_since IS NOT NULL ORDER BY leader_since DESC LIMIT 1"
+            ).fetchone()
+            kill_leader = kills % 3 == 0 and leader_row is not None
+            victim = next((p for p in alive if kill_leader and p.pid == leader_row[0]), None) or rng.choice(alive)
+            t0 = time.monotonic()
+            victim.send_signal(signal.SIGKILL)
+            victim.wait(10)
+            kills += 1
+            if leader_row is not None and victim.pid == leader_row[0]:
+                wait_for(lambda lb=leader_backend: (b := lock_holder_backend(db)) and b != lb, 5, "a new leader")
+                takeovers.append(time.monotonic() - t0)
+            replacement = workers.start(*IMPORT)
+            procs.append(replacement)
+            # Pace the kills by the system's own progress: the replacement joined and two more slots ran.
+            wait_for(lambda r=replacement: db.execute("SELECT count(*) FROM pgjobs.workers WHERE pid = %s",
+                                                      (r.pid,)).fetchone()[0], 10, "the replacement to join")
+            last = db.execute("SELECT max(slot) FROM pgjobs.jobs WHERE state = 'completed'").fetchone()[0]
+            wait_for(lambda last=last: db.execute(
+                "SELECT max(slot) >= %s + interval '2 seconds' FROM pgjobs.jobs WHERE state = 'completed'",
+                (last,)).fetchone()[0], 10, "two more slots to complete")
+    finally:
+        stop.set()
+        producer.join(10)
+    end = _db_now(db).replace(microsecond=0) - timedelta(seconds=1)
+    wait_for(lambda: db.execute(
+        "SELECT count(*) = 0 FROM pgjobs.jobs WHERE state = 'running' OR "
+        "(state = 'available' AND scheduled_at < now())").fetchone()[0], 40, "the queue to settle")
+    _assert_slots_exactly_once(db, start, end, 3)
+    _assert_nothing_stuck(db)
+    states = dict(db.execute("SELECT state, count(*) FROM pgjobs.jobs WHERE schedule_id IS NULL GROUP BY 1").fetchall())
+    assert sum(states.values()) == len(enqueued)
+    assert set(states) <= {"completed", "failed", "available"}
+    print(f"\nchaos: {kills} kills, {len(takeovers)} leader kills, takeover max {max(takeovers or [0]):.3f}s, "
+          f"{len(enqueued)} jobs {states}")
+    assert takeovers and max(takeovers) < 2.0, takeovers
+
+
+def _pg_restart() -> None:
+    version = sorted(os.listdir("/etc/postgresql"))[0]
+    subprocess.run(["pg_ctlcluster", "--skip-systemctl-redirect", version, "main", "restart", "-m", "fast"],
+                   check=True, timeout=60, capture_output=True)
+
+
+def _connect(url: str) -> psycopg.Connection:
+    return wait_for(lambda: _try_connect(url), 30, "Postgres to accept connections")
+
+
+def _try_connect(url: str) -> psycopg.Connection | None:
+    try:
+        return psycopg.connect(url, autocommit=True)
+    except psycopg.OperationalError:
+        return None
+
+
+@pytest.mark.skipif(not os.path.isdir("/etc/postgresql"), reason="needs a local Debian Postgres cluster to restart")
+def test_workers_recover_from_a_postgres_restart_without_losing_or_doubling_slots(admin: Admin, db_url, workers):
+    admin.add_schedule("through-restart", cron="1 seconds", task="pgjobs.noop", overlap="allow")
+    for _ in range(3):
+        workers.start()
+    with psycopg.connect(db_url, autocommit=True) as db:
+        wait_for(lambda: db.execute("SELECT count(*) FROM pgjobs.jobs WHERE state = 'completed'").fetchone()[0] >= 2,
+                 20, "jobs before the restart")
+        start = _db_now(db).replace(microsecond=0) + timedelta(seconds=1)
+    _pg_restart()
+    restarted = time.monotonic()
+    db = _connect(db_url)
+    try:
+        after = _db_now(db)
+        wait_for(lambda: db.execute("SELECT count(*) FROM pgjobs.jobs WHERE state = 'completed' AND started_at > %s",
+                                    (after,)).fetchone()[0] >= 1, 10, "a job completed after the restart")
+        recovery = time.monotonic() - restarted
+        wait_for(lambda: db.execute("SELECT count(*) FROM pgjobs.workers").fetchone()[0] >= 3, 10, "workers")
+        end = _db_now(db).replace(microsecond=0) + timedelta(seconds=3)
+        wait_for(lambda: _db_now(db) > end + timedelta(seconds=1), 10, "slots after the restart")
+        wait_for(lambda: db.execute("SELECT count(*) = 0 FROM pgjobs.jobs WHERE slot <= %s AND state <> 'completed'",
+                                    (end,)).fetchone()[0], 20, "every slot's job to complete")
+        _assert_slots_exactly_once(db, start, end, 1)
+        print(f"\nrecovery after Postgres restart: first job completed {recovery:.2f}s after the restart returned")
+        assert recovery < 10
+    finally:
+        db.close()
+
+
+def test_terminating_the_leaders_lock_connection_moves_leadership_within_2s(admin: Admin, db, workers) -> None:
+    admin.add_schedule("steady", cron="1 seconds", task="pgjobs.noop", overlap="allow")
+    procs = [workers.start() for _ in range(3)]
+    old_backend = wait_for(lambda: lock_holder_backend(db), 15, "a leader")
+    old_pid = wait_for(lambda: db.execute(
+        "SELECT pid FROM pgjobs.workers WHERE leader_since IS NOT NULL").fetchone(), 10, "the leader row")[0]
+    wait_for(lambda: db.execute("SELECT count(*) FROM pgjobs.jobs WHERE state = 'completed'").fetchone()[0] >= 2,
+             10, "slots before the switch")
+    start = _db_now(db).replace(microsecond=0) - timedelta(seconds=1)
+    assert db.execute("SELECT pg_terminate_backend(%s)", (old_backend,)).fetchone()[0]
+    t0 = time.monotonic()
+    new_backend = wait_for(lambda: (b := lock_holder_backend(db)) and b != old_backend and b, 5, "a new lock holder")
+    takeover = time.monotonic() - t0
+    assert takeover < 2.0, f"new leader after {takeover:.3f}s"
+    new_pid = db.execute("SELECT pid FROM pg_stat_activity WHERE pid = %s", (new_backend,)).fetchone()
+    assert new_pid is not None
+    # The old leader stepped down: its worker row no longer claims leadership once the new one marked itself.
+    wait_for(lambda: db.execute("SELECT count(*) FROM pgjobs.workers WHERE leader_since IS NOT NULL").fetchone()[0]
+             == 1, 5, "exactly one leader row")
+    assert all(p.poll() is None for p in procs), "no worker crashed"
+    end = start + timedelta(seconds=5)
+    wait_for(lambda: _db_now(db) > end + timedelta(seconds=1), 10, "slots after the switch")
+    wait_for(lambda: db.execute("SELECT count(*) = 0 FROM pgjobs.jobs WHERE slot <= %s AND state <> 'completed'",
+                                (end,)).fetchone()[0], 10, "completion")
+    _assert_slots_exactly_once(db, start, end, 1)
+    print(f"\nlock connection terminated: new leader in {takeover * 1000:.1f} ms (old worker pid {old_pid})")
