@@ -517,6 +517,87 @@ class Admin:
                 "limit": _int_in("limit", limit, 1, 10_000), "entity_name": entity_name,
                 "before_id": before_id}).fetchall()
 
+    # ---- console reads
+    # What the Streamlit console shows, each read bounded (a page, a LIMIT, a window with a cap) so a page
+    # stays fast with millions of jobs. See the `console` section of pgjobs/queries.py.
+    CONSOLE_SORTS = ("name", "task", "next_run", "last_slot")
+    EXACT_COUNT_MAX_BYTES = 16 * 1024 * 1024
+
+    def console_schedules(self, *, search: str | None = None, enabled: bool | None = None, sort: str = "name",
+                          limit: int = 50, offset: int = 0, since: datetime | None = None,
+                          runs: int = 200) -> list[dict[str, Any]]:
+        """A page of schedules with the last run and `completed`/`failed` over the last `runs` runs since
+        `since` (default 7 days): success rate = completed / (completed + failed)."""
+        if sort not in self.CONSOLE_SORTS:
+            raise AdminError(f"sort '{sort}': use one of {', '.join(self.CONSOLE_SORTS)}")
+        with self._conn() as conn:
+            since = since or self._db_now(conn) - timedelta(days=7)
+            return conn.execute(self.q.console_schedules, {
+                "search": f"%{search}%" if search else None, "enabled": enabled, "sort": sort,
+                "limit": _int_in("limit", limit, 1, 1000), "offset": _int_in("offset", offset, 0, 10**9),
+                "since": since, "runs": _int_in("runs", runs, 1, 10_000)}).fetchall()
+
+    def schedule_names(self, search: str | None = None, limit: int = 1000) -> list[str]:
+        with self._conn() as conn:
+            rows = conn.execute(self.q.console_schedule_names, {
+                "search": f"%{search}%" if search else None, "limit": _int_in("limit", limit, 1, 10_000)})
+            return [r["name"] for r in rows]
+
+    def job_state_counts(self) -> dict[str, Any]:
+        """Jobs by state: exact while the table is small, else estimated from the planner's statistics
+        (reltuples x the frequency of each state), so it never counts millions of rows."""
+        table = f"{self.settings.schema}.jobs"
+        with self._conn() as conn:
+            size = conn.execute(self.q.console_jobs_size, {"table": table}).fetchone()
+            if size is None or size["bytes"] <= self.EXACT_COUNT_MAX_BYTES:
+                counts = {r["state"]: r["count"] for r in conn.execute(self.q.job_counts)}
+                return {"counts": counts, "exact": True, "total": sum(counts.values())}
+            # Big: finished states estimated (absent until the table was first analyzed), unfinished exact.
+            counts = {r["state"]: r["count"] for r in conn.execute(
+                self.q.console_state_estimates, {"table": table, "schema": self.settings.schema})}
+            counts.update({r["state"]: r["count"] for r in conn.execute(self.q.unfinished_counts)})
+            return {"counts": counts, "exact": False, "total": max(size["reltuples"], 0)}
+
+    def recent_failures(self, *, since: datetime, limit: int = 20) -> list[dict[str, Any]]:
+        with self._conn() as conn:
+            return conn.execute(self.q.console_recent_failures, {
+                "since": since, "limit": _int_in("limit", limit, 1, 1000)}).fetchall()
+
+    def next_runs(self, limit: int = 10) -> list[dict[str, Any]]:
+        with self._conn() as conn:
+            return conn.execute(self.q.next_runs, {"limit": _int_in("limit", limit, 1, 1000)}).fetchall()
+
+    def recent_lateness(self, *, since: datetime, limit: int = 200) -> list[dict[str, Any]]:
+        """Recent cron runs with how late they started after their slot (seconds)."""
+        with self._conn() as conn:
+            return conn.execute(self.q.recent_lateness, {
+                "since": since, "limit": _int_in("limit", limit, 1, 10_000)}).fetchall()
+
+    def _schedule_id(self, conn: psycopg.Connection, name: str) -> int:
+        sc = conn.execute(self.q.get_schedule, {"name": name}).fetchone()
+        if sc is None:
+            raise NotFound(f"schedule '{name}' does not exist")
+        return sc["id"]
+
+    def schedule_buckets(self, name: str, *, since: datetime, bucket_seconds: int,
+                         cap: int = 20_000) -> list[dict[str, Any]]:
+        """Runs of a schedule per time bucket (outcomes, duration avg/p95, lateness) over the newest `cap`
+        runs since `since`."""
+        with self._conn() as conn:
+            return conn.execute(self.q.console_schedule_buckets, {
+                "schedule_id": self._schedule_id(conn, name), "since": since,
+                "bucket": _int_in("bucket_seconds", bucket_seconds, 1, 86400 * 31),
+                "cap": _int_in("cap", cap, 1, 1_000_000)}).fetchall()
+
+    def schedule_stats(self, name: str, *, since: datetime, cap: int = 20_000) -> dict[str, Any]:
+        """Totals over the newest `cap` runs since `since`; `capped` says the cap was reached."""
+        cap = _int_in("cap", cap, 1, 1_000_000)
+        with self._conn() as conn:
+            row = conn.execute(self.q.console_schedule_stats, {
+                "schedule_id": self._schedule_id(conn, name), "since": since, "cap": cap}).fetchone()
+        finished = row["completed"] + row["failed"]
+        return {**row, "success_rate": row["completed"] / finished if finished else None,
+                "capped": row["total"] >= cap}
 
 def _next_slot(expr: str, timezone: str, now: datetime) -> datetime:
     return cron.next_slot(cron.parse_cron(expr), cron.load_timezone(timezone), now.astimezone(UTC))

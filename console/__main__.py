@@ -1,0 +1,3 @@
+from console.run import main
+
+raise SystemExit(main())

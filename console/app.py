@@ -1,0 +1,30 @@
+"""The console's entry point: `streamlit run console/app.py` (or `python -m console`, which checks the
+address and the users first). Signs the user in, draws the sidebar and runs the chosen page."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+_ROOT = str(Path(__file__).resolve().parent.parent)
+if _ROOT not in sys.path:  # `streamlit run` puts console/ on the path, not the repository root
+    sys.path.insert(0, _ROOT)
+
+import streamlit as st  # noqa: E402
+
+from console import ui  # noqa: E402
+
+st.set_page_config(page_title="pgjobs console", page_icon="⏱️", layout="wide")
+user = ui.require_user()
+PAGES = [
+    st.Page("views/overview.py", title="Overview", icon="🏠", default=True),
+    st.Page("views/schedules.py", title="Schedules", icon="🗓️"),
+    st.Page("views/schedule_detail.py", title="Schedule detail", icon="📈"),
+    st.Page("views/jobs.py", title="Jobs", icon="📋"),
+    st.Page("views/workers.py", title="Workers", icon="⚙️"),
+    st.Page("views/audit.py", title="Audit log", icon="📜"),
+]
+ui.sidebar(user)
+page = st.navigation(PAGES)
+ui.show_flash()
+page.run()

@@ -1,0 +1,265 @@
+"""What every console page shares: the signed-in Admin, the sidebar choices, and safe display helpers.
+
+- Pages get their data only through `admin()`, an `Admin` acting as the signed-in user with that user's
+  role, so a viewer is refused by the admin API itself, not only by hidden buttons.
+- The connection pool is a `st.cache_resource` per database URL, closed when the cache is cleared.
+- Text from the database (names, errors, args) is shown with st.dataframe / st.code / st.json / st.text, or
+  through `md()` which escapes Markdown; nothing is rendered as HTML.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import time
+import zoneinfo
+from collections.abc import Callable, Iterable
+from datetime import UTC, datetime
+from functools import lru_cache
+from typing import Any
+
+import pandas as pd
+import streamlit as st
+from psycopg_pool import ConnectionPool
+
+from console import auth
+from console.run import INSECURE_ENV, is_loopback
+from pgjobs.admin import Admin, AdminError, describe_cron
+from pgjobs.config import ConfigError, Settings
+from pgjobs.tasks import ensure_builtins, import_modules, registered
+
+REFRESH_CHOICES = {"Off": None, "5 s": 5, "10 s": 10, "30 s": 30, "1 min": 60}
+LOCKOUT_FAILURES, LOCKOUT_SECONDS = 5, 30.0
+JOB_STATE_ORDER = ("available", "running", "completed", "failed", "cancelled", "skipped")
+
+
+# ---------------------------------------------------------------------- text
+_MD_SPECIAL = re.compile(r"([\\`*_{}\[\]()#+\-.!|>~<&$:])")
+
+
+def md(text: Any) -> str:
+    """`text` with every Markdown/HTML-significant character escaped, for st.markdown-like calls."""
+    return _MD_SPECIAL.sub(r"\\\1", str(text)).replace("\n", "  \n")
+
+
+def show_error(exc: BaseException | str) -> None:
+    st.error(md(exc if isinstance(exc, str) else (str(exc) or type(exc).__name__)), icon="⚠️")
+
+
+def flash(message: str, kind: str = "success") -> None:
+    """A message shown once, at the top of the next run (survives st.rerun)."""
+    st.session_state.setdefault("_flash", []).append((kind, message))
+
+
+def show_flash() -> None:
+    for kind, message in st.session_state.pop("_flash", []):
+        (st.success if kind == "success" else st.warning if kind == "warning" else st.error)(md(message))
+
+
+# ---------------------------------------------------------------------- settings, pool, admin
+def settings() -> Settings:
+    return Settings.load()
+
+
+def _close_pool(pool: ConnectionPool) -> None:
+    pool.close(timeout=2)
+
+
+@st.cache_resource(show_spinner=False, on_release=_close_pool)
+def _pool(conninfo: str) -> ConnectionPool:
+    return ConnectionPool(conninfo, min_size=1, max_size=4, timeout=10, name="pgjobs-console", open=True,
+                          kwargs={"application_name": "pgjobs console", "connect_timeout": 10})
+
+
+@st.cache_resource(show_spinner=False)
+def _load_tasks(imports: tuple[str, ...]) -> list[str]:
+    """Import the task modules once, so 'the task must be registered' is checked here like in workers."""
+    import_modules(imports)
+    ensure_builtins()
+    return [t.name for t in registered()]
+
+
+def task_names() -> list[str]:
+    return sorted(_load_tasks(settings().imports))
+
+
+def admin() -> Admin:
+    """The admin API as the signed-in user (actor `console:<name>`, with that user's role)."""
+    user = st.session_state["user"]
+    s = settings()
+    _load_tasks(s.imports)
+    return Admin(s, actor=f"console:{user['name']}", role=user["role"], pool=_pool(s.require_database()))
+
+
+def is_admin() -> bool:
+    return st.session_state.get("user", {}).get("role") == "admin"
+
+
+def attempt(label: str, fn: Callable[..., Any], *args: Any, **kwargs: Any) -> tuple[bool, Any]:
+    """Call the admin API: (True, result), or (False, None) after showing the error as text."""
+    try:
+        return True, fn(*args, **kwargs)
+    except (AdminError, ConfigError) as exc:
+        show_error(exc)
+    except Exception as exc:  # noqa: BLE001 - a page must not die on a database hiccup
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
+        show_error(f"{label} failed: {type(exc).__name__}: {first}")
+    return False, None
+
+
+def run(label: str, fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
+    """Call the admin API; an error is shown (as text) and None returned."""
+    return attempt(label, fn, *args, **kwargs)[1]
+
+
+# ---------------------------------------------------------------------- sign-in
+def require_user() -> dict[str, str]:
+    """The signed-in user; renders the sign-in form and stops the script until there is one."""
+    if "user" in st.session_state:
+        return st.session_state["user"]
+    try:
+        users = auth.load_users()
+    except auth.AuthConfigError as exc:
+        show_error(exc)
+        st.stop()
+    if not users:
+        if os.environ.get(INSECURE_ENV) == "1" or is_loopback(st.get_option("server.address")):
+            st.session_state["user"] = {"name": "local", "role": "admin"}
+            return st.session_state["user"]
+        show_error("No console users are configured and the console is not bound to a loopback address; "
+                   "configure PGJOBS_CONSOLE_USERS (or PGJOBS_CONSOLE_ADMIN_PASSWORD_HASH) or start it with "
+                   "`python -m console --insecure`.")
+        st.stop()
+    st.title("pgjobs console")
+    locked_until = st.session_state.get("_locked_until", 0.0)
+    with st.form("sign_in"):
+        name = st.text_input("User", key="sign_in_user")
+        password = st.text_input("Password", type="password", key="sign_in_password")
+        submitted = st.form_submit_button("Sign in")
+    if submitted:
+        if time.monotonic() < locked_until:
+            show_error("Too many failed sign-ins; wait a little and try again.")
+        else:
+            user = auth.authenticate(users, name.strip(), password)
+            if user is None:
+                failures = st.session_state.get("_failures", 0) + 1
+                st.session_state["_failures"] = failures
+                if failures >= LOCKOUT_FAILURES:
+                    st.session_state["_locked_until"] = time.monotonic() + LOCKOUT_SECONDS
+                    st.session_state["_failures"] = 0
+                show_error("Wrong user or password.")
+            else:
+                st.session_state.pop("_failures", None)
+                st.session_state["user"] = {"name": user.name, "role": user.role}
+                st.rerun()
+    st.stop()
+
+
+def sign_out() -> None:
+    for key in list(st.session_state.keys()):
+        del st.session_state[key]
+
+
+# ---------------------------------------------------------------------- sidebar: timezone, refresh
+@lru_cache(maxsize=1)
+def timezones() -> list[str]:
+    return ["UTC", *sorted(z for z in zoneinfo.available_timezones() if z != "UTC" and "/" in z)]
+
+
+def sidebar(user: dict[str, str]) -> None:
+    with st.sidebar:
+        st.text(f"Signed in as {user['name']} ({user['role']})")
+        if user["name"] != "local" and st.button("Sign out", key="sign_out"):
+            sign_out()
+            st.rerun()
+        zones = timezones()
+        if "tz" not in st.session_state:
+            browser_tz = getattr(st.context, "timezone", None)
+            st.session_state["tz"] = browser_tz if browser_tz in zones else "UTC"
+        st.selectbox("Times shown in", zones, key="tz")
+        st.selectbox("Auto-refresh", list(REFRESH_CHOICES), key="refresh")
+
+
+def tz() -> zoneinfo.ZoneInfo:
+    return zoneinfo.ZoneInfo(st.session_state.get("tz") or "UTC")
+
+
+def refresh_seconds() -> int | None:
+    return REFRESH_CHOICES.get(st.session_state.get("refresh", "Off"))
+
+
+def live(render: Callable[[], None]) -> None:
+    """Run `render` as a fragment that reruns at the chosen auto-refresh interval (or not at all)."""
+    st.fragment(render, run_every=refresh_seconds())()
+
+
+# ---------------------------------------------------------------------- formatting
+def when(value: datetime | None) -> str:
+    """A timestamp in the chosen timezone, '' for none."""
+    if value is None:
+        return ""
+    return value.astimezone(tz()).strftime("%Y-%m-%d %H:%M:%S")
+
+
+def ago(value: datetime | None, now: datetime | None = None) -> str:
+    if value is None:
+        return ""
+    seconds = ((now or datetime.now(UTC)) - value).total_seconds()
+    return f"{seconds_text(abs(seconds))} {'ago' if seconds >= 0 else 'from now'}"
+
+
+def seconds_text(seconds: float | None) -> str:
+    if seconds is None or pd.isna(seconds):
+        return ""
+    s = float(seconds)
+    if abs(s) < 1:
+        return f"{s * 1000:.0f} ms"
+    if abs(s) < 120:
+        return f"{s:.1f} s"
+    if abs(s) < 7200:
+        return f"{s / 60:.1f} min"
+    if abs(s) < 172800:
+        return f"{s / 3600:.1f} h"
+    return f"{s / 86400:.1f} d"
+
+
+@lru_cache(maxsize=4096)
+def cron_text(expr: str, timezone: str = "UTC") -> str:
+    """The human description of a cron ('every 2 minutes'), or the error text."""
+    try:
+        return describe_cron(expr, timezone, count=0)["description"]
+    except AdminError as exc:
+        return f"invalid: {exc}"
+
+
+def table(rows: Iterable[dict[str, Any]], columns: dict[str, str], *, times: Iterable[str] = (),
+          key: str | None = None, height: int | None = None) -> pd.DataFrame:
+    """Show rows as a dataframe with `columns` {field: header}; `times` are formatted in the chosen zone."""
+    times = set(times)
+    data = [{header: (when(r.get(field)) if field in times else r.get(field)) for field, header in columns.items()}
+            for r in rows]
+    frame = pd.DataFrame(data, columns=list(columns.values()))
+    kwargs: dict[str, Any] = {"hide_index": True, "key": key}
+    if height:
+        kwargs["height"] = height
+    st.dataframe(frame, **kwargs)
+    return frame
+
+
+def confirm(key: str, prompt: str, action: str) -> bool:
+    """A two-step confirmation: after `ask(key)`, show `prompt` and return True once confirmed."""
+    if not st.session_state.get(f"_confirm_{key}"):
+        return False
+    st.warning(md(prompt))
+    yes, no = st.columns([1, 6])
+    if yes.button(action, key=f"_confirm_yes_{key}", type="primary"):
+        st.session_state.pop(f"_confirm_{key}", None)
+        return True
+    if no.button("Cancel", key=f"_confirm_no_{key}"):
+        st.session_state.pop(f"_confirm_{key}", None)
+        st.rerun()
+    return False
+
+
+def ask(key: str) -> None:
+    st.session_state[f"_confirm_{key}"] = True

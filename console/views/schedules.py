@@ -1,0 +1,208 @@
+"""Schedules: a searchable, sortable, paged table; create / edit with live cron validation; pause, resume,
+run now, delete (confirmed). Every rule (cron, timezone, task, args) is checked by the admin API."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import streamlit as st
+
+from console import ui
+from pgjobs.admin import DEFAULTS, AdminError, describe_cron
+from pgjobs.schema import CATCHUP_POLICIES, OVERLAP_POLICIES
+
+SORTS = {"name": "Name", "task": "Task", "next_run": "Next run", "last_slot": "Last slot"}
+ENABLED = {"all": None, "enabled": True, "paused": False}
+FIELDS = ("task", "args", "cron", "timezone", "enabled", "queue", "priority", "max_attempts", "timeout_seconds",
+          "catchup", "catchup_max", "overlap", "description")
+
+st.title("Schedules")
+
+
+def success_rate(row: dict[str, Any]) -> str:
+    finished = (row["completed"] or 0) + (row["failed"] or 0)
+    return f"{100 * row['completed'] / finished:.0f}% of {finished}" if finished else ""
+
+
+def schedule_table(admin: Any) -> list[dict[str, Any]]:
+    c1, c2, c3, c4 = st.columns([4, 1, 1, 1])
+    search = c1.text_input("Search name or task", key="sch_search", placeholder="refresh, reports.daily, ...")
+    enabled = c2.selectbox("Show", list(ENABLED), key="sch_enabled")
+    sort = c3.selectbox("Sort by", list(SORTS), format_func=SORTS.get, key="sch_sort")
+    size = c4.selectbox("Per page", [25, 50, 100, 200], index=1, key="sch_size")
+    signature = (search, enabled, sort, size)
+    if st.session_state.get("_sch_signature") != signature:
+        st.session_state["_sch_signature"] = signature
+        st.session_state["sch_page"] = 0
+    page = st.session_state.get("sch_page", 0)
+    rows = ui.run("list schedules", admin.console_schedules, search=search.strip() or None,
+                  enabled=ENABLED[enabled], sort=sort, limit=size + 1, offset=page * size)
+    if rows is None:
+        return []
+    more, rows = len(rows) > size, rows[:size]
+    total = ui.run("count", admin.count_schedules, search.strip() or None)
+    st.caption(f"{total} schedules match · page {page + 1} · success rate over the last 7 days (at most 200 "
+               f"runs each) · times in {st.session_state.get('tz', 'UTC')}")
+    ui.table([{**r, "description_text": ui.cron_text(r["cron"], r["timezone"]), "rate": success_rate(r),
+               "state": "enabled" if r["enabled"] else "paused"} for r in rows],
+             {"name": "Name", "task": "Task", "cron": "Cron", "description_text": "Runs", "timezone": "Timezone",
+              "state": "Enabled", "last_state": "Last run", "last_run_at": "Last run at",
+              "next_run_at": "Next run", "rate": "Success rate", "catchup": "Catch-up", "overlap": "Overlap"},
+             times=["last_run_at", "next_run_at"], key="sch_table")
+    prev, _, nxt = st.columns([1, 6, 1])
+    if prev.button("◀ Previous", key="sch_prev", disabled=page == 0):
+        st.session_state["sch_page"] = page - 1
+        st.rerun()
+    if nxt.button("Next ▶", key="sch_next", disabled=not more):
+        st.session_state["sch_page"] = page + 1
+        st.rerun()
+    return rows
+
+
+def actions(admin: Any, rows: list[dict[str, Any]]) -> None:
+    if not rows:
+        st.text("No schedules.")
+        return
+    by_name = {r["name"]: r for r in rows}
+    if st.session_state.get("sch_selected") not in by_name:
+        st.session_state.pop("sch_selected", None)
+    st.subheader("Selected schedule")
+    name = st.selectbox("Schedule", list(by_name), key="sch_selected")
+    row = by_name[name]
+    buttons = st.columns(6)
+    if buttons[0].button("Details", key="sch_details"):
+        st.session_state["detail_schedule"] = name
+        st.switch_page("views/schedule_detail.py")
+    if not ui.is_admin():
+        return
+    if buttons[1].button("Edit", key="sch_edit"):
+        open_form(("edit", name))
+        st.rerun()
+    if row["enabled"]:
+        if buttons[2].button("Pause", key="sch_pause"):
+            if ui.run("pause", admin.pause_schedule, name) is not None:
+                ui.flash(f"Paused '{name}'.")
+                st.rerun()
+    elif buttons[2].button("Resume", key="sch_resume"):
+        if ui.run("resume", admin.resume_schedule, name) is not None:
+            ui.flash(f"Resumed '{name}'; missed slots follow its catch-up policy ({row['catchup']}).")
+            st.rerun()
+    if buttons[3].button("Run now", key="sch_run_now"):
+        job_id = ui.run("run now", admin.run_now, name)
+        if job_id is not None:
+            ui.flash(f"Enqueued job {job_id} for '{name}'.")
+            st.rerun()
+    if buttons[4].button("Delete", key="sch_delete"):
+        ui.ask(f"delete_{name}")
+    if ui.confirm(f"delete_{name}", f"Delete schedule '{name}'? Its past jobs stay in the history.",
+                  "Yes, delete"):
+        ok, _ = ui.attempt("delete", admin.remove_schedule, name)
+        if ok:
+            ui.flash(f"Deleted '{name}'.")
+            st.session_state.pop("sch_selected", None)
+            st.rerun()
+
+
+def open_form(mode: tuple[str, ...]) -> None:
+    for key in [k for k in st.session_state if str(k).startswith("form_")]:
+        del st.session_state[key]
+    st.session_state["sch_mode"] = mode
+
+
+def form(admin: Any, mode: tuple[str, ...]) -> None:
+    creating = mode[0] == "create"
+    if creating:
+        st.subheader("New schedule")
+        current: dict[str, Any] = dict(DEFAULTS, task="pgjobs.refresh_materialized_view", cron="*/2 * * * *")
+    else:
+        st.subheader("Edit schedule")
+        st.text(mode[1])
+        current = ui.run("load", admin.get_schedule, mode[1])
+        if current is None:
+            st.session_state.pop("sch_mode", None)
+            return
+    tasks = ui.task_names()
+    if current["task"] not in tasks:
+        tasks = [current["task"], *tasks]
+    zones = ui.timezones()
+    left, right = st.columns(2)
+    with left:
+        name = st.text_input("Name", key="form_name") if creating else mode[1]
+        task = st.selectbox("Task", tasks, index=tasks.index(current["task"]), key="form_task")
+        args = st.text_area("Arguments (JSON object)", json.dumps(current["args"] or {}), key="form_args")
+        cron = st.text_input("Cron", current["cron"], key="form_cron",
+                             help="5 fields (m h dom mon dow), 6 with seconds first, @daily, or 'N seconds'")
+        timezone = st.selectbox("Timezone", zones, index=zones.index(current["timezone"])
+                                if current["timezone"] in zones else 0, key="form_timezone")
+        enabled = st.checkbox("Enabled", bool(current["enabled"]), key="form_enabled")
+        description = st.text_input("Description", current["description"] or "", key="form_description")
+    with right:
+        queue = st.text_input("Queue", current["queue"], key="form_queue")
+        priority = st.number_input("Priority (lower runs first)", -32768, 32767, int(current["priority"]),
+                                   key="form_priority")
+        max_attempts = st.number_input("Max attempts", 1, 1000, int(current["max_attempts"]),
+                                       key="form_max_attempts")
+        timeout = st.number_input("Timeout in seconds (0 = none)", 0.0, 604800.0,
+                                  float(current["timeout_seconds"] or 0.0), key="form_timeout")
+        catchup = st.selectbox("Catch-up after downtime", CATCHUP_POLICIES,
+                               index=CATCHUP_POLICIES.index(current["catchup"]), key="form_catchup",
+                               help="latest: run the newest missed slot once; all: every missed slot "
+                                    "(up to the max); none: skip missed slots")
+        catchup_max = st.number_input("Catch-up max slots", 1, 100_000, int(current["catchup_max"]),
+                                      key="form_catchup_max")
+        overlap = st.selectbox("When the previous run is still going", OVERLAP_POLICIES,
+                               index=OVERLAP_POLICIES.index(current["overlap"]), key="form_overlap",
+                               help="skip: record the slot as skipped; queue: run after it; allow: run at once")
+
+    st.markdown("**Preview**")
+    try:
+        preview = describe_cron(cron, timezone, count=5)
+    except AdminError as exc:
+        ui.show_error(exc)
+    else:
+        st.text(f"Runs {preview['description']} ({timezone}). Next 5 fire times:")
+        st.code("\n".join(t.strftime("%Y-%m-%d %H:%M:%S %Z (%z)") for t in preview["next"]) or "none",
+                language=None)
+
+    save, cancel, _ = st.columns([1, 1, 6])
+    if cancel.button("Cancel", key="form_cancel"):
+        st.session_state.pop("sch_mode", None)
+        st.rerun()
+    if save.button("Create schedule" if creating else "Save changes", key="form_save", type="primary"):
+        fields = {"task": task, "args": args, "cron": cron, "timezone": timezone, "enabled": enabled,
+                  "queue": queue, "priority": int(priority), "max_attempts": int(max_attempts),
+                  "timeout_seconds": float(timeout) or None, "catchup": catchup, "catchup_max": int(catchup_max),
+                  "overlap": overlap, "description": description}
+        if creating:
+            saved = ui.run("create", admin.add_schedule, name.strip(), **fields)
+        else:
+            saved = ui.run("save", admin.edit_schedule, mode[1], **fields)
+        if saved is not None:
+            ui.flash(f"{'Created' if creating else 'Saved'} '{saved['name']}': next run "
+                     f"{ui.when(saved['next_run_at'])} ({st.session_state.get('tz', 'UTC')}).")
+            st.session_state.pop("sch_mode", None)
+            st.session_state["sch_selected"] = saved["name"]
+            st.rerun()
+
+
+def render() -> None:
+    admin = ui.admin()
+    mode = st.session_state.get("sch_mode")
+    if ui.is_admin() and mode is None and st.button("➕ New schedule", key="sch_new"):
+        open_form(("create",))
+        st.rerun()
+    if ui.is_admin() and mode is not None:
+        form(admin, mode)
+        st.divider()
+
+    def listing() -> None:
+        actions(admin, schedule_table(admin))
+
+    if mode is None:
+        ui.live(listing)
+    else:
+        listing()
+
+
+render()

@@ -1,0 +1,45 @@
+"""Workers: every worker process with host, pid, queues, start, heartbeat and running jobs; who leads."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+
+import streamlit as st
+
+from console import ui
+
+st.title("Workers")
+
+
+def render() -> None:
+    admin = ui.admin()
+    status = ui.run("status", admin.status)
+    if status is None:
+        return
+    now = datetime.now(UTC)
+    leader = status["leader"]
+    if leader:
+        st.text(f"Leader: {leader['name']} on {leader['host']} (pid {leader['pid']}), since "
+                f"{ui.when(leader['leader_since'])} ({ui.ago(leader['leader_since'], now)}); database backend "
+                f"pid {status['leader_backend_pid']}")
+    else:
+        st.warning("No leader: no worker holds the scheduling lock.")
+    workers = status["workers"]
+    stale_after = 3 * admin.settings.heartbeat_interval
+    st.caption(f"{len(workers)} worker processes · a heartbeat older than {ui.seconds_text(stale_after)} is "
+               f"stale · times in {st.session_state.get('tz', 'UTC')}")
+    if not workers:
+        st.text("No workers are running. Start one with `python -m pgjobs worker`.")
+        return
+    ui.table([{**w, "queues_text": ", ".join(w["queues"]), "age": ui.seconds_text(w["heartbeat_age"]),
+               "leads": "leader" if leader and w["id"] == leader["id"] else "",
+               "health": "stopping" if w["stopping"] else ("stale" if (w["heartbeat_age"] or 0) > stale_after
+                                                           else "ok")}
+              for w in workers],
+             {"name": "Worker", "host": "Host", "pid": "PID", "queues_text": "Queues", "concurrency": "Threads",
+              "running": "Running jobs", "started_at": "Started", "heartbeat_at": "Heartbeat", "age": "Age",
+              "health": "Health", "leads": "Leader", "version": "Version"},
+             times=["started_at", "heartbeat_at"], key="workers_table")
+
+
+ui.live(render)
