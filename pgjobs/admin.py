@@ -187,12 +187,26 @@ class Admin:
         self.actor = actor or default_actor()
         self.role = role
         self._pool = pool
+        self._shared: psycopg.Connection | None = None  # set on the Admin handed out by transaction()
 
     def as_user(self, actor: str, role: str) -> Admin:
         return Admin(self.settings, actor=actor, role=role, pool=self._pool)
 
     @contextmanager
+    def transaction(self) -> Iterator[Admin]:
+        """An Admin whose calls share one transaction: they commit together at the end of the block, or
+        none does if it raises (used by `schedule apply`). Validation is the same as for single calls."""
+        self._require_admin()
+        with self._conn() as conn:
+            tx = self.as_user(self.actor, self.role)
+            tx._shared = conn
+            yield tx
+
+    @contextmanager
     def _conn(self) -> Iterator[psycopg.Connection]:
+        if self._shared is not None:
+            yield self._shared
+            return
         if self._pool is not None:
             with self._pool.connection() as conn:
                 conn.row_factory = dict_row

@@ -115,3 +115,47 @@ def sleep(ctx: JobContext, seconds: float = 1, fail: bool = False) -> None:
         ctx.check_cancelled()
     if fail:
         raise RuntimeError(f"pgjobs.sleep failed on purpose after {seconds}s")
+
+
+# ---------------------------------------------------------------------- pgjobs.sql (off unless enabled)
+def _validate_sql(args: dict[str, Any]) -> None:
+    unknown = set(args) - {"sql"}
+    if unknown:
+        raise ValueError(f"unknown argument(s) {', '.join(sorted(unknown))}; expected sql")
+    if not isinstance(args.get("sql"), str) or not args["sql"].strip():
+        raise ValueError('"sql" must be a non-empty SQL string')
+
+
+def run_sql(ctx: JobContext, sql: str) -> dict[str, Any]:
+    """Runs SQL text (e.g. a command imported from pg_cron) as pg_cron does: one autocommit round trip, so
+    VACUUM works and several statements run in one implicit transaction. Bounded by the job's timeout
+    (statement_timeout) and cancellable like any SQL task."""
+    with ctx.connection() as conn:
+        conn.autocommit = True
+        try:
+            cur = conn.execute(sql.encode())  # bytes, no parameters: sent as is, '%' is not a placeholder
+            while cur.nextset():  # several statements: report the last one
+                pass
+            result = {"status": cur.statusmessage, "rows": cur.rowcount}
+        finally:
+            conn.autocommit = False
+    return result
+
+
+def enable_sql_task() -> None:
+    """Register `pgjobs.sql`. Arbitrary SQL is opt-in: this runs at import when Settings.sql_tasks
+    (PGJOBS_SQL_TASKS=1) is on, so only such workers (and CLIs) know the task."""
+    task("pgjobs.sql", pass_context=True, validate=_validate_sql)(run_sql)
+
+
+def _sql_tasks_configured() -> bool:
+    from pgjobs.config import ConfigError, Settings
+
+    try:
+        return Settings.load().sql_tasks
+    except ConfigError:
+        return False
+
+
+if _sql_tasks_configured():
+    enable_sql_task()

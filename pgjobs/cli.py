@@ -122,6 +122,13 @@ def build_parser() -> argparse.ArgumentParser:
     check.add_argument("--timezone", default="UTC")
     check.add_argument("--count", type=int, default=5)
     check.add_argument("--json", action="store_true")
+    ap = s.add_parser("apply", help="create/update the schedules in a TOML or YAML file (docs/schedules-file.md)")
+    ap.add_argument("file")
+    ap.add_argument("--prune", action="store_true", help="also remove schedules that are not in the file")
+    ap.add_argument("--dry-run", action="store_true", help="print the changes, write nothing")
+    ap.add_argument("--json", action="store_true")
+    ip = s.add_parser("import-pg-cron", help="create schedules equivalent to pg_cron's cron.job entries")
+    ip.add_argument("--dry-run", action="store_true", help="print what would be imported, write nothing")
 
     e = sub.add_parser("enqueue", help="enqueue one job")
     e.add_argument("task")
@@ -288,6 +295,19 @@ def cmd_schedule(args: argparse.Namespace, admin: Admin) -> int:
     elif a == "run-now":
         job_id = admin.run_now(args.name)
         print(f"enqueued job {job_id} for schedule '{args.name}'")
+    elif a == "apply":
+        from pgjobs import declarative
+
+        changes = declarative.apply_file(admin, args.file, prune=args.prune, dry_run=args.dry_run)
+        if args.json:
+            _print_json({"dry_run": args.dry_run, "changes": [c.as_dict() for c in changes]})
+        else:
+            print("\n".join(declarative.format_changes(changes, dry_run=args.dry_run)))
+    elif a == "import-pg-cron":
+        from pgjobs import declarative
+
+        items = declarative.import_pg_cron(admin, dry_run=args.dry_run)
+        print("\n".join(declarative.format_import(items, dry_run=args.dry_run)))
     return 0
 
 

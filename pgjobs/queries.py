@@ -466,6 +466,10 @@ TEMPLATES: dict[str, str] = {
     # Two refreshes of one view never pile up: the second one finds this lock taken and skips.
     "try_view_lock": "SELECT pg_try_advisory_xact_lock(%(cls)s, %(oid)s::int)",
     "set_local_lock_timeout": "SELECT set_config('lock_timeout', %(ms)s, true)",
+    # ---------------------------------------------------------------- import from pg_cron (its own `cron` schema)
+    "pg_cron_present": "SELECT to_regclass('cron.job') IS NOT NULL, current_database(), current_user",
+    "pg_cron_jobs": """
+        SELECT jobid, schedule, command, database, username, active, jobname FROM cron.job ORDER BY jobid""",
 }
 
 

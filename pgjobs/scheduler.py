@@ -81,6 +81,8 @@ def plan_slots(
       the most recent `catchup_max`, `none` none.
     - Overlap compares with jobs of this schedule that were unfinished before this pass: `skip` records every
       planned slot as skipped while one is unfinished; `queue` keeps at most one waiting job; `allow` runs all.
+      Running one job of a `skip`/`queue` schedule at a time, oldest first, is the claim query's part
+      (`claim_jobs`): slots planned in one pass (a catch-up backlog) run one after another.
     """
     if next_run_at is None:  # never planned (new schedule written by SQL): start from the next slot
         return Plan([], cron.next_slot(spec, tz, now))
@@ -97,7 +99,11 @@ def plan_slots(
         keep = {"latest": 1, "all": max(1, catchup_max), "none": 0}[catchup]
         if keep:
             missed = _last_slots(spec, tz, next_run_at, cutoff, keep)
-        dropped = -1  # unknown count without enumerating; reported as "some"
+        # Some slot in [next_run_at, first kept) was dropped? (-1 = "some": counting would mean enumerating)
+        first_kept = missed[0] if missed else cutoff + timedelta(microseconds=1)
+        if cron.slots_between(spec, tz, next_run_at - timedelta(microseconds=1),
+                              first_kept - timedelta(microseconds=1), limit=1):
+            dropped = -1
 
     slots = missed + recent
     planned: list[PlannedSlot] = []
