@@ -79,13 +79,19 @@ def main() -> int:
         total = opts.slots + opts.warmup
         print(f"measuring {opts.slots} slots of a '1 second' schedule (~{total} s) in {dbname}", file=sys.stderr)
         deadline = time.monotonic() + total + 60
+        done = 0
+        while done < total:
+            if proc.poll() is not None:
+                raise SystemExit(f"worker exited with {proc.returncode}; see {log_path}")
+            if time.monotonic() > deadline:
+                raise SystemExit(f"only {done}/{total} slots started before the deadline")
+            time.sleep(1.0)  # progress polling only; timestamps come from Postgres
+            try:
+                with psycopg.connect(url, autocommit=True) as db:
+                    done = db.execute(STARTED).fetchone()[0]
+            except psycopg.OperationalError as exc:  # a shared server restarted under us: keep waiting
+                print(f"progress check failed ({str(exc).strip().splitlines()[0]}); retrying", file=sys.stderr)
         with psycopg.connect(url, autocommit=True) as db:
-            while (done := db.execute(STARTED).fetchone()[0]) < total:
-                if proc.poll() is not None:
-                    raise SystemExit(f"worker exited with {proc.returncode}; see {log_path}")
-                if time.monotonic() > deadline:
-                    raise SystemExit(f"only {done}/{total} slots started before the deadline")
-                time.sleep(1.0)  # progress polling only; timestamps come from Postgres
             rows = db.execute(SLOT_LATENESS).fetchall()[opts.warmup:total]
             jobs, distinct = db.execute(SLOT_COUNTS).fetchone()
         start = [float(r[0]) for r in rows]
