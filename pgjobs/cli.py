@@ -165,6 +165,13 @@ def build_parser() -> argparse.ArgumentParser:
 
     t = sub.add_parser("tasks", help="list registered tasks")
     t.add_argument("--json", action="store_true")
+
+    d = sub.add_parser("demo", help="run pgjobs with demo data, workers and the console (see pgjobs/demo.py)")
+    d.add_argument("--workers", type=int, default=2, help="worker processes to start (default 2)")
+    d.add_argument("--data-dir", default=".pgjobs-data", help="embedded Postgres data and logs (default .pgjobs-data)")
+    d.add_argument("--console-port", type=int, default=8501, help="console port on 127.0.0.1 (default 8501)")
+    d.add_argument("--no-console", action="store_true", help="do not start the Streamlit console")
+    d.add_argument("--setup-only", action="store_true", help="migrate and create the demo data, then exit")
     return parser
 
 
@@ -406,6 +413,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         import_modules(settings.imports)
         if args.command == "migrate":
             return cmd_migrate(args)
+        if args.command == "demo":
+            from pgjobs import demo
+
+            return demo.run(args, settings)
         if args.command == "tasks":
             return cmd_tasks(args)
         if args.command == "schedule" and args.action == "check":
