@@ -144,15 +144,24 @@ def test_a_paused_schedule_stays_paused_unless_the_file_says_enabled(admin, tmp_
     ('cron = "@daily"\ntask = "pgjobs.noop"\ncronn = "x"', "schedule 'bad': cronn: unknown field"),
     ('task = "pgjobs.noop"', "schedule 'bad': cron: required"),
 ])
-def test_an_invalid_entry_names_schedule_and_field_and_nothing_is_written(admin, db_url, tmp_path, entry, message):
-    # The valid entries come first in the file: still nothing of it is written.
+def test_an_invalid_entry_names_schedule_and_field(tmp_path, entry, message):
+    # Validation needs no database: every entry is checked before anything is read or written.
     path = write(tmp_path, "s.toml", TOML + f"\n[schedules.bad]\n{entry}\n")
-    out = cli(db_url, "apply", str(path))
+    with pytest.raises(ScheduleFileError) as err:
+        declarative.apply_file(None, path)  # type: ignore[arg-type]
+    text = str(err.value)
+    assert "\n" not in text and text.startswith(f"{path}: ") and text.endswith("nothing was written")
+    assert message in text, text
+
+
+def test_invalid_entries_write_nothing_and_exit_2(admin, db_url, tmp_path):
+    # The valid entries come first in the file: still nothing of it is written. Every bad entry is named.
+    bad = '\n[schedules.bad1]\ncron = "* * *"\ntask = "pgjobs.noop"\n[schedules.bad2]\ncron = "@daily"\ntask = "x.y"\n'
+    out = cli(db_url, "apply", str(write(tmp_path, "s.toml", TOML + bad)))
     assert out.returncode == 2
     err = out.stderr.strip()
-    assert len(err.splitlines()) == 1 and err.startswith(f"pgjobs: error: {path}: ")
-    assert message in err, err
-    assert err.endswith("nothing was written")
+    assert len(err.splitlines()) == 1 and err.startswith("pgjobs: error: ") and "schedule 'bad1': cron" in err
+    assert "schedule 'bad2': task 'x.y' is not registered" in err
     assert names(admin) == [] and admin.audit() == []
 
 
