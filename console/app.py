@@ -14,15 +14,15 @@ import streamlit as st  # noqa: E402
 
 from console import ui  # noqa: E402
 
-st.set_page_config(page_title="pgjobs console", page_icon="⏱️", layout="wide")
+st.set_page_config(page_title="pgjobs console", page_icon=":material/schedule:", layout="wide")
 user = ui.require_user()
 PAGES = [
-    st.Page("views/overview.py", title="Overview", icon="🏠", default=True),
-    st.Page("views/schedules.py", title="Schedules", icon="🗓️"),
-    st.Page("views/schedule_detail.py", title="Schedule detail", icon="📈"),
-    st.Page("views/jobs.py", title="Jobs", icon="📋"),
-    st.Page("views/workers.py", title="Workers", icon="⚙️"),
-    st.Page("views/audit.py", title="Audit log", icon="📜"),
+    st.Page("views/overview.py", title="Overview", icon=":material/dashboard:", default=True),
+    st.Page("views/schedules.py", title="Schedules", icon=":material/calendar_month:"),
+    st.Page("views/schedule_detail.py", title="Schedule detail", icon=":material/monitoring:"),
+    st.Page("views/jobs.py", title="Jobs", icon=":material/list_alt:"),
+    st.Page("views/workers.py", title="Workers", icon=":material/memory:"),
+    st.Page("views/audit.py", title="Audit log", icon=":material/history:"),
 ]
 ui.sidebar(user)
 page = st.navigation(PAGES)

@@ -66,6 +66,8 @@ def plan(argv: list[str], env: dict[str, str]) -> tuple[list[str], dict[str, str
         raise SystemExit("pgjobs console: error: set PGJOBS_DATABASE_URL (or DATABASE_URL)")
     if _option(args, "--server.headless") is None:
         args += ["--server.headless", "true"]
+    if _option(args, "--client.toolbarMode") is None:  # no "Deploy" button or developer menu
+        args += ["--client.toolbarMode", "minimal"]
     if _option(args, "--browser.gatherUsageStats") is None:
         args += ["--browser.gatherUsageStats", "false"]
     child_env = dict(env)

@@ -201,6 +201,21 @@ def when(value: datetime | None) -> str:
     return value.astimezone(tz()).strftime("%Y-%m-%d %H:%M:%S")
 
 
+def when_text(value: str | None) -> str:
+    """An ISO timestamp stored as JSON text (job errors) in the chosen timezone."""
+    if not value:
+        return "?"
+    try:
+        return when(datetime.fromisoformat(value))
+    except ValueError:
+        return value
+
+
+def naive_local(value: datetime) -> datetime:
+    """Wall-clock time in the chosen timezone, without tzinfo (for chart axes)."""
+    return value.astimezone(tz()).replace(tzinfo=None)
+
+
 def ago(value: datetime | None, now: datetime | None = None) -> str:
     if value is None:
         return ""
@@ -233,14 +248,16 @@ def cron_text(expr: str, timezone: str = "UTC") -> str:
 
 
 def table(rows: Iterable[dict[str, Any]], columns: dict[str, str], *, times: Iterable[str] = (),
-          key: str | None = None, height: int | None = None) -> pd.DataFrame:
+          key: str | None = None, height: int | str | None = None) -> pd.DataFrame:
     """Show rows as a dataframe with `columns` {field: header}; `times` are formatted in the chosen zone."""
     times = set(times)
     data = [{header: (when(r.get(field)) if field in times else r.get(field)) for field, header in columns.items()}
             for r in rows]
     frame = pd.DataFrame(data, columns=list(columns.values()))
     kwargs: dict[str, Any] = {"hide_index": True, "key": key}
-    if height:
+    if height == "fit":  # every row visible, no inner scrollbar
+        kwargs["height"] = 38 + 35 * max(len(frame), 1)
+    elif height:
         kwargs["height"] = height
     st.dataframe(frame, **kwargs)
     return frame

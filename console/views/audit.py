@@ -28,10 +28,10 @@ def render() -> None:
     ui.table(rows, {"id": "#", "at": "When", "actor": "Who", "action": "Action", "entity": "Kind",
                     "entity_name": "Name"}, times=["at"], key="audit_table")
     prev, _, nxt = st.columns([1, 6, 1])
-    if prev.button("◀ Newer", key="audit_prev", disabled=not cursors):
+    if prev.button("Newer", icon=":material/chevron_left:", key="audit_prev", disabled=not cursors):
         cursors.pop()
         st.rerun()
-    if nxt.button("Older ▶", key="audit_next", disabled=not more):
+    if nxt.button("Older", icon=":material/chevron_right:", key="audit_next", disabled=not more):
         cursors.append(rows[-1]["id"])
         st.rerun()
     if not rows:
@@ -42,12 +42,13 @@ def render() -> None:
                                                 f"{by_id[i]['entity_name']} by {by_id[i]['actor']}")
     row = by_id[chosen]
     before, after = st.columns(2)
-    with before:
-        st.markdown("**Before**")
-        st.json(row["before"] if row["before"] is not None else {})
-    with after:
-        st.markdown("**After**")
-        st.json(row["after"] if row["after"] is not None else {})
+    for col, label, value in ((before, "Before", row["before"]), (after, "After", row["after"])):
+        with col:
+            st.markdown(f"**{label}**")
+            if value is None:
+                st.text("none")
+            else:
+                st.json(value)
 
 
 ui.live(render)

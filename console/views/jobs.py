@@ -9,7 +9,7 @@ from typing import Any
 import streamlit as st
 
 from console import ui
-from pgjobs.schema import JOB_STATES
+from pgjobs.schema import FINISHED_STATES, JOB_STATES, UNFINISHED_STATES
 
 WINDOWS = {"any time": None, "last hour": 3600, "last 24 h": 86400, "last 7 d": 7 * 86400, "last 30 d": 30 * 86400}
 ANY = "(any)"
@@ -51,23 +51,28 @@ def page_of_jobs(admin: Any, chosen: dict[str, Any]) -> list[dict[str, Any]]:
                     "finished_at": "Finished", "worker": "Worker", "last_error": "Error"},
              times=["inserted_at", "started_at", "finished_at"], key="jobs_table")
     prev, _, size_col, nxt = st.columns([1, 4, 1, 1])
-    if prev.button("◀ Newer", key="jobs_prev", disabled=not cursors):
+    if prev.button("Newer", icon=":material/chevron_left:", key="jobs_prev", disabled=not cursors):
         cursors.pop()
         st.rerun()
     size_col.selectbox("Per page", [25, 50, 100, 200], index=1, key="jobs_size", label_visibility="collapsed")
-    if nxt.button("Older ▶", key="jobs_next", disabled=not more):
+    if nxt.button("Older", icon=":material/chevron_right:", key="jobs_next", disabled=not more):
         cursors.append(rows[-1]["id"])
         st.rerun()
     return rows
 
 
-def bulk(admin: Any, ids: list[int], key: str) -> None:
-    """Retry / cancel / delete buttons for `ids`, each behind a confirmation."""
+ALLOWED = {"retry": FINISHED_STATES, "cancel": UNFINISHED_STATES, "delete": (*FINISHED_STATES, "available")}
+
+
+def bulk(admin: Any, ids: list[int], key: str, state: str | None = None) -> None:
+    """Retry / cancel / delete buttons for `ids`, each behind a confirmation; with the `state` of a single
+    job, the actions that state does not allow are disabled (the admin API checks again)."""
     labels = {"retry": ("Retry", admin.retry_jobs), "cancel": ("Cancel", admin.cancel_jobs),
               "delete": ("Delete", admin.delete_jobs)}
     cols = st.columns(len(labels) + 3)
     for col, (action, (label, _)) in zip(cols, labels.items(), strict=False):
-        if col.button(label, key=f"{key}_{action}", disabled=not ids):
+        allowed = state is None or state in ALLOWED[action]
+        if col.button(label, key=f"{key}_{action}", disabled=not ids or not allowed):
             for other in labels:
                 st.session_state.pop(f"_confirm_{key}_{other}", None)
             st.session_state[f"_pending_{key}"] = list(ids)
@@ -111,23 +116,26 @@ def detail(admin: Any, rows: list[dict[str, Any]]) -> None:
                   ("worker", job["worker"] or ""), ("unique key", job["unique_key"] or ""),
                   ("cancel requested", "yes" if job["cancel_requested"] else "no")]
         ui.table([{"field": k, "value": str(v)} for k, v in fields], {"field": "Field", "value": "Value"},
-                 key="jobs_detail_fields")
+                 key="jobs_detail_fields", height="fit")
     with right:
         st.markdown("**Arguments**")
         st.json(job["args"] or {})
         st.markdown("**Result**")
-        st.json(job["result"] if job["result"] is not None else {})
+        if job["result"] is None:
+            st.text("none")
+        else:
+            st.json(job["result"])
     if job["errors"]:
         st.markdown("**Errors, one per attempt**")
         for err in job["errors"]:
-            st.text(f"attempt {err.get('attempt')} at {err.get('at')} on {err.get('worker') or '?'}: "
+            st.text(f"attempt {err.get('attempt')} at {ui.when_text(err.get('at'))} on {err.get('worker') or '?'}: "
                     f"{err.get('error')}")
             if err.get("traceback"):
                 st.code(err["traceback"], language=None)
     elif job["last_error"]:
         st.code(job["last_error"], language=None)
     if ui.is_admin():
-        bulk(admin, [job["id"]], "job_one")
+        bulk(admin, [job["id"]], "job_one", state=job["state"])
 
 
 def render() -> None:

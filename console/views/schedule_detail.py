@@ -6,6 +6,7 @@ from __future__ import annotations
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+import altair as alt
 import pandas as pd
 import streamlit as st
 
@@ -22,6 +23,13 @@ st.title("Schedule detail")
 def bucket_for(window: int) -> int:
     """The smallest bucket that draws the window in at most ~90 bars."""
     return next((b for b in BUCKETS if window / b <= 90), BUCKETS[-1])
+
+
+def lines(frame: pd.DataFrame, x: alt.X, series: dict[str, str], title: str) -> alt.Chart:
+    data = frame[["time", *series]].rename(columns=series).melt("time", var_name="series", value_name="value")
+    return alt.Chart(data.dropna()).mark_line(point=True).encode(
+        x=x, y=alt.Y("value:Q", title=title), color=alt.Color("series:N", title=None),
+        tooltip=["time:T", "series:N", alt.Tooltip("value:Q", format=".3f")]).properties(height=200)
 
 
 def pick_schedule(admin: Any) -> str | None:
@@ -55,7 +63,7 @@ def configuration(admin: Any, sc: dict[str, Any]) -> None:
     left, right = st.columns([2, 1])
     with left:
         ui.table([{"field": k, "value": str(v)} for k, v in rows], {"field": "Field", "value": "Value"},
-                 key="detail_config")
+                 key="detail_config", height="fit")
     with right:
         st.markdown("**Arguments**")
         st.json(sc["args"] or {})
@@ -92,7 +100,7 @@ def history(admin: Any, name: str) -> None:
         cols = st.columns(8)
         rate = stats["success_rate"]
         values = [("Runs", stats["total"]), ("Completed", stats["completed"]), ("Failed", stats["failed"]),
-                  ("Retried", stats["retried"]), ("Success rate", "" if rate is None else f"{rate:.1%}"),
+                  ("Retried", stats["retried"]), ("Success rate", "-" if rate is None else f"{100 * rate:.3g}%"),
                   ("Avg duration", ui.seconds_text(stats["avg_duration"]) or "-"),
                   ("p95 duration", ui.seconds_text(stats["p95_duration"]) or "-"),
                   ("Avg lateness", ui.seconds_text(stats["avg_lateness"]) or "-")]
@@ -107,19 +115,24 @@ def history(admin: Any, name: str) -> None:
         st.text("No runs in this window.")
     else:
         frame = pd.DataFrame(buckets)
-        frame["time"] = pd.to_datetime(frame["bucket"], utc=True).dt.tz_convert(str(ui.tz()))
+        # Wall-clock times in the chosen zone, as naive values so the chart does not shift them again.
+        frame["time"] = pd.to_datetime(frame["bucket"], utc=True).dt.tz_convert(str(ui.tz())).dt.tz_localize(None)
+        x = alt.X("time:T", title=None, scale=alt.Scale(domain=[
+            ui.naive_local(since), ui.naive_local(now)]), axis=alt.Axis(format="%m-%d %H:%M", labelAngle=0))
         outcome = frame[["time", *OUTCOME_COLORS]].melt("time", var_name="outcome", value_name="runs")
         st.markdown("**Outcome by time**")
-        st.bar_chart(outcome, x="time", y="runs", color="outcome", height=220)
+        st.altair_chart(alt.Chart(outcome[outcome["runs"] > 0]).mark_bar().encode(
+            x=x, y=alt.Y("sum(runs):Q", title="runs"),
+            color=alt.Color("outcome:N", scale=alt.Scale(domain=list(OUTCOME_COLORS),
+                                                         range=list(OUTCOME_COLORS.values()))),
+            tooltip=["time:T", "outcome:N", "runs:Q"]).properties(height=220))
         left, right = st.columns(2)
         with left:
-            st.markdown("**Duration (s): average and p95**")
-            st.line_chart(frame.rename(columns={"avg_duration": "average", "p95_duration": "p95"}),
-                          x="time", y=["average", "p95"], height=220)
+            st.markdown("**Duration per bucket (s): average and p95**")
+            st.altair_chart(lines(frame, x, {"avg_duration": "average", "p95_duration": "p95"}, "seconds"))
         with right:
             st.markdown("**Lateness after the slot (s): average and max**")
-            st.line_chart(frame.rename(columns={"avg_lateness": "average", "max_lateness": "max"}),
-                          x="time", y=["average", "max"], height=220)
+            st.altair_chart(lines(frame, x, {"avg_lateness": "average", "max_lateness": "max"}, "seconds"))
 
     st.subheader("Recent runs")
     runs = ui.run("recent runs", admin.schedule_history, name, since=since, limit=50) or []
@@ -138,7 +151,8 @@ def history(admin: Any, name: str) -> None:
         job = ui.run("job", admin.get_job, job_id)
         if job is not None:
             for err in job["errors"] or []:
-                st.text(f"attempt {err.get('attempt')} at {err.get('at')} on {err.get('worker') or '?'}")
+                st.text(f"attempt {err.get('attempt')} at {ui.when_text(err.get('at'))} on "
+                        f"{err.get('worker') or '?'}")
                 st.code(err.get("traceback") or err.get("error") or "", language=None)
             if not job["errors"]:
                 st.code(job["last_error"] or "", language=None)

@@ -51,10 +51,10 @@ def schedule_table(admin: Any) -> list[dict[str, Any]]:
               "next_run_at": "Next run", "rate": "Success rate", "catchup": "Catch-up", "overlap": "Overlap"},
              times=["last_run_at", "next_run_at"], key="sch_table")
     prev, _, nxt = st.columns([1, 6, 1])
-    if prev.button("◀ Previous", key="sch_prev", disabled=page == 0):
+    if prev.button("Previous", key="sch_prev", disabled=page == 0, icon=":material/chevron_left:"):
         st.session_state["sch_page"] = page - 1
         st.rerun()
-    if nxt.button("Next ▶", key="sch_next", disabled=not more):
+    if nxt.button("Next", key="sch_next", disabled=not more, icon=":material/chevron_right:"):
         st.session_state["sch_page"] = page + 1
         st.rerun()
     return rows
@@ -114,7 +114,7 @@ def form(admin: Any, mode: tuple[str, ...]) -> None:
     creating = mode[0] == "create"
     if creating:
         st.subheader("New schedule")
-        current: dict[str, Any] = dict(DEFAULTS, task="pgjobs.refresh_materialized_view", cron="*/2 * * * *")
+        current: dict[str, Any] = dict(DEFAULTS, task="pgjobs.noop", cron="*/2 * * * *")
     else:
         st.subheader("Edit schedule")
         st.text(mode[1])
@@ -189,7 +189,7 @@ def form(admin: Any, mode: tuple[str, ...]) -> None:
 def render() -> None:
     admin = ui.admin()
     mode = st.session_state.get("sch_mode")
-    if ui.is_admin() and mode is None and st.button("➕ New schedule", key="sch_new"):
+    if ui.is_admin() and mode is None and st.button("New schedule", key="sch_new", icon=":material/add:"):
         open_form(("create",))
         st.rerun()
     if ui.is_admin() and mode is not None:

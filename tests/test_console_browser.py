@@ -1,0 +1,207 @@
+"""The console in a real browser: `python -m console` (the launcher, then `streamlit run`) on a free port,
+headless Chromium driven by Playwright, a real worker completing the run the operator triggers.
+
+Needs Chromium at /usr/bin/chromium (`apt-get install -y chromium`; `playwright install` is not used) and
+the `playwright` Python package. Without them the test fails and says so: it never skips silently.
+Screenshots of every page go to test-artifacts/console/.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import socket
+import subprocess
+import sys
+import urllib.request
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from console import auth
+from pgjobs.admin import Admin
+
+ROOT = Path(__file__).resolve().parent.parent
+ARTIFACTS = ROOT / "test-artifacts" / "console"
+CHROMIUM = os.environ.get("PGJOBS_CHROMIUM", "/usr/bin/chromium")
+CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
+                 "--disable-component-update", "--disable-sync"]
+PASSWORD = "browser-test-password"
+TIMEOUT_MS = 20_000
+
+pytestmark = pytest.mark.browser
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def healthy(url: str) -> bool:
+    try:
+        with urllib.request.urlopen(f"{url}/_stcore/health", timeout=1) as response:
+            return response.status == 200
+    except OSError:
+        return False
+
+
+@pytest.fixture
+def console_url(db_url: str, tmp_path: Path) -> Iterator[str]:
+    from conftest import wait_for
+
+    port = free_port()
+    env = {**os.environ, "PGJOBS_DATABASE_URL": db_url,
+           "PGJOBS_CONSOLE_USERS": f"ops:admin:{auth.hash_password(PASSWORD)}"}
+    env.pop("PGJOBS_CONSOLE_INSECURE", None)
+    log = (tmp_path / "console.log").open("wb")
+    proc = subprocess.Popen([sys.executable, "-m", "console", "--server.port", str(port),
+                             "--server.fileWatcherType", "none"], cwd=ROOT, env=env, stdout=log,
+                            stderr=subprocess.STDOUT)
+    url = f"http://127.0.0.1:{port}"
+    try:
+        wait_for(lambda: healthy(url) or proc.poll() is not None, timeout=30, what="the console to start")
+        assert proc.poll() is None, (tmp_path / "console.log").read_text()
+        yield url
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+        log.close()
+
+
+@pytest.fixture
+def browser_page() -> Iterator[object]:
+    if not Path(CHROMIUM).exists():
+        pytest.fail(f"Chromium not found at {CHROMIUM}. The browser test needs it: refresh the apt index and "
+                    "`apt-get install -y chromium`, or point PGJOBS_CHROMIUM at a Chromium binary")
+    try:
+        from playwright.sync_api import sync_playwright
+    except ImportError:
+        pytest.fail("the playwright package is missing: pip install -e '.[dev]'")
+    with sync_playwright() as pw:
+        browser = pw.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS, headless=True)
+        page = browser.new_page(viewport={"width": 1440, "height": 2000})
+        page.set_default_timeout(TIMEOUT_MS)
+        try:
+            yield page
+        finally:
+            ARTIFACTS.mkdir(parents=True, exist_ok=True)
+            page.screenshot(path=str(ARTIFACTS / "last-state.png"), full_page=True)  # for a failed run
+            browser.close()
+
+
+def settled(page) -> None:
+    """Wait until the script run is over: no 'Running' status and no stale (faded) element left."""
+    page.wait_for_function(
+        "() => document.querySelector('[data-test-script-state]')?.getAttribute('data-test-script-state')"
+        "      !== 'running'"
+        " && !document.querySelector('[data-testid=\"stStatusWidget\"]')"
+        " && document.querySelectorAll('[data-stale=\"true\"]').length === 0"
+        " && [...document.querySelectorAll('[data-testid=\"stVegaLiteChart\"]')]"
+        "      .every(chart => chart.querySelector('canvas, svg'))", timeout=TIMEOUT_MS)
+
+
+def shot(page, name: str) -> None:
+    ARTIFACTS.mkdir(parents=True, exist_ok=True)
+    settled(page)
+    page.screenshot(path=str(ARTIFACTS / f"{name}.png"), full_page=True)
+
+
+def go(page, title: str) -> None:
+    """Open a page from the sidebar navigation and wait for its title."""
+    settled(page)
+    page.get_by_test_id("stSidebarNav").get_by_text(title, exact=True).click()
+    page.get_by_role("heading", name=title, exact=True).wait_for()
+
+
+def choose(page, scope, label: str, option: str) -> None:
+    """Pick `option` in the selectbox labelled `label` inside `scope`."""
+    settled(page)
+    scope.get_by_label(label, exact=True).click()
+    page.get_by_role("option", name=option, exact=True).click()
+
+
+def set_text(page, label: str, value: str) -> None:
+    settled(page)
+    box = page.get_by_label(label, exact=True)
+    box.fill(value)
+    box.press("Enter")
+
+
+def test_an_operator_signs_in_browses_every_page_creates_edits_and_runs_a_schedule(
+        console_url: str, browser_page, workers, admin: Admin) -> None:
+    from playwright.sync_api import expect
+
+    from conftest import wait_for
+
+    page = browser_page
+    workers.start()
+    admin.add_schedule("refresh otel_trace_summaries", cron="*/2 * * * *", task="pgjobs.noop")
+    failed = admin.enqueue("pgjobs.sleep", {"seconds": 0, "fail": True}, max_attempts=1)
+
+    page.goto(console_url)
+    set_text(page, "User", "ops")
+    page.get_by_label("Password", exact=True).fill(PASSWORD)
+    page.get_by_role("button", name="Sign in").click()
+    page.get_by_role("heading", name="Overview", exact=True).wait_for()
+    expect(page.get_by_text("Signed in as ops (admin)")).to_be_visible()
+    expect(page.get_by_text("Failures in the last 24 h")).to_be_visible()
+    shot(page, "01-overview")
+
+    # Schedules: create one with the live preview, then edit it
+    go(page, "Schedules")
+    page.get_by_role("button", name="New schedule").click()
+    set_text(page, "Name", "made in the browser")
+    set_text(page, "Cron", "*/5 * * * *")
+    expect(page.get_by_text("Runs every 5 minutes (UTC). Next 5 fire times:")).to_be_visible()
+    shot(page, "02-schedule-create")
+    page.get_by_role("button", name="Create schedule").click()
+    expect(page.get_by_text("Created 'made in the browser'")).to_be_visible()
+    assert admin.get_schedule("made in the browser")["cron"] == "*/5 * * * *"
+    shot(page, "03-schedules")
+
+    settled(page)
+    page.get_by_role("button", name="Edit").click()
+    set_text(page, "Cron", "*/61 * * * *")
+    expect(page.get_by_text("step '61' must be 1-59")).to_be_visible()
+    set_text(page, "Cron", "0 6 * * 1-5")
+    expect(page.get_by_text("Runs at 06:00 on Monday through Friday (UTC)")).to_be_visible()
+    shot(page, "04-schedule-edit")
+    page.get_by_role("button", name="Save changes").click()
+    expect(page.get_by_text("Saved 'made in the browser'")).to_be_visible()
+    assert admin.get_schedule("made in the browser")["cron"] == "0 6 * * 1-5"
+
+    # Run now, and see the run completed by the worker on the detail page
+    page.get_by_role("button", name="Run now").click()
+    expect(page.get_by_text("Enqueued job")).to_be_visible()
+    job_id = max(j["id"] for j in admin.list_jobs(schedule="made in the browser"))
+    wait_for(lambda: admin.get_job(job_id)["state"] == "completed", timeout=30, what="the worker to run it")
+    done = len(admin.list_jobs(schedule="made in the browser", state="completed"))  # run now + any cron slot
+    go(page, "Schedule detail")
+    choose(page, page.get_by_test_id("stMain"), "Schedule", "made in the browser")
+    choose(page, page.get_by_test_id("stSidebar"), "Auto-refresh", "5 s")
+    completed = page.get_by_test_id("stMetric").filter(has_text="Completed")
+    expect(completed).to_have_text(re.compile(rf"Completed\s*{done}$"), timeout=30_000)
+    shot(page, "05-schedule-detail")
+    choose(page, page.get_by_test_id("stSidebar"), "Auto-refresh", "Off")
+
+    go(page, "Jobs")
+    page.get_by_label("Job id", exact=True).fill(str(failed))
+    page.get_by_label("Job id", exact=True).press("Enter")
+    expect(page.get_by_test_id("stText").filter(has_text="pgjobs.sleep failed on purpose")).to_be_visible()
+    shot(page, "06-jobs")
+
+    go(page, "Workers")
+    expect(page.get_by_text("Leader:")).to_be_visible(timeout=30_000)
+    shot(page, "07-workers")
+
+    go(page, "Audit log")
+    expect(page.get_by_text("Before", exact=True)).to_be_visible()
+    expect(page.get_by_text("After", exact=True)).to_be_visible()
+    shot(page, "08-audit")
+    actions = [(a["action"], a["actor"]) for a in admin.audit(limit=3)]
+    assert actions == [("run-now", "console:ops"), ("edit", "console:ops"), ("create", "console:ops")]
