@@ -161,6 +161,7 @@ class JobContext:
             raise RuntimeError("this job context has no database connection factory")
         q = self.queries
         with self._connect() as conn:
+            conn.autocommit = False  # the task's work is one transaction, committed when it returns
             pid = conn.info.backend_pid
             if self._on_backend:
                 self._on_backend(self.id, pid)
@@ -169,6 +170,8 @@ class JobContext:
                 conn.execute(q.set_statement_timeout, {"ms": str(int(remaining * 1000)) if remaining else "0"})
                 conn.commit()
                 yield conn
+                if not conn.closed:
+                    conn.commit()
             finally:
                 if self._on_backend:
                     self._on_backend(self.id, None)
@@ -176,3 +179,4 @@ class JobContext:
                     conn.rollback()
                     conn.execute(q.reset_statement_timeout)
                     conn.commit()
+                    conn.autocommit = True
