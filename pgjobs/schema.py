@@ -142,6 +142,10 @@ def build_metadata(schema: str = "pgjobs") -> MetaData:
         Index("ix_jobs_schedule_history", "schedule_id", "inserted_at"),
         Index("ix_jobs_state_finished", "state", "finished_at"),
         Index("ix_jobs_inserted", "inserted_at"),
+        # The console's Jobs filters, newest first (migration 0002).
+        Index("ix_jobs_state_id", "state", "id"),
+        Index("ix_jobs_queue_id", "queue", "id"),
+        Index("ix_jobs_task_id", "task", "id"),
     )
 
     Table(
@@ -155,5 +159,6 @@ def build_metadata(schema: str = "pgjobs") -> MetaData:
         Column("before", JSONB, nullable=True),
         Column("after", JSONB, nullable=True),
         Index("ix_audit_at", "at"),
+        Index("ix_audit_entity_name_id", "entity_name", "id"),  # the audit log's name filter (0002)
     )
     return md

@@ -61,7 +61,10 @@ def console_url(db_url: str, tmp_path: Path) -> Iterator[str]:
                             stderr=subprocess.STDOUT)
     url = f"http://127.0.0.1:{port}"
     try:
-        wait_for(lambda: healthy(url) or proc.poll() is not None, timeout=30, what="the console to start")
+        try:
+            wait_for(lambda: healthy(url) or proc.poll() is not None, timeout=60, what="the console to start")
+        except AssertionError as exc:
+            raise AssertionError(f"{exc}; its log:\n{(tmp_path / 'console.log').read_text()}") from None
         assert proc.poll() is None, (tmp_path / "console.log").read_text()
         yield url
     finally:
@@ -179,7 +182,10 @@ def test_an_operator_signs_in_browses_every_page_creates_edits_and_runs_a_schedu
     page.get_by_role("button", name="Run now").click()
     expect(page.get_by_text("Enqueued job")).to_be_visible()
     job_id = max(j["id"] for j in admin.list_jobs(schedule="made in the browser"))
-    wait_for(lambda: admin.get_job(job_id)["state"] == "completed", timeout=30, what="the worker to run it")
+    try:
+        wait_for(lambda: admin.get_job(job_id)["state"] == "completed", timeout=60, what="the worker to run it")
+    except AssertionError as exc:
+        raise AssertionError(f"{exc}: job {admin.get_job(job_id)}; worker log:\n{workers.logs()}") from None
     done = len(admin.list_jobs(schedule="made in the browser", state="completed"))  # run now + any cron slot
     go(page, "Schedule detail")
     choose(page, page.get_by_test_id("stMain"), "Schedule", "made in the browser")
