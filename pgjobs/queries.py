@@ -107,10 +107,12 @@ TEMPLATES: dict[str, str] = {
     # is not overwritten by a late completion.
     "complete_jobs": """
         UPDATE {s}.jobs AS j
-        SET state = 'completed', finished_at = j.started_at + d.seconds * interval '1 second',
+        SET state = 'completed', started_at = j.started_at + d.waited * interval '1 second',
+            finished_at = j.started_at + (d.waited + d.seconds) * interval '1 second',
             result = d.result, backend_pid = NULL
-        FROM unnest(%(ids)s::bigint[], %(attempts)s::int[], %(seconds)s::float8[], %(results)s::jsonb[])
-             AS d(id, attempt, seconds, result)
+        FROM unnest(%(ids)s::bigint[], %(attempts)s::int[], %(waited)s::float8[], %(seconds)s::float8[],
+                    %(results)s::jsonb[])
+             AS d(id, attempt, waited, seconds, result)
         WHERE j.id = d.id AND j.attempt = d.attempt AND j.state = 'running' AND j.worker_id = %(worker_id)s""",
     # A failed attempt is retried while attempts remain, unless an operator asked to cancel it.
     "fail_job": """
@@ -126,8 +128,9 @@ TEMPLATES: dict[str, str] = {
         SET state = d.next_state,
             scheduled_at = CASE WHEN d.next_state = 'available'
                                 THEN now() + %(delay)s * interval '1 second' ELSE j.scheduled_at END,
+            started_at = j.started_at + %(waited)s * interval '1 second',
             finished_at = CASE WHEN d.next_state = 'available'
-                               THEN NULL ELSE j.started_at + %(seconds)s * interval '1 second' END,
+                               THEN NULL ELSE j.started_at + (%(waited)s + %(seconds)s) * interval '1 second' END,
             worker_id = CASE WHEN d.next_state = 'available' THEN NULL ELSE j.worker_id END,
             last_error = %(error)s,
             backend_pid = NULL,
@@ -137,6 +140,12 @@ TEMPLATES: dict[str, str] = {
         FROM d WHERE j.id = d.id
         RETURNING j.state, j.scheduled_at""",
     "set_job_backend": "UPDATE {s}.jobs SET backend_pid = %(pid)s WHERE id = %(id)s AND state = 'running'",
+    # Jobs a runner claimed but did not start (it got stuck behind a slow job) go back, untouched.
+    "release_jobs": """
+        UPDATE {s}.jobs
+        SET state = 'available', attempt = greatest(attempt - 1, 0), worker_id = NULL, started_at = NULL,
+            backend_pid = NULL
+        WHERE id = ANY(%(ids)s) AND state = 'running' AND worker_id = %(worker_id)s""",
     # On shutdown: jobs that did not finish within the grace period go back to the queue, attempt refunded.
     "requeue_worker_jobs": """
         UPDATE {s}.jobs

@@ -47,6 +47,11 @@ def attach(handler: Handler) -> Callable[[], None]:
     return detach
 
 
+def active() -> bool:
+    """Whether anything observes events (lets hot paths skip computing fields nobody reads)."""
+    return bool(_handlers)
+
+
 def emit(event: str, **fields: Any) -> None:
     """Deliver one event to every attached handler (synchronously, on the caller's thread)."""
     handlers = _handlers

@@ -1,17 +1,22 @@
 """A worker process: claims jobs with FOR UPDATE SKIP LOCKED, runs them on threads, records the outcome.
 
 Threads and their single duties:
-- main (fetch loop): claims as many jobs as it has free runners, in one statement; sleeps until a NOTIFY, a
-  runner frees up, or the fallback poll interval;
-- runners (`concurrency` of them): execute one job at a time;
+- runners (`concurrency` of them): each claims its own batch of jobs in one statement, runs them one after
+  the other, and hands successes to the completer. A runner's batch starts at one job and doubles while its
+  jobs stay fast (under FAST_JOB seconds), up to MAX_BATCH, and drops back to one after a slow job, so tiny
+  jobs cost a fraction of a round trip each and long jobs are never claimed ahead of their turn;
 - completer: records successful jobs in batches (one UPDATE per batch);
-- heartbeat: refreshes this worker's row, delivers cancel requests and enforces job timeouts;
-- listener: LISTENs for new jobs and schedule changes;
+- listener: LISTENs for new jobs and schedule changes and wakes one idle runner per notification (or per
+  poll interval when nothing is notified), so an idle worker sends almost no queries;
+- supervisor: no queries; releases jobs a runner claimed but could not start within HOLD_LIMIT (its current
+  job turned out slow) and abandons jobs past their timeout;
+- heartbeat: refreshes this worker's row and delivers cancel requests;
 - elector (`leadership.py`) and, while leading, the leader duties (`maintenance.py`: scheduler, rescuer,
   pruner).
 
 Shutdown (SIGTERM/SIGINT): stop claiming, step down from leadership at once, give running jobs
-`shutdown_grace` seconds, requeue the rest, unregister. A second signal skips the grace period.
+`shutdown_grace` seconds, requeue the rest (claimed-but-unstarted jobs included), unregister. A second
+signal skips the grace period.
 """
 
 from __future__ import annotations
@@ -19,13 +24,13 @@ from __future__ import annotations
 import inspect
 import logging
 import os
-import queue
 import signal
 import socket
 import threading
 import time
 import traceback
-from dataclasses import dataclass
+from collections import deque
+from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
@@ -50,6 +55,11 @@ from pgjobs.tasks import (
 
 log = logging.getLogger("pgjobs.worker")
 
+MAX_BATCH = 128          # most jobs one runner claims at once
+FAST_JOB = 0.005         # a batch whose jobs all ran faster than this may double
+HOLD_LIMIT = 0.25        # claimed jobs waiting behind a slow job longer than this are released
+SUPERVISE_EVERY = 0.1
+
 
 @dataclass
 class ClaimedJob:
@@ -63,14 +73,22 @@ class ClaimedJob:
     schedule_id: int | None
     slot: datetime | None
     scheduled_at: datetime
-    started_at: datetime
+    started_at: datetime       # when it was claimed (database clock)
+    claimed: float = 0.0       # when it was claimed (this process's monotonic clock)
+    waited: float = 0.0        # seconds between claim and start, added to started_at when recorded
 
 
-FETCH_COOLDOWN = 0.002  # seconds a busy worker lets freed runners accumulate before the next claim
+@dataclass(eq=False)
+class Runner:
+    """One runner thread's state: the jobs it claimed and has not started yet, and the one it runs."""
 
-
-class _Stop:
-    """Sentinel put on the run queue to end a runner thread."""
+    name: str
+    pending: deque[ClaimedJob] = field(default_factory=deque)
+    lock: threading.Lock = field(default_factory=threading.Lock)
+    current: tuple[ClaimedJob, JobContext] | None = None
+    current_since: float = 0.0
+    retired: bool = False
+    thread: threading.Thread | None = None
 
 
 def backoff_delay(attempt: int, base: float, cap: float, jitter: float | None = None) -> float:
@@ -100,16 +118,16 @@ class Worker:
         self._install_signals = install_signals
         self._stopping = threading.Event()
         self._hard_stop = threading.Event()
-        self._wake = threading.Event()
-        self._runq: queue.SimpleQueue[Any] = queue.SimpleQueue()
+        # Work signal: the listener bumps the generation and wakes one idle runner per notification.
+        self._work = threading.Condition()
+        self._work_gen = 0
+        self._runners: list[Runner] = []
+        self._runners_lock = threading.Lock()
         self._running: dict[int, tuple[ClaimedJob, JobContext]] = {}
         self._running_lock = threading.Lock()
-        self._inflight = 0
-        self._inflight_lock = threading.Lock()
-        self._done: list[tuple[int, int, float, Any]] = []
+        self._done: list[tuple[int, int, float, float, Any]] = []
         self._done_lock = threading.Lock()
         self._done_event = threading.Event()
-        self._runners: list[threading.Thread] = []
         self.pool: ConnectionPool | None = None
         self.leadership: Leadership | None = None
         self.duties: LeaderDuties | None = None
@@ -140,16 +158,17 @@ class Worker:
             threading.Thread(target=self._heartbeat_loop, name="pgjobs-heartbeat", daemon=True),
             threading.Thread(target=self._listen_loop, name="pgjobs-listener", daemon=True),
             threading.Thread(target=self._complete_loop, name="pgjobs-completer", daemon=True),
+            threading.Thread(target=self._supervise_loop, name="pgjobs-supervisor", daemon=True),
         ]
-        for _ in range(s.concurrency):
-            self._start_runner()
         for t in threads:
             t.start()
+        for _ in range(s.concurrency):
+            self._start_runner()
         self.leadership.start()
         log.info("worker %s started (queues %s, concurrency %d)", self.name, ",".join(s.queues), s.concurrency)
         self.ready.set()
         try:
-            self._fetch_loop()
+            self._stopping.wait()
         finally:
             self._shutdown()
 
@@ -157,7 +176,7 @@ class Worker:
         self._stopping.set()
         if hard:
             self._hard_stop.set()
-        self._wake.set()
+        self._signal_work(everyone=True)
 
     def _on_signal(self, signum: int, _frame: Any) -> None:
         if self._stopping.is_set():
@@ -172,14 +191,13 @@ class Worker:
         if self.leadership:
             self.leadership.stop()  # step down first: the next leader takes over while we drain
         deadline = time.monotonic() + self.settings.shutdown_grace
-        while self._inflight > 0 and time.monotonic() < deadline and not self._hard_stop.is_set():
-            self._done_event.set()
-            self._hard_stop.wait(0.05)
+        for runner in list(self._runners):
+            t = runner.thread
+            while t is not None and t.is_alive() and time.monotonic() < deadline and not self._hard_stop.is_set():
+                t.join(0.05)
         for ctx in self._contexts():
             ctx.cancel_event.set()
         self._flush_completions()
-        for _ in self._runners:
-            self._runq.put(_Stop())
         try:
             with self._pool().connection() as conn:
                 requeued = conn.execute(self.q.requeue_worker_jobs, {"worker_id": self.worker_id}).fetchall()
@@ -224,7 +242,6 @@ class Worker:
                 self.heartbeat()
             except psycopg.Error as exc:
                 log.warning("heartbeat failed: %s", _first_line(exc))
-            self._enforce_timeouts()
 
     def heartbeat(self) -> None:
         with self._pool().connection() as conn:
@@ -247,23 +264,63 @@ class Worker:
         with self._running_lock:
             return [ctx for _, ctx in self._running.values()]
 
-    def _enforce_timeouts(self) -> None:
-        """A Python task past its timeout is abandoned: job failed (or retried), its runner replaced."""
+    # ------------------------------------------------------------------ supervision (no queries)
+    def _supervise_loop(self) -> None:
+        while not self._stopping.wait(SUPERVISE_EVERY):
+            try:
+                self._supervise()
+            except Exception:  # noqa: BLE001 - the supervisor must outlive any surprise
+                log.exception("supervisor pass failed")
+
+    def _supervise(self) -> None:
         now = time.monotonic()
+        for runner in list(self._runners):
+            current = runner.current
+            if current is None or runner.retired:
+                continue
+            job, ctx = current
+            if ctx.timeout is not None and now - ctx.started > ctx.timeout + 0.5:
+                self._abandon(runner, job, ctx, now)
+            elif runner.pending and now - runner.current_since > HOLD_LIMIT:
+                self._release_pending(runner, f"job {job.id} is slow")
+
+    def _release_pending(self, runner: Runner, why: str) -> None:
+        """Give back jobs a runner claimed but has not started, so other runners or workers take them."""
+        with runner.lock:
+            jobs = list(runner.pending)
+            runner.pending.clear()
+        if not jobs:
+            return
+        try:
+            with self._pool().connection() as conn:
+                conn.execute(self.q.release_jobs, {"ids": [j.id for j in jobs], "worker_id": self.worker_id})
+            log.info("released %d claimed job(s) back to the queue (%s)", len(jobs), why)
+        except psycopg.Error as exc:
+            log.warning("could not release %d claimed job(s): %s (they will be rescued)", len(jobs), _first_line(exc))
+        self._signal_work()
+
+    def _abandon(self, runner: Runner, job: ClaimedJob, ctx: JobContext, now: float) -> None:
+        """A Python task past its timeout: job failed (or retried), runner retired and replaced."""
         with self._running_lock:
-            late = [(job, ctx) for job, ctx in self._running.values()
-                    if ctx.timeout is not None and now - ctx.started > ctx.timeout + 1.0]
-        for job, ctx in late:
-            with self._running_lock:
-                if self._running.pop(job.id, None) is None:
-                    continue
-            ctx.cancel_event.set()
-            log.error("job %s (%s) timed out after %.1fs; abandoning it", job.id, job.task, ctx.timeout)
-            self._record_failure(job, f"timed out after {ctx.timeout:g}s", "", now - ctx.started, retry=True)
-            self._release_capacity()
-            self._start_runner()  # the abandoned thread keeps its runner until the task returns
+            if self._running.pop(job.id, None) is None:
+                return
+        runner.retired = True
+        ctx.cancel_event.set()
+        log.error("job %s (%s) timed out after %.1fs; abandoning it", job.id, job.task, ctx.timeout,
+                  extra=_log_fields(job))
+        self._release_pending(runner, "its runner was retired")
+        self._record_failure(job, f"timed out after {ctx.timeout:g}s", "", now - ctx.started, retry=True)
+        self._start_runner()  # the abandoned thread ends when (if ever) its task returns
 
     # ------------------------------------------------------------------ notifications
+    def _signal_work(self, everyone: bool = False) -> None:
+        with self._work:
+            self._work_gen += 1
+            if everyone:
+                self._work.notify_all()
+            else:
+                self._work.notify(1)
+
     def _listen_loop(self) -> None:
         delay = 0.1
         while not self._stopping.is_set():
@@ -273,95 +330,82 @@ class Worker:
                     conn.execute(self.q.listen_jobs)
                     conn.execute(self.q.listen_schedules)
                     delay = 0.1
-                    self._wake.set()  # we may have missed notifications while disconnected
+                    self._signal_work(everyone=True)  # we may have missed notifications while disconnected
                     if self.duties:
                         self.duties.scheduler.wake.set()
                     while not self._stopping.is_set():
-                        for note in conn.notifies(timeout=1.0):
+                        notified = False
+                        for note in conn.notifies(timeout=self.settings.poll_interval, stop_after=64):
                             if note.channel == self.q.jobs_channel:
-                                self._wake.set()
+                                notified = True
+                                self._signal_work()
                             elif self.duties:
                                 self.duties.scheduler.wake.set()
+                        if not notified:  # the fallback poll: one runner looks for due work (retries, etc.)
+                            self._signal_work()
             except psycopg.Error as exc:
                 if self._stopping.is_set():
                     return
                 log.warning("listener connection lost: %s; reconnecting in %.1fs", _first_line(exc), delay)
+                self._signal_work(everyone=True)
                 self._stopping.wait(delay)
                 delay = min(delay * 2, 5)
 
-    # ------------------------------------------------------------------ claiming
-    def _free(self) -> int:
-        with self._inflight_lock:
-            return self.settings.concurrency - self._inflight
+    # ------------------------------------------------------------------ claiming and running
+    def _start_runner(self) -> None:
+        with self._runners_lock:
+            runner = Runner(name=f"pgjobs-runner-{len(self._runners)}")
+            self._runners.append(runner)
+        runner.thread = threading.Thread(target=self._runner_loop, args=(runner,), name=runner.name, daemon=True)
+        runner.thread.start()
 
-    def _release_capacity(self) -> None:
-        with self._inflight_lock:
-            self._inflight -= 1
-        self._wake.set()
-
-    def _fetch_loop(self) -> None:
-        """Claim as many jobs as there are free runners, in one statement.
-
-        While busy, a claim waits until at least a quarter of the runners are free or FETCH_COOLDOWN has
-        passed since the last claim, so fast jobs are claimed in batches instead of one round trip each.
-        An idle worker claims at once: pickup latency is one NOTIFY plus one claim.
-        """
-        delay = 0.05
-        batch_floor = max(1, self.settings.concurrency // 4)
-        last_claim = 0.0
-        while not self._stopping.is_set():
-            free = self._free()
-            if 0 < free < batch_floor:
-                remaining = FETCH_COOLDOWN - (time.monotonic() - last_claim)
-                if remaining > 0:
-                    self._stopping.wait(remaining)
-                    free = self._free()
-            if free > 0:
-                self._wake.clear()
-                try:
-                    got = self._claim(free)
-                    last_claim = time.monotonic()
-                    delay = 0.05
-                except psycopg.Error as exc:
-                    log.warning("claim failed: %s; retrying in %.2fs", _first_line(exc), delay)
-                    self._stopping.wait(delay)
-                    delay = min(delay * 2, 5)
-                    continue
-                if got == free:
-                    continue  # the queue may hold more: claim again as soon as runners free up
-            self._wake.wait(self.settings.poll_interval)
-
-    def _claim(self, limit: int) -> int:
+    def _claim(self, limit: int) -> list[ClaimedJob]:
         with self._pool().connection() as conn:
             rows = conn.execute(self.q.claim_jobs, {
                 "queues": list(self.settings.queues), "limit": limit,
                 "worker_id": self.worker_id, "worker": self.name}).fetchall()
-        if not rows:
-            return 0
-        with self._inflight_lock:
-            self._inflight += len(rows)
-        self.stats["claimed"] += len(rows)
-        for r in rows:
-            job = ClaimedJob(*r)
-            telemetry.emit("job.claimed", task=job.task, queue=job.queue,
-                           lateness=(job.started_at - job.slot).total_seconds() if job.slot else None,
-                           wait=(job.started_at - job.scheduled_at).total_seconds())
-            self._runq.put(job)
-        return len(rows)
+        now = time.monotonic()
+        jobs = [ClaimedJob(*r, claimed=now) for r in rows]
+        self.stats["claimed"] += len(jobs)
+        if telemetry.active():
+            for job in jobs:
+                telemetry.emit("job.claimed", task=job.task, queue=job.queue,
+                               lateness=(job.started_at - job.slot).total_seconds() if job.slot else None,
+                               wait=(job.started_at - job.scheduled_at).total_seconds())
+        return jobs
 
-    # ------------------------------------------------------------------ running
-    def _start_runner(self) -> None:
-        t = threading.Thread(target=self._runner_loop, name=f"pgjobs-runner-{len(self._runners)}", daemon=True)
-        self._runners.append(t)
-        t.start()
-
-    def _runner_loop(self) -> None:
-        while True:
-            item = self._runq.get()
-            if isinstance(item, _Stop):
-                return
-            if self._run_job(item):
-                return  # this runner was replaced while its task overran: the replacement carries on
+    def _runner_loop(self, runner: Runner) -> None:
+        batch = 1
+        delay = 0.05
+        while not self._stopping.is_set() and not runner.retired:
+            gen = self._work_gen
+            try:
+                jobs = self._claim(batch)
+                delay = 0.05
+            except psycopg.Error as exc:
+                log.warning("claim failed: %s; retrying in %.2fs", _first_line(exc), delay)
+                self._stopping.wait(delay)
+                delay = min(delay * 2, 5)
+                continue
+            if not jobs:
+                with self._work:
+                    while gen == self._work_gen and not self._stopping.is_set():
+                        self._work.wait()
+                batch = 1
+                continue
+            if len(jobs) == batch:
+                self._signal_work()  # a full batch: there may be more, let an idle sibling look too
+            with runner.lock:
+                runner.pending.extend(jobs)
+            slowest = 0.0
+            while not self._stopping.is_set() and not runner.retired:
+                with runner.lock:
+                    if not runner.pending:
+                        break
+                    job = runner.pending.popleft()
+                seconds = self._run_job(job, runner)
+                slowest = max(slowest, seconds)
+            batch = min(batch * 2, MAX_BATCH) if slowest < FAST_JOB else 1
 
     def _connect_for_task(self) -> Any:
         return self._pool().connection()
@@ -373,9 +417,10 @@ class Worker:
         except psycopg.Error as exc:
             log.warning("job %s: could not record backend pid: %s", job_id, _first_line(exc))
 
-    def _run_job(self, job: ClaimedJob) -> bool:
-        """Run one job and record its outcome; True if the job was abandoned (timed out) meanwhile."""
+    def _run_job(self, job: ClaimedJob, runner: Runner) -> float:
+        """Run one job and record its outcome; returns how long it ran."""
         started = time.monotonic()
+        job.waited = max(0.0, started - job.claimed) if job.claimed else 0.0
         ctx = JobContext(
             id=job.id, task=job.task, args=job.args, attempt=job.attempt, max_attempts=job.max_attempts,
             queue=job.queue, schedule_id=job.schedule_id, slot=job.slot, worker=self.name, timeout=job.timeout,
@@ -383,7 +428,7 @@ class Worker:
         )
         with self._running_lock:
             self._running[job.id] = (job, ctx)
-        extra = _log_fields(job)
+        runner.current, runner.current_since = (job, ctx), started
         outcome = "completed"
         try:
             task = get_task(job.task)
@@ -411,17 +456,17 @@ class Worker:
                 raise
         else:
             with self._done_lock:
-                self._done.append((job.id, job.attempt, time.monotonic() - started, _jsonable(result)))
+                self._done.append((job.id, job.attempt, job.waited, time.monotonic() - started, _jsonable(result)))
             self._done_event.set()
         finally:
+            runner.current = None
             with self._running_lock:
-                still_ours = self._running.pop(job.id, None) is not None
-            if still_ours:
-                self._release_capacity()
+                self._running.pop(job.id, None)
             seconds = time.monotonic() - started
             telemetry.emit("job.ran", task=job.task, queue=job.queue, outcome=outcome, seconds=seconds)
-            log.info("job %s %s %s in %.3fs", job.id, job.task, outcome, seconds, extra=extra)
-        return not still_ours
+            if log.isEnabledFor(logging.INFO):
+                log.info("job %s %s %s in %.3fs", job.id, job.task, outcome, seconds, extra=_log_fields(job))
+        return seconds
 
     def _record_failure(self, job: ClaimedJob, error: str, tb: str, seconds: float, *, retry: bool,
                         final_state: str = "failed") -> None:
@@ -431,7 +476,8 @@ class Worker:
                 with self._pool().connection() as conn:
                     row = conn.execute(self.q.fail_job, {
                         "id": job.id, "attempt": job.attempt, "worker_id": self.worker_id, "retry": retry,
-                        "final_state": final_state, "delay": delay, "seconds": seconds, "error": error[:2000],
+                        "final_state": final_state, "delay": delay, "waited": job.waited, "seconds": seconds,
+                        "error": error[:2000],
                         "traceback": tb[-8000:]}).fetchone()
                 if row:
                     state = row[0]
@@ -454,8 +500,8 @@ class Worker:
 
     # ------------------------------------------------------------------ completions
     def _complete_loop(self) -> None:
-        while not (self._stopping.is_set() and self._inflight <= 0 and not self._done):
-            self._done_event.wait(0.5)
+        while not self._stopping.is_set():
+            self._done_event.wait()
             self._done_event.clear()
             self._flush_completions()
 
@@ -465,8 +511,9 @@ class Worker:
         if not batch:
             return
         params = {
-            "ids": [b[0] for b in batch], "attempts": [b[1] for b in batch], "seconds": [b[2] for b in batch],
-            "results": [Jsonb(b[3]) if b[3] is not None else None for b in batch], "worker_id": self.worker_id,
+            "ids": [b[0] for b in batch], "attempts": [b[1] for b in batch], "waited": [b[2] for b in batch],
+            "seconds": [b[3] for b in batch], "results": [Jsonb(b[4]) if b[4] is not None else None for b in batch],
+            "worker_id": self.worker_id,
         }
         delay = 0.05
         while True:

@@ -199,3 +199,27 @@ def test_a_job_for_a_task_this_worker_does_not_know_fails_with_a_clear_error(db,
     wait_for(lambda: db.execute("SELECT state = 'failed' FROM pgjobs.jobs").fetchone()[0], 10, "failure")
     error = db.execute("SELECT last_error FROM pgjobs.jobs").fetchone()[0]
     assert "not registered" in error and "--import" in error
+
+
+def test_jobs_claimed_behind_a_slow_job_are_released_to_other_runners(admin: Admin, db, workers) -> None:
+    """Runners claim growing batches of fast jobs; when one job turns out slow, the jobs claimed behind it
+    go back to the queue within HOLD_LIMIT instead of waiting for it."""
+    admin.enqueue_many("pgjobs.noop", [{}] * 2000)
+    slow = admin.enqueue("tests.python_loop", {"seconds": 3}, max_attempts=1)
+    admin.enqueue_many("pgjobs.noop", [{}] * 300)
+    first = workers.start(*IMPORT, concurrency=1)
+    wait_for(lambda: _in_state(db, slow, "running"), 20, "the slow job to start")
+    held = db.execute("SELECT count(*) FROM pgjobs.jobs WHERE state = 'running' AND id <> %s", (slow,)).fetchone()[0]
+    workers.start(*IMPORT, concurrency=1)
+    wait_for(lambda: _in_state(db, slow, "completed"), 20, "the slow job")
+    slow_end = db.execute("SELECT finished_at FROM pgjobs.jobs WHERE id = %s", (slow,)).fetchone()[0]
+    wait_for(lambda: db.execute("SELECT count(*) = 0 FROM pgjobs.jobs WHERE state <> 'completed'").fetchone()[0],
+             20, "all jobs")
+    late = db.execute("SELECT count(*) FROM pgjobs.jobs WHERE id <> %s AND finished_at > %s",
+                      (slow, slow_end)).fetchone()[0]
+    assert late == 0, f"{late} fast job(s) waited behind the slow one"
+    assert db.execute("SELECT max(attempt) FROM pgjobs.jobs").fetchone()[0] == 1, "released jobs keep their attempt"
+    if held:  # the slow job was claimed mid-batch (the usual case): the jobs behind it were handed back
+        first.send_signal(signal.SIGTERM)
+        first.wait(15)
+        assert "released" in workers.logs()
