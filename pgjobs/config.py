@@ -127,7 +127,7 @@ class Settings:
         "PGJOBS_QUEUES", "Comma-separated queues a worker claims from."))
     poll_interval: float = field(default=5.0, metadata=_doc(
         "PGJOBS_POLL_INTERVAL", "Seconds between fallback polls when no NOTIFY arrives."))
-    heartbeat_interval: float = field(default=2.0, metadata=_doc(
+    heartbeat_interval: float = field(default=5.0, metadata=_doc(
         "PGJOBS_HEARTBEAT_INTERVAL", "Seconds between a worker's heartbeats."))
     rescue_after: float = field(default=30.0, metadata=_doc(
         "PGJOBS_RESCUE_AFTER",
@@ -142,8 +142,8 @@ class Settings:
         "PGJOBS_RETENTION_COMPLETED", "Seconds completed and skipped jobs are kept."))
     retention_failed: float = field(default=30 * 86400.0, metadata=_doc(
         "PGJOBS_RETENTION_FAILED", "Seconds failed and cancelled jobs are kept."))
-    maintenance_interval: float = field(default=1.0, metadata=_doc(
-        "PGJOBS_MAINTENANCE_INTERVAL", "Seconds between the leader's rescue passes (pruning runs every 60 of them)."))
+    maintenance_interval: float = field(default=5.0, metadata=_doc(
+        "PGJOBS_MAINTENANCE_INTERVAL", "Seconds between the leader's rescue passes (pruning runs once a minute)."))
     backoff_base: float = field(default=2.0, metadata=_doc(
         "PGJOBS_BACKOFF_BASE", "Retry delay is backoff_base ** attempt seconds plus jitter, capped by backoff_max."))
     backoff_max: float = field(default=3600.0, metadata=_doc(
@@ -168,13 +168,13 @@ class Settings:
             "concurrency": _int("PGJOBS_CONCURRENCY", 4),
             "queues": parse_queues(os.environ.get("PGJOBS_QUEUES")),
             "poll_interval": _float("PGJOBS_POLL_INTERVAL", 5.0),
-            "heartbeat_interval": _float("PGJOBS_HEARTBEAT_INTERVAL", 2.0),
+            "heartbeat_interval": _float("PGJOBS_HEARTBEAT_INTERVAL", 5.0),
             "rescue_after": _float("PGJOBS_RESCUE_AFTER", 30.0),
             "catchup_grace": _float("PGJOBS_CATCHUP_GRACE", 60.0),
             "shutdown_grace": _float("PGJOBS_SHUTDOWN_GRACE", 30.0),
             "retention_completed": _float("PGJOBS_RETENTION_COMPLETED", 7 * 86400.0),
             "retention_failed": _float("PGJOBS_RETENTION_FAILED", 30 * 86400.0),
-            "maintenance_interval": _float("PGJOBS_MAINTENANCE_INTERVAL", 1.0),
+            "maintenance_interval": _float("PGJOBS_MAINTENANCE_INTERVAL", 5.0),
             "backoff_base": _float("PGJOBS_BACKOFF_BASE", 2.0),
             "backoff_max": _float("PGJOBS_BACKOFF_MAX", 3600.0),
             "imports": tuple(m.strip() for m in os.environ.get("PGJOBS_IMPORTS", "").split(",") if m.strip()),

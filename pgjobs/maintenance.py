@@ -69,44 +69,56 @@ class LeaderDuties:
         return worker.leadership.confirm()
 
     def _loop(self) -> None:
+        """Wake for the next slot, a schedule change, or the next rescue/prune round, whichever is first.
+
+        Idle cost: one scheduling check per MAX_SLEEP (or per change) and one rescue statement per
+        maintenance interval; no query runs just because the loop woke up.
+        """
+        next_pass = 0.0
         next_maintenance = 0.0
         next_prune = time.monotonic() + 5.0
         delay = 0.05
         while not self._stop.is_set():
             try:
-                if not self._leading():
-                    return
-                self.scheduler.wake.clear()
-                self.scheduler.run_pass()
                 now = time.monotonic()
+                if self.scheduler.wake.is_set() or now >= next_pass:
+                    if not self._leading():  # confirm the lock before every scheduling pass
+                        return
+                    self.scheduler.wake.clear()
+                    self.scheduler.run_pass()
+                    next_pass = time.monotonic() + self.scheduler.seconds_until_due()
                 if now >= next_maintenance:
                     self.rescue()
                     next_maintenance = now + self._settings.maintenance_interval
                 if now >= next_prune:
                     self.prune()
                     next_prune = now + PRUNE_EVERY
-                wait = min(self.scheduler.seconds_until_due(), max(0.0, next_maintenance - time.monotonic()))
+                wait = min(next_pass, next_maintenance, next_prune) - time.monotonic()
                 delay = 0.05
             except psycopg.Error as exc:
                 log.warning("leader pass failed: %s; retrying in %.2fs", str(exc).strip().splitlines()[0], delay)
+                next_pass = 0.0
                 wait = delay
                 delay = min(delay * 2, 5)
             if wait > 0:
                 self.scheduler.wake.wait(wait)
 
     def rescue(self) -> int:
+        """Rescue orphaned running jobs and remove dead worker rows, in one statement."""
         after = self._settings.rescue_after
         with self._pool.connection() as conn:
             rows = conn.execute(self._q.rescue_orphans, {"after": after, "min_age": 0}).fetchall()
-            dead = conn.execute(self._q.delete_dead_workers, {"after": after}).fetchall()
-        for job_id, state, task, worker in rows:
-            log.warning("rescued job %s (%s) from %s: now %s", job_id, task, worker, state,
-                        extra={"job_id": job_id, "task": task})
+        rescued = 0
+        for kind, ident, state, task, worker in rows:
+            if kind == "worker":
+                log.warning("removed dead worker %s (%s)", ident, worker)
+                continue
+            rescued += 1
+            log.warning("rescued job %s (%s) from %s: now %s", ident, task, worker, state,
+                        extra={"job_id": ident, "task": task})
             telemetry.emit("job.rescued", task=task, state=state, worker=worker)
-        for wid, name in dead:
-            log.warning("removed dead worker %s (%s)", wid, name)
-        self.rescued_total += len(rows)
-        return len(rows)
+        self.rescued_total += rescued
+        return rescued
 
     def prune(self) -> int:
         s = self._settings

@@ -195,30 +195,37 @@ TEMPLATES: dict[str, str] = {
                (SELECT bool_or(next_run_at IS NULL) FROM {s}.schedules WHERE enabled) AS unplanned,
                clock_timestamp() AS now""",
     # ---------------------------------------------------------------- maintenance (leader only)
+    # Rescue: running jobs whose worker stopped heartbeating (or whose row is gone) go back to the queue,
+    # or fail when out of attempts; dead worker rows are removed in the same statement.
     "rescue_orphans": """
-        WITH orphans AS (
+        WITH dead AS (
+            DELETE FROM {s}.workers WHERE heartbeat_at < now() - %(after)s * interval '1 second'
+            RETURNING id, name
+        ), orphans AS (
             SELECT j.id FROM {s}.jobs AS j
             LEFT JOIN {s}.workers AS w ON w.id = j.worker_id
             WHERE j.state = 'running'
               AND (w.id IS NULL OR w.heartbeat_at < now() - %(after)s * interval '1 second')
               AND j.started_at < now() - %(min_age)s * interval '1 second'
             FOR UPDATE OF j SKIP LOCKED
+        ), rescued AS (
+            UPDATE {s}.jobs AS j
+            SET state = CASE WHEN j.attempt < j.max_attempts AND NOT j.cancel_requested THEN 'available'
+                             WHEN j.cancel_requested THEN 'cancelled' ELSE 'failed' END,
+                scheduled_at = now(),
+                finished_at = CASE WHEN j.attempt < j.max_attempts AND NOT j.cancel_requested
+                                   THEN NULL ELSE now() END,
+                last_error = 'rescued: worker ' || coalesce(j.worker, '?') || ' stopped heartbeating',
+                errors = j.errors || jsonb_build_array(jsonb_build_object(
+                    'attempt', j.attempt, 'at', now(), 'error',
+                    'rescued: worker ' || coalesce(j.worker, '?') || ' stopped heartbeating', 'worker', j.worker)),
+                worker_id = NULL, backend_pid = NULL
+            FROM orphans WHERE j.id = orphans.id
+            RETURNING j.id, j.state, j.task, j.worker
         )
-        UPDATE {s}.jobs AS j
-        SET state = CASE WHEN j.attempt < j.max_attempts AND NOT j.cancel_requested THEN 'available'
-                         WHEN j.cancel_requested THEN 'cancelled' ELSE 'failed' END,
-            scheduled_at = now(),
-            finished_at = CASE WHEN j.attempt < j.max_attempts AND NOT j.cancel_requested THEN NULL ELSE now() END,
-            last_error = 'rescued: worker ' || coalesce(j.worker, '?') || ' stopped heartbeating',
-            errors = j.errors || jsonb_build_array(jsonb_build_object(
-                'attempt', j.attempt, 'at', now(), 'error',
-                'rescued: worker ' || coalesce(j.worker, '?') || ' stopped heartbeating', 'worker', j.worker)),
-            worker_id = NULL, backend_pid = NULL
-        FROM orphans WHERE j.id = orphans.id
-        RETURNING j.id, j.state, j.task, j.worker""",
-    "delete_dead_workers": """
-        DELETE FROM {s}.workers WHERE heartbeat_at < now() - %(after)s * interval '1 second'
-        RETURNING id, name""",
+        SELECT 'job' AS kind, id, state, task, worker FROM rescued
+        UNION ALL
+        SELECT 'worker', id, NULL, NULL, name FROM dead""",
     "prune_jobs": """
         DELETE FROM {s}.jobs WHERE id IN (
             SELECT id FROM {s}.jobs
