@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import random
+import threading
 import time
 
 from pgjobs import JobContext, task
@@ -33,10 +34,8 @@ def python_loop(ctx: JobContext, seconds: float = 30) -> None:
 
 @task("tests.hang")
 def hang(seconds: float = 30) -> None:
-    """Ignores cancellation entirely; only a timeout can end it."""
-    end = time.monotonic() + seconds
-    while time.monotonic() < end:
-        time.sleep(0.05)
+    """Ignores cancellation entirely (it waits on an event nobody sets); only a timeout can end it."""
+    threading.Event().wait(seconds)
 
 
 @task("tests.sql_sleep", pass_context=True)
