@@ -189,3 +189,27 @@ def test_terminating_the_leaders_lock_connection_moves_leadership_within_2s(admi
                                 (end,)).fetchone()[0], 10, "completion")
     _assert_slots_exactly_once(db, start, end, 1)
     print(f"\nlock connection terminated: new leader in {takeover * 1000:.1f} ms (old worker pid {old_pid})")
+
+
+def test_workers_survive_every_connection_being_terminated(admin: Admin, db, workers) -> None:
+    """pg_terminate_backend on every pgjobs connection (pool, listener, lock) at once: workers reconnect,
+    a leader is back, and no slot is lost or doubled."""
+    admin.add_schedule("terminated", cron="1 seconds", task="pgjobs.noop", overlap="allow")
+    procs = [workers.start() for _ in range(2)]
+    wait_for(lambda: db.execute("SELECT count(*) FROM pgjobs.jobs WHERE state = 'completed'").fetchone()[0] >= 2,
+             15, "slots before the terminations")
+    start = _db_now(db).replace(microsecond=0) - timedelta(seconds=1)
+    killed = db.execute(
+        "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity "
+        "WHERE application_name LIKE 'pgjobs%%' AND pid <> pg_backend_pid()").fetchone()[0]
+    assert killed >= 6, f"only {killed} pgjobs connections found"
+    t0 = time.monotonic()
+    wait_for(lambda: lock_holder_backend(db), 5, "a leader again")
+    leader_again = time.monotonic() - t0
+    end = start + timedelta(seconds=6)
+    wait_for(lambda: _db_now(db) > end + timedelta(seconds=1), 15, "slots after the terminations")
+    wait_for(lambda: db.execute("SELECT count(*) = 0 FROM pgjobs.jobs WHERE slot <= %s AND state <> 'completed'",
+                                (end,)).fetchone()[0], 15, "every slot's job to complete")
+    _assert_slots_exactly_once(db, start, end, 1)
+    assert all(p.poll() is None for p in procs), "no worker died"
+    print(f"\n{killed} connections terminated: leader back after {leader_again * 1000:.0f} ms")
