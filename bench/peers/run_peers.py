@@ -22,6 +22,7 @@ any process still carrying that token in its environment is killed by pid.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import platform
@@ -210,6 +211,19 @@ def wait_quiet(below: float, max_wait: float) -> float:
     return busy
 
 
+def stop_adapter(proc: subprocess.Popen[str]) -> str:
+    """SIGTERM the adapter's process group (the adapter then stops its workers), SIGKILL after 15 s."""
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(proc.pid, signal.SIGTERM)
+    try:
+        stdout, _ = proc.communicate(timeout=15)
+    except subprocess.TimeoutExpired:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, signal.SIGKILL)
+        stdout, _ = proc.communicate()
+    return stdout or ""
+
+
 def run_once(
     spec: AdapterSpec, workload: str, extra: list[str], dsn: str, timeout: int, log_path: Path
 ) -> dict:
@@ -227,13 +241,12 @@ def run_once(
             stdout, _ = proc.communicate(timeout=timeout)
             timed_out = False
         except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, signal.SIGTERM)  # the adapter stops its workers on SIGTERM
-            try:
-                stdout, _ = proc.communicate(timeout=15)
-            except subprocess.TimeoutExpired:
-                os.killpg(proc.pid, signal.SIGKILL)
-                stdout, _ = proc.communicate()
+            stdout = stop_adapter(proc)
             timed_out = True
+        except BaseException:  # the runner itself is being stopped: leave nothing behind
+            stop_adapter(proc)
+            kill_token(token)
+            raise
     strays = kill_token(token)
     lines = [line for line in (stdout or "").splitlines() if line.strip()]
     try:
@@ -306,7 +319,7 @@ def main() -> int:
         default=50.0,
         help="before each run, wait until machine CPU busy%% (1 s sample) is below this",
     )
-    ap.add_argument("--quiet-wait", type=float, default=20.0, help="... but at most this many seconds")
+    ap.add_argument("--quiet-wait", type=float, default=5.0, help="... but at most this many seconds")
     ap.add_argument("adapter_args", nargs="*", help="after --: passed to every adapter (e.g. -- --jobs 5000)")
     a = ap.parse_args()
 

@@ -11,10 +11,12 @@ python="${PYTHON:-python3.11}"
 mkdir -p "$venvs"
 
 # peer -> pinned requirements (space separated). Change a pin here and re-run: the venv is rebuilt.
+# Every peer gets psycopg's binary (C) implementation: a bare `pip install procrastinate` would run
+# on psycopg's pure-Python implementation, which would measure the driver rather than the job system.
 declare -A pins=(
-  [procrastinate]="procrastinate==3.10.0"
-  [pgqueuer]="pgqueuer==1.6.0 asyncpg psycopg[binary]"
-  [chancy]="chancy[cron]==0.26.0 psycopg[binary] psycopg-pool"
+  [procrastinate]="procrastinate==3.10.0 psycopg[binary,pool]==3.3.9"
+  [pgqueuer]="pgqueuer==1.6.0 asyncpg==0.32.0 psycopg[binary]==3.3.9"
+  [chancy]="chancy[cron]==0.26.0 psycopg[binary,pool]==3.3.9"
 )
 
 status=0
