@@ -117,8 +117,9 @@ class Settings:
         "PGJOBS_DATABASE_URL", "Postgres URL (falls back to DATABASE_URL)."))
     lock_database_url: str = field(default="", metadata=_doc(
         "PGJOBS_LOCK_DATABASE_URL",
-        "Direct (unpooled) URL for the leader's advisory-lock connection; needed behind PgBouncer in "
-        "transaction mode. Defaults to the database URL."))
+        "Direct (unpooled) URL for the two connections that need a session: the leader's advisory lock and "
+        "LISTEN. Set it when the database URL goes through PgBouncer in transaction mode. Defaults to the "
+        "database URL."))
     schema: str = field(default="pgjobs", metadata=_doc(
         "PGJOBS_SCHEMA", "Postgres schema holding pgjobs' tables and its Alembic version table."))
     concurrency: int = field(default=4, metadata=_doc(

@@ -184,12 +184,28 @@ class Leadership:
 
     def _warn_if_pooled(self, conn: psycopg.Connection) -> None:
         """Session advisory locks need a session: warn when the lock connection goes through a pooler."""
-        pids = {conn.execute(self._q.backend_pid).fetchone()[0] for _ in range(3)}
-        if len(pids) > 1:
-            self.pooled_warning = ("the leader-lock connection is pooled (backend changes between statements): "
+        reason = pooler_suspected(conn, self._q)
+        if reason:
+            self.pooled_warning = (f"the leader-lock connection goes through a pooler or proxy ({reason}): "
                                    "session advisory locks are unsafe behind PgBouncer in transaction mode; set "
                                    "PGJOBS_LOCK_DATABASE_URL to a direct Postgres URL")
             log.error(self.pooled_warning)
+
+
+def pooler_suspected(conn: psycopg.Connection, queries: Queries) -> str | None:
+    """Why this connection looks pooled or proxied, or None.
+
+    Two signs: the backend changes between statements (transaction pooling), or the port we connected to is
+    not the port the server listens on (PgBouncer and most proxies listen on their own port).
+    """
+    pids = {conn.execute(queries.backend_pid).fetchone()[0] for _ in range(3)}
+    if len(pids) > 1:
+        return "the server backend changes between statements"
+    server_port = conn.execute(queries.server_port).fetchone()[0]
+    client_port = conn.info.port
+    if server_port is not None and client_port and int(client_port) != int(server_port):
+        return f"connected to port {client_port}, the server listens on {server_port}"
+    return None
 
 
 def _first_line(exc: BaseException) -> str:

@@ -40,6 +40,7 @@ TEMPLATES: dict[str, str] = {
     # ---------------------------------------------------------------- connection housekeeping
     "ping": "SELECT 1",
     "backend_pid": "SELECT pg_backend_pid()",
+    "server_port": "SELECT inet_server_port()",
     "db_now": "SELECT clock_timestamp() AS now",
     # The server side of the lock connection's socket: a leader host that vanishes without closing it is
     # noticed by Postgres within about 5 + 2 * 3 seconds, and its lock released.

@@ -40,7 +40,7 @@ from psycopg_pool import ConnectionPool
 
 from pgjobs import __version__, telemetry
 from pgjobs.config import Settings
-from pgjobs.leadership import KEEPALIVES, Leadership
+from pgjobs.leadership import KEEPALIVES, Leadership, pooler_suspected
 from pgjobs.maintenance import LeaderDuties
 from pgjobs.queries import Queries, queries
 from pgjobs.tasks import (
@@ -116,6 +116,7 @@ class Worker:
         self.name = f"{self.host}:{self.pid}"
         self.worker_id: int | None = None
         self._install_signals = install_signals
+        self._pooled_logged = False
         self._stopping = threading.Event()
         self._hard_stop = threading.Event()
         # Work signal: the listener bumps the generation and wakes one idle runner per notification.
@@ -147,7 +148,7 @@ class Worker:
             # Autocommit: the engine's statements are single atomic statements (a claim, a batch of
             # completions), so each is one round trip; multi-statement work opens conn.transaction().
             kwargs={"application_name": f"pgjobs worker {self.name}", "autocommit": True, **KEEPALIVES},
-            reconnect_timeout=0, timeout=30,
+            reconnect_timeout=0, timeout=30, configure=self._configure_connection,
         )
         self.pool.open(wait=False)
         self._register()
@@ -214,6 +215,15 @@ class Worker:
     def _pool(self) -> ConnectionPool:
         assert self.pool is not None
         return self.pool
+
+    def _configure_connection(self, conn: psycopg.Connection) -> None:
+        """Behind a transaction pooler (PgBouncer < 1.21), server-side prepared statements break: turn them off."""
+        reason = pooler_suspected(conn, self.q)
+        if reason:
+            conn.prepare_threshold = None
+            if not self._pooled_logged:
+                self._pooled_logged = True
+                log.info("database connections go through a pooler or proxy (%s): prepared statements off", reason)
 
     # ------------------------------------------------------------------ registration and heartbeat
     def _register(self) -> None:
@@ -325,7 +335,8 @@ class Worker:
         delay = 0.1
         while not self._stopping.is_set():
             try:
-                with psycopg.connect(self.settings.require_database(), autocommit=True,
+                # LISTEN needs a session, like the leader lock: behind a transaction pooler it uses the direct URL.
+                with psycopg.connect(self.settings.lock_url, autocommit=True,
                                      application_name=f"pgjobs listener {self.name}", **KEEPALIVES) as conn:
                     conn.execute(self.q.listen_jobs)
                     conn.execute(self.q.listen_schedules)
