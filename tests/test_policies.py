@@ -272,3 +272,17 @@ def test_overlap_policies_with_a_slow_task(admin, db, workers, db_url):
     # allow: runs overlap, nothing is skipped.
     assert _max_parallel(_runs(db, "ov-allow"), now) >= 2
     assert admin.list_jobs(schedule="ov-allow", state="skipped") == []
+
+
+@pytest.mark.xfail(strict=True, reason="a queued run waits for the next NOTIFY (next slot or poll interval): "
+                   "recording a finished run of a skip/queue schedule should wake claimers (see report to lead)")
+def test_a_queued_run_starts_as_soon_as_the_previous_one_finishes(admin, db, workers):
+    admin.add_schedule("q", cron="3 seconds", task="pgjobs.sleep", args={"seconds": 3.5}, overlap="queue")
+    workers.start(env={"PGJOBS_POLL_INTERVAL": "5"})
+
+    def two_started():
+        rows = _runs(db, "q")
+        return rows if len(rows) >= 2 and rows[0][1] is not None else None
+
+    first, second = wait_for(two_started, 15, "the queued second run to start")[:2]
+    assert second[0] - first[1] < timedelta(milliseconds=500), (first, second)
