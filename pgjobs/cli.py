@@ -211,7 +211,7 @@ def cmd_worker(args: argparse.Namespace) -> int:
         serve_metrics(worker, settings.metrics_port)
     _require_schema(settings)
     worker.run()
-    return 0
+    return worker.exit_code
 
 
 def _require_schema(settings: Settings) -> None:

@@ -59,6 +59,7 @@ MAX_BATCH = 128          # most jobs one runner claims at once
 FAST_JOB = 0.005         # a batch whose jobs all ran faster than this may double
 HOLD_LIMIT = 0.25        # claimed jobs waiting behind a slow job longer than this are released
 SUPERVISE_EVERY = 0.1
+RECONNECT_GIVE_UP = 300.0
 
 
 @dataclass
@@ -117,6 +118,7 @@ class Worker:
         self.worker_id: int | None = None
         self._install_signals = install_signals
         self._pooled_logged = False
+        self.exit_code = 0
         self._stopping = threading.Event()
         self._hard_stop = threading.Event()
         # Work signal: the listener bumps the generation and wakes one idle runner per notification.
@@ -148,7 +150,10 @@ class Worker:
             # Autocommit: the engine's statements are single atomic statements (a claim, a batch of
             # completions), so each is one round trip; multi-statement work opens conn.transaction().
             kwargs={"application_name": f"pgjobs worker {self.name}", "autocommit": True, **KEEPALIVES},
-            reconnect_timeout=0, timeout=30, configure=self._configure_connection,
+            # The pool reconnects on its own with backoff (1 s, 2 s, 4 s, ...); if the database stays away for
+            # RECONNECT_GIVE_UP seconds the worker exits non-zero so its supervisor starts a fresh process.
+            reconnect_timeout=RECONNECT_GIVE_UP, reconnect_failed=self._database_gone, timeout=10,
+            configure=self._configure_connection,
         )
         self.pool.open(wait=False)
         self._register()
@@ -215,6 +220,11 @@ class Worker:
     def _pool(self) -> ConnectionPool:
         assert self.pool is not None
         return self.pool
+
+    def _database_gone(self, pool: ConnectionPool) -> None:
+        log.critical("no database connection for %.0fs: exiting so a fresh worker can take over", RECONNECT_GIVE_UP)
+        self.exit_code = 1
+        self.stop(hard=True)
 
     def _configure_connection(self, conn: psycopg.Connection) -> None:
         """Behind a transaction pooler (PgBouncer < 1.21), server-side prepared statements break: turn them off."""
