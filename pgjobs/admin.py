@@ -448,22 +448,20 @@ class Admin:
 
     def retry_jobs(self, ids: Iterable[int]) -> list[int]:
         """Put finished jobs back in the queue (one more attempt allowed)."""
-        self._require_admin()
-        ids = [_int_in("job id", i, 1, 2**63 - 1) for i in ids]
-        with self._conn() as conn:
-            done = [r["id"] for r in conn.execute(self.q.retry_jobs, {"ids": ids}).fetchall()]
-            for i in done:
-                self._audit(conn, "retry", "job", str(i), None, None)
-        return done
+        return self._bulk_job_action(self.q.retry_jobs, "retry", ids)
 
     def delete_jobs(self, ids: Iterable[int]) -> list[int]:
         """Delete jobs that are not running."""
+        return self._bulk_job_action(self.q.delete_jobs, "delete", ids)
+
+    def _bulk_job_action(self, statement: str, action: str, ids: Iterable[int]) -> list[int]:
+        """Run a statement over job ids; audit each job it touched; return their ids."""
         self._require_admin()
         ids = [_int_in("job id", i, 1, 2**63 - 1) for i in ids]
         with self._conn() as conn:
-            done = [r["id"] for r in conn.execute(self.q.delete_jobs, {"ids": ids}).fetchall()]
+            done = [r["id"] for r in conn.execute(statement, {"ids": ids}).fetchall()]
             for i in done:
-                self._audit(conn, "delete", "job", str(i), None, None)
+                self._audit(conn, action, "job", str(i), None, None)
         return done
 
     # ------------------------------------------------------------------ status, stats, audit

@@ -58,6 +58,14 @@ def _table(rows: list[dict[str, Any]], columns: list[str]) -> None:
         print("  ".join(v.ljust(w) for v, w in zip(row, widths, strict=True)))
 
 
+def _show(row: dict[str, Any], as_json: bool) -> None:
+    if as_json:
+        _print_json(row)
+        return
+    for k, v in row.items():
+        print(f"{k:16} {_fmt(v)}")
+
+
 JOB_JSON_FIELDS = ["id", "task", "state", "schedule", "slot", "attempt", "max_attempts", "queue", "inserted_at",
                    "started_at", "finished_at", "worker", "last_error"]
 
@@ -284,12 +292,7 @@ def cmd_schedule(args: argparse.Namespace, admin: Admin) -> int:
         else:
             _table(rows, SCHEDULE_COLUMNS)
     elif a == "show":
-        row = admin.get_schedule(args.name)
-        if args.json:
-            _print_json(row)
-        else:
-            for k, v in row.items():
-                print(f"{k:16} {_fmt(v)}")
+        _show(admin.get_schedule(args.name), args.json)
     elif a == "pause":
         admin.pause_schedule(args.name)
         print(f"schedule '{args.name}' paused")
@@ -336,12 +339,7 @@ def cmd_jobs(args: argparse.Namespace, admin: Admin) -> int:
             _table(rows, ["id", "task", "state", "schedule", "slot", "attempt", "started_at", "finished_at",
                           "worker", "last_error"])
     elif a == "show":
-        row = admin.get_job(args.id)
-        if args.json:
-            _print_json(row)
-        else:
-            for k, v in row.items():
-                print(f"{k:16} {_fmt(v)}")
+        _show(admin.get_job(args.id), args.json)
     elif a == "cancel":
         res = admin.cancel_jobs(args.ids)
         print(f"cancelled {res['cancelled'] or 'none'}; cancel requested for running {res['requested'] or 'none'}")
