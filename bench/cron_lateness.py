@@ -73,7 +73,7 @@ def main() -> int:
     try:
         settings = Settings.load(database_url=url)
         migrations.upgrade(settings)
-        env = {**os.environ, "PGJOBS_DATABASE_URL": url, "PYTHONPATH": str(ROOT), "PGJOBS_LOG_LEVEL": "WARNING"}
+        env = {**os.environ, "PGJOBS_DATABASE_URL": url, "PYTHONPATH": str(ROOT), "PGJOBS_LOG_LEVEL": "INFO"}
         with open(log_path, "wb") as log:
             proc = subprocess.Popen([sys.executable, "-m", "pgjobs", "worker", "--concurrency", "4"],
                                     env=env, stdout=log, stderr=subprocess.STDOUT, cwd=ROOT)
