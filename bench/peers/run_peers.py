@@ -321,7 +321,11 @@ def main() -> int:
     )
     ap.add_argument("--quiet-wait", type=float, default=5.0, help="... but at most this many seconds")
     ap.add_argument("adapter_args", nargs="*", help="after --: passed to every adapter (e.g. -- --jobs 5000)")
+    ap.add_argument("--table", type=Path, help="print a Markdown table of an existing report and exit")
     a = ap.parse_args()
+    if a.table:
+        print(markdown_table(json.loads(a.table.read_text())))
+        return 0
 
     wanted = [w.strip() for w in a.workloads.split(",") if w.strip()]
     unknown = [w for w in wanted if w not in WORKLOADS]
@@ -437,6 +441,47 @@ def print_summary(report: dict) -> None:
                 if m:
                     cells.append(f"{k}={_fmt(m['median'])} [{_fmt(m['min'])}..{_fmt(m['max'])}]")
             print(f"{peer:14} {wname:9} {res['runs_ok']}/{res['runs']} ok  " + "  ".join(cells))
+
+
+# Columns of the Markdown table: header -> [(workload, metric), ...] shown as "a / b / c".
+TABLE = {
+    "drain P=1 jobs/s": [("drain-p1", "jobs_per_s")],
+    "drain P=2 jobs/s": [("drain-p2", "jobs_per_s")],
+    "enqueue single / bulk jobs/s": [("enqueue", "single_jobs_per_s"), ("enqueue", "bulk_jobs_per_s")],
+    "pickup p50 / p95 / p99 ms": [("latency", "p50_ms"), ("latency", "p95_ms"), ("latency", "p99_ms")],
+    "cron late p50 / p99 ms": [("cron", "late_p50_ms"), ("cron", "late_p99_ms")],
+    "cron missed / doubled (of slots)": [("cron", "missed"), ("cron", "doubled")],
+    "idle queries/s (statements/s), conns": [("idle", "queries_per_s")],
+}
+
+
+def markdown_table(report: dict) -> str:
+    """Headline metrics of a report as a Markdown table: medians, with [min-max] when runs differ."""
+
+    def cell(res: dict, wname: str, metric: str) -> str:
+        m = res.get(wname, {}).get("metrics", {}).get(metric)
+        if m is None:
+            return "-"
+        spread = "" if m["min"] == m["max"] else f" [{_fmt(m['min'])}-{_fmt(m['max'])}]"
+        return f"{_fmt(m['median'])}{spread}"
+
+    out = ["| system | " + " | ".join(TABLE) + " |", "|" + " --- |" * (len(TABLE) + 1)]
+    for peer, res in report["results"].items():
+        cells = []
+        for header, parts in TABLE.items():
+            if parts[0][0] == "cron" and res.get("cron", {}).get("metrics", {}).get("unsupported"):
+                cells.append("unsupported")
+            elif header.startswith("cron missed"):
+                slots = res.get("cron", {}).get("metrics", {}).get("slots", {}).get("median")
+                text = " / ".join(cell(res, w, k) for w, k in parts)
+                cells.append(f"{text} ({_fmt(slots)})" if slots else text)
+            elif header.startswith("idle"):
+                stm, conns = cell(res, "idle", "statements_per_s"), cell(res, "idle", "connections")
+                cells.append(f"{cell(res, 'idle', 'queries_per_s')} ({stm}), {conns}")
+            else:
+                cells.append(" / ".join(cell(res, w, k) for w, k in parts))
+        out.append(f"| {peer} | " + " | ".join(cells) + " |")
+    return "\n".join(out)
 
 
 def _fmt(x: float) -> str:
