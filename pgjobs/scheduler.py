@@ -76,9 +76,11 @@ def plan_slots(
 ) -> Plan:
     """Which slots become jobs now, and the schedule's next run time. Pure: no clock, no database.
 
-    - Slots in (now - grace, now] are always planned: a leader change or a slow pass loses nothing.
-    - Older ("missed") slots follow the catch-up policy: `latest` plans the most recent missed slot, `all`
-      the most recent `catchup_max`, `none` none.
+    - On cadence (the oldest due slot is at most `grace` seconds old) every due slot is planned: a leader
+      change or a slow pass loses nothing.
+    - Behind (the oldest due slot is older than `grace`: workers were down, or the schedule was paused) the
+      catch-up policy decides among all due slots: `latest` plans only the most recent one, `all` the most
+      recent `catchup_max`, `none` none; then the schedule is back on cadence.
     - Overlap compares with jobs of this schedule that were unfinished before this pass: `skip` records every
       planned slot as skipped while one is unfinished; `queue` keeps at most one waiting job; `allow` runs all.
       Running one job of a `skip`/`queue` schedule at a time, oldest first, is the claim query's part
@@ -90,22 +92,18 @@ def plan_slots(
     if next_run_at > now:
         return Plan([], next_run_at)
 
-    cutoff = now - timedelta(seconds=grace)
-    recent_from = max(next_run_at - timedelta(microseconds=1), cutoff)
-    recent = cron.slots_between(spec, tz, recent_from, now, limit=RECENT_LIMIT)
-    missed: list[datetime] = []
+    before_first = next_run_at - timedelta(microseconds=1)
     dropped = 0
-    if next_run_at <= cutoff:
+    if now - next_run_at <= timedelta(seconds=grace):
+        slots = cron.slots_between(spec, tz, before_first, now, limit=RECENT_LIMIT)
+    else:
         keep = {"latest": 1, "all": max(1, catchup_max), "none": 0}[catchup]
-        if keep:
-            missed = _last_slots(spec, tz, next_run_at, cutoff, keep)
-        # Some slot in [next_run_at, first kept) was dropped? (-1 = "some": counting would mean enumerating)
-        first_kept = missed[0] if missed else cutoff + timedelta(microseconds=1)
-        if cron.slots_between(spec, tz, next_run_at - timedelta(microseconds=1),
-                              first_kept - timedelta(microseconds=1), limit=1):
+        slots = _last_slots(spec, tz, next_run_at, now, keep) if keep else []
+        # Was any due slot left out? (-1 = "some": counting them would mean enumerating the downtime)
+        first_kept = slots[0] if slots else now + timedelta(microseconds=1)
+        if cron.slots_between(spec, tz, before_first, first_kept - timedelta(microseconds=1), limit=1):
             dropped = -1
 
-    slots = missed + recent
     planned: list[PlannedSlot] = []
     for i, slot in enumerate(slots):
         if overlap == "skip" and (running or waiting):

@@ -1,7 +1,8 @@
 """Catch-up and overlap policies: pure `plan_slots` cases, then the same policies with real worker processes.
 
-Catch-up (`plan_slots` docstring): slots younger than the grace are always planned; older missed slots follow
-`latest` (the most recent one), `all` (the most recent `catchup_max`) or `none`. Overlap: `skip` records a
+Catch-up (`plan_slots` docstring): on cadence (the oldest due slot is within the grace) every due slot is
+planned; behind (after downtime or a pause) the policy picks among the due slots: `latest` (the most recent
+one), `all` (the most recent `catchup_max`) or `none`. Overlap: `skip` records a
 slot as skipped while a run is unfinished, `queue` keeps at most one waiting run (and never runs two at once),
 `allow` runs them in parallel.
 """
@@ -70,27 +71,27 @@ def test_a_late_pass_inside_the_grace_plans_every_slot_whatever_the_policy():
 DOWN_UNTIL = T0 + timedelta(seconds=10, milliseconds=500)  # next_run_at = T0, pass at +10.5 s, grace 1 s
 
 
-def test_catchup_latest_runs_the_latest_missed_slot_then_back_on_cadence():
+def test_catchup_latest_runs_one_job_for_the_missed_period_then_back_on_cadence():
     p = plan(T0, DOWN_UNTIL, catchup="latest")
-    assert secs(p) == [9, 10]  # 9: the latest missed (older than the grace); 10: inside the grace
+    assert secs(p) == [10]  # one job: the most recent due slot
     assert p.next_run_at == T0 + 11 * SECOND and p.dropped == -1
 
 
 def test_catchup_all_runs_missed_slots_bounded_by_catchup_max():
     p = plan(T0, DOWN_UNTIL, catchup="all", catchup_max=3)
-    assert secs(p) == [7, 8, 9, 10] and p.dropped == -1
+    assert secs(p) == [8, 9, 10] and p.dropped == -1
     p = plan(T0, DOWN_UNTIL, catchup="all", catchup_max=100)
     assert secs(p) == list(range(0, 11)) and p.dropped == 0  # nothing dropped: no warning
 
 
 def test_catchup_none_skips_to_the_next_slot():
     p = plan(T0, DOWN_UNTIL, catchup="none")
-    assert secs(p) == [10] and p.next_run_at == T0 + 11 * SECOND and p.dropped == -1
+    assert secs(p) == [] and p.next_run_at == T0 + 11 * SECOND and p.dropped == -1
 
 
-def test_catchup_latest_with_a_single_missed_slot_drops_nothing():
-    p = plan(T0 + 9 * SECOND, DOWN_UNTIL, catchup="latest")
-    assert secs(p) == [9, 10] and p.dropped == 0
+def test_on_cadence_the_policy_does_not_apply_and_nothing_is_dropped():
+    p = plan(T0 + 10 * SECOND, DOWN_UNTIL, catchup="none")
+    assert secs(p) == [10] and p.dropped == 0
 
 
 def test_catchup_after_a_year_of_downtime_is_cheap_and_exact():
@@ -139,10 +140,10 @@ def test_overlap_policy_against_unfinished_runs(overlap, running, waiting, expec
 @pytest.mark.parametrize("overlap", ["skip", "queue", "allow"])
 def test_every_policy_combination_after_downtime(catchup, overlap):
     p = plan(T0, DOWN_UNTIL, catchup=catchup, catchup_max=3, overlap=overlap, running=1)
-    expected_slots = {"latest": [9, 10], "all": [7, 8, 9, 10], "none": [10]}[catchup]
+    expected_slots = {"latest": [10], "all": [8, 9, 10], "none": []}[catchup]
     assert secs(p) == expected_slots
     n = len(expected_slots)
-    expected_states = {"skip": ["skipped"] * n, "queue": ["available"] + ["skipped"] * (n - 1),
+    expected_states = {"skip": ["skipped"] * n, "queue": (["available"] + ["skipped"] * (n - 1)) if n else [],
                        "allow": ["available"] * n}[overlap]
     assert states(p) == expected_states
     assert p.next_run_at == T0 + 11 * SECOND
@@ -190,24 +191,24 @@ def test_catchup_policies_after_all_workers_were_down(admin, db, workers):
     wait_for(lambda: db_now(db) > down_until, 15, "the database clock to pass eight slots of downtime")
     workers.start(env=FAST)
 
-    kept = {"latest": 3, "all": 5, "none": 2}  # the latest missed / 3 missed / none, + 2 inside the 2 s grace
+    kept = {"latest": 1, "all": 3, "none": 0}  # one job for the downtime / the 3 latest / none
     for policy, count in kept.items():
         name = f"cu-{policy}"
         old = len(before[policy])
         wait_for(lambda n=name, o=old, c=count: len(slots_of(db, n)) >= o + c + 2, 15, f"{name} caught up")
         rows = slots_of(db, name)[old:]
+        new_slots = [r[0] for r in rows]
+        # Everything after the stop up to the kept slots was dropped; from there on: one job per second.
+        assert new_slots[0] - next_run[policy] >= (9 - max(count, 1)) * SECOND, (policy, new_slots)
+        assert new_slots == [new_slots[0] + i * SECOND for i in range(len(new_slots))], (policy, new_slots)
         first_pass_at = min(r[2] for r in rows)
         batch = [r[0] for r in rows if r[2] == first_pass_at]
-        after = [r[0] for r in rows if r[2] != first_pass_at]
-        # The catch-up pass: exactly `count` consecutive slots, ending with the slot inside the grace.
-        assert len(batch) == count, (policy, batch)
-        assert batch == [batch[0] + i * SECOND for i in range(count)], (policy, batch)
         restart_second = first_pass_at.replace(microsecond=0)
-        assert batch[-1] in (restart_second, restart_second + SECOND), (policy, batch, first_pass_at)
-        # Everything between the stop and the kept slots was dropped, then back on cadence, no gap, no double.
-        assert batch[-1] - next_run[policy] >= 8 * SECOND and batch[0] > next_run[policy], (policy, batch)
-        assert not [r for r in rows if next_run[policy] <= r[0] < batch[0]]
-        assert after == [batch[-1] + (i + 1) * SECOND for i in range(len(after))], (policy, after)
+        if count:  # the catch-up pass: exactly `count` slots, the last one the restart's own second
+            assert len(batch) == count, (policy, batch)
+            assert batch[-1] in (restart_second - SECOND, restart_second, restart_second + SECOND), (policy, batch)
+        else:  # 'none': the first job is simply the next slot on cadence, inserted on time
+            assert len(batch) == 1 and first_pass_at - batch[0] < SECOND, (policy, batch, first_pass_at)
         assert all(r[1] in ("available", "running", "completed") for r in rows)
 
 
