@@ -135,8 +135,8 @@ class Settings:
         "A running job whose worker has not heartbeated for this many seconds is rescued by the leader."))
     catchup_grace: float = field(default=60.0, metadata=_doc(
         "PGJOBS_CATCHUP_GRACE",
-        "Slots younger than this many seconds are always enqueued (a leader change loses nothing); older "
-        "missed slots follow the schedule's catch-up policy."))
+        "While a schedule's oldest due slot is younger than this many seconds, every due slot is enqueued (a "
+        "leader change loses nothing); a schedule further behind follows its catch-up policy."))
     shutdown_grace: float = field(default=30.0, metadata=_doc(
         "PGJOBS_SHUTDOWN_GRACE", "Seconds running jobs get to finish on SIGTERM before they are requeued."))
     retention_completed: float = field(default=7 * 86400.0, metadata=_doc(
