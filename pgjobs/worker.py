@@ -118,6 +118,7 @@ class Worker:
         self.worker_id: int | None = None
         self._install_signals = install_signals
         self._pooled_logged = False
+        self._schedule_job_done = False
         self.exit_code = 0
         self._stopping = threading.Event()
         self._hard_stop = threading.Event()
@@ -478,6 +479,8 @@ class Worker:
         else:
             with self._done_lock:
                 self._done.append((job.id, job.attempt, job.waited, time.monotonic() - started, _jsonable(result)))
+                if job.schedule_id is not None:
+                    self._schedule_job_done = True
             self._done_event.set()
         finally:
             runner.current = None
@@ -505,6 +508,8 @@ class Worker:
                     key = {"available": "retried", "failed": "failed", "cancelled": "cancelled"}.get(state, "failed")
                     self.stats[key] += 1
                     telemetry.emit("job.recorded", task=job.task, queue=job.queue, state=state)
+                    if job.schedule_id is not None:
+                        self._signal_work()  # the schedule's next waiting run may start now
                     if state == "available":
                         log.warning("job %s %s failed (attempt %d/%d): %s; retry in %.1fs", job.id, job.task,
                                     job.attempt, job.max_attempts, error, delay, extra=_log_fields(job))
@@ -542,6 +547,10 @@ class Worker:
                 with self._pool().connection() as conn:
                     conn.execute(self.q.complete_jobs, params)
                 self.stats["completed"] += len(batch)
+                if self._schedule_job_done:
+                    # A 'skip'/'queue' schedule runs one job at a time: its next waiting run may start now.
+                    self._schedule_job_done = False
+                    self._signal_work()
                 return
             except psycopg.Error as exc:
                 log.warning("could not record %d completion(s): %s; retrying in %.2fs", len(batch),

@@ -275,8 +275,6 @@ def test_overlap_policies_with_a_slow_task(admin, db, workers, db_url):
     assert admin.list_jobs(schedule="ov-allow", state="skipped") == []
 
 
-@pytest.mark.xfail(strict=True, reason="a queued run waits for the next NOTIFY (next slot or poll interval): "
-                   "recording a finished run of a skip/queue schedule should wake claimers (see report to lead)")
 def test_a_queued_run_starts_as_soon_as_the_previous_one_finishes(admin, db, workers):
     admin.add_schedule("q", cron="3 seconds", task="pgjobs.sleep", args={"seconds": 3.5}, overlap="queue")
     workers.start(env={"PGJOBS_POLL_INTERVAL": "5"})
