@@ -23,11 +23,22 @@ class MigrationError(RuntimeError):
     pass
 
 
+# The migrations ship inside the package (pgjobs/_alembic is a link to the top-level alembic/ folder that
+# the wheel build turns into a copy), so an installed pgjobs can migrate without a checkout.
+PACKAGED_SCRIPTS = Path(__file__).resolve().parent / "_alembic"
+
+
 def alembic_config(settings: Settings) -> Config:
-    ini = Path(os.environ.get("PGJOBS_ALEMBIC_INI", ROOT / "alembic.ini"))
-    if not ini.exists():
-        raise MigrationError(f"alembic.ini not found at {ini}; set PGJOBS_ALEMBIC_INI")
-    cfg = Config(str(ini))
+    """The repository's alembic.ini when there is one (or PGJOBS_ALEMBIC_INI), else the packaged scripts."""
+    ini_env = os.environ.get("PGJOBS_ALEMBIC_INI")
+    ini = Path(ini_env) if ini_env else ROOT / "alembic.ini"
+    if ini.exists():
+        cfg = Config(str(ini))
+    elif ini_env:
+        raise MigrationError(f"alembic.ini not found at {ini} (PGJOBS_ALEMBIC_INI)")
+    else:
+        cfg = Config()
+        cfg.set_main_option("script_location", str(PACKAGED_SCRIPTS))
     cfg.set_main_option("sqlalchemy.url", sqlalchemy_url(settings.require_database()).replace("%", "%%"))
     cfg.attributes["pgjobs_schema"] = settings.schema
     return cfg
