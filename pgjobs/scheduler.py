@@ -23,8 +23,6 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from psycopg.types.json import Jsonb
-
 from pgjobs import cron
 from pgjobs.queries import Queries
 
@@ -150,33 +148,35 @@ class Scheduler:
                 return 0, False
             ids = [r[0] for r in rows]
             unfinished = {r[0]: (r[1], r[2]) for r in conn.execute(q.unfinished_by_schedule, {"ids": ids})}
-            cols: dict[str, list[Any]] = {k: [] for k in (
-                "queue", "task", "args", "priority", "max_attempts", "timeout", "schedule_id", "slot", "state", "note")}
+            cols: dict[str, list[Any]] = {k: [] for k in ("schedule_id", "slot", "state", "note")}
             adv_ids, adv_next, adv_last = [], [], []
-            for (sid, name, task, args, expr, tzname, queue, priority, max_attempts, timeout, catchup,
-                 catchup_max, overlap, next_run_at, now) in rows:
-                try:
-                    spec = cron.parse_cron(expr)
-                    tz = cron.load_timezone(tzname)
-                except ValueError as exc:
-                    log.error("schedule %s: %s; retrying in 60 s", name, exc)
+            # One `now` for the batch: the latest row's clock, so every row's next_run_at <= now. Schedules with
+            # the same cron, time zone, due time, policies and unfinished counts get the same plan, computed
+            # once (10,000 schedules due in the same minute are usually a handful of distinct crons).
+            now = max(r[-1] for r in rows)
+            plans: dict[tuple[Any, ...], Plan | ValueError] = {}
+            for sid, name, expr, tzname, catchup, catchup_max, overlap, next_run_at, _row_now in rows:
+                running, waiting = unfinished.get(sid, (0, 0))
+                key = (expr, tzname, next_run_at, catchup, catchup_max, overlap, running, waiting)
+                plan = plans.get(key)
+                if plan is None:
+                    try:
+                        plan = plan_slots(cron.parse_cron(expr), cron.load_timezone(tzname), next_run_at, now,
+                                          catchup=catchup, catchup_max=catchup_max, grace=self._grace,
+                                          overlap=overlap, running=running, waiting=waiting)
+                    except ValueError as exc:
+                        plan = exc
+                    plans[key] = plan
+                if isinstance(plan, ValueError):
+                    log.error("schedule %s: %s; retrying in 60 s", name, plan)
                     adv_ids.append(sid)
                     adv_next.append(now + timedelta(seconds=60))
                     adv_last.append(None)
                     continue
-                running, waiting = unfinished.get(sid, (0, 0))
-                plan = plan_slots(spec, tz, next_run_at, now, catchup=catchup, catchup_max=catchup_max,
-                                  grace=self._grace, overlap=overlap, running=running, waiting=waiting)
                 if plan.dropped:
                     log.warning("schedule %s: missed slots before %s dropped by catch-up policy '%s'",
                                 name, now - timedelta(seconds=self._grace), catchup)
                 for p in plan.slots:
-                    cols["queue"].append(queue)
-                    cols["task"].append(task)
-                    cols["args"].append(Jsonb(args))
-                    cols["priority"].append(priority)
-                    cols["max_attempts"].append(max_attempts)
-                    cols["timeout"].append(timeout)
                     cols["schedule_id"].append(sid)
                     cols["slot"].append(p.slot)
                     cols["state"].append(p.state)

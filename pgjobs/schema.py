@@ -137,9 +137,10 @@ def build_metadata(schema: str = "pgjobs") -> MetaData:
         Index("ix_jobs_running_worker", "worker_id", postgresql_where=text("state = 'running'")),
         Index("ix_jobs_unique_key", "unique_key", unique=True,
               postgresql_where=text("unique_key IS NOT NULL AND state IN ('available', 'running')")),
+        # Schedule jobs only (migration 0003): ad-hoc jobs never cost an entry here on insert, claim or completion.
         Index("ix_jobs_schedule_unfinished", "schedule_id",
-              postgresql_where=text("state IN ('available', 'running')")),
-        Index("ix_jobs_schedule_history", "schedule_id", "inserted_at"),
+              postgresql_where=text("schedule_id IS NOT NULL AND state IN ('available', 'running')")),
+        Index("ix_jobs_schedule_history", "schedule_id", "inserted_at", postgresql_where=text("schedule_id IS NOT NULL")),
         Index("ix_jobs_state_finished", "state", "finished_at"),
         Index("ix_jobs_inserted", "inserted_at"),
         # The console's Jobs filters, newest first (migration 0002).

@@ -382,9 +382,11 @@ class Worker:
         runner.thread.start()
 
     def _claim(self, limit: int) -> list[ClaimedJob]:
+        queues = self.settings.queues
+        statement = self.q.claim_jobs if len(queues) == 1 else self.q.claim_jobs_any_queue
         with self._pool().connection() as conn:
-            rows = conn.execute(self.q.claim_jobs, {
-                "queues": list(self.settings.queues), "limit": limit,
+            rows = conn.execute(statement, {
+                "queue": queues[0], "queues": list(queues), "limit": limit,
                 "worker_id": self.worker_id, "worker": self.name}).fetchall()
         now = time.monotonic()
         jobs = [ClaimedJob(*r, claimed=now) for r in rows]

@@ -1,0 +1,113 @@
+"""The hot statements use their indexes: EXPLAIN on a seeded database, as PgQueuer guards its dequeue.
+
+A claim that falls back to reading and sorting every available job is still correct, only ~5x slower with a
+20,000-job backlog (that is what `queue = ANY(...)` did before `claim_jobs` took one queue), so nothing but a
+plan check notices it. The seed is small but shaped like production: a backlog on two queues, finished history,
+schedule jobs, many schedules of which few are due, and statistics (ANALYZE).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Any
+
+import psycopg
+import pytest
+
+from pgjobs.queries import queries
+
+q = queries("pgjobs")
+
+SEED = [
+    """INSERT INTO pgjobs.schedules (name, task, cron, next_run_at, overlap)
+       SELECT 's' || i, 'pgjobs.noop', '* * * * *', now() + (i % 600) * interval '1 second',
+              CASE WHEN i % 2 = 0 THEN 'skip' ELSE 'allow' END
+       FROM generate_series(1, 2000) AS i""",
+    """INSERT INTO pgjobs.jobs (queue, task, state, scheduled_at)
+       SELECT CASE WHEN i % 10 = 0 THEN 'other' ELSE 'default' END, 'pgjobs.noop', 'available',
+              now() - interval '1 minute'
+       FROM generate_series(1, 20000) AS i""",
+    """INSERT INTO pgjobs.jobs (queue, task, state, attempt, scheduled_at, started_at, finished_at)
+       SELECT 'default', 'pgjobs.noop', 'completed', 1, now() - interval '1 hour', now() - interval '1 hour',
+              now() - interval '1 hour'
+       FROM generate_series(1, 30000) AS i""",
+    """INSERT INTO pgjobs.jobs (queue, task, state, schedule_id, slot, scheduled_at)
+       SELECT 'default', 'pgjobs.noop', 'available', 1 + i % 2000, date_trunc('minute', now()) - i * interval '1 minute',
+              now() - interval '1 minute'
+       FROM generate_series(1, 2000) AS i""",
+    "ANALYZE pgjobs.jobs",
+    "ANALYZE pgjobs.schedules",
+]
+
+
+@pytest.fixture
+def seeded(db: psycopg.Connection) -> Iterator[psycopg.Connection]:
+    for statement in SEED:
+        db.execute(statement)
+    yield db
+
+
+def plan_of(conn: psycopg.Connection, statement: str, params: dict[str, Any]) -> dict[str, Any]:
+    """EXPLAIN (FORMAT JSON) of a statement with its parameters, in a transaction that is rolled back."""
+    with conn.transaction(force_rollback=True):
+        return conn.execute("EXPLAIN (FORMAT JSON) " + statement, params).fetchone()[0][0]["Plan"]
+
+
+def nodes(plan: dict[str, Any]) -> Iterator[dict[str, Any]]:
+    yield plan
+    for child in plan.get("Plans", []):
+        yield from nodes(child)
+
+
+def scans(plan: dict[str, Any], relation: str) -> list[tuple[str, str | None]]:
+    return [(n["Node Type"], n.get("Index Name")) for n in nodes(plan) if n.get("Relation Name") == relation]
+
+
+def indexes(plan: dict[str, Any]) -> set[str]:
+    """Every index the plan reads (a Bitmap Index Scan names its index but not its table)."""
+    return {n["Index Name"] for n in nodes(plan) if "Index Name" in n}
+
+
+CLAIM = {"queue": "default", "queues": ["default"], "limit": 128, "worker_id": 1, "worker": "w"}
+
+
+def test_claim_walks_the_claim_index_in_order_without_reading_the_backlog(seeded: psycopg.Connection) -> None:
+    plan = plan_of(seeded, q.claim_jobs, CLAIM)
+    jobs = scans(plan, "jobs")
+    assert ("Index Scan", "ix_jobs_claim") in jobs, jobs
+    assert not [s for s in jobs if s[0] in ("Seq Scan", "Bitmap Heap Scan")], jobs
+    assert not [n for n in nodes(plan) if n["Node Type"] in ("Sort", "Incremental Sort")], "claim sorts the backlog"
+
+
+def test_claim_overlap_check_looks_up_one_schedule_by_index(seeded: psycopg.Connection) -> None:
+    plan = plan_of(seeded, q.claim_jobs, CLAIM)
+    subplans = [n for n in nodes(plan) if n.get("Parent Relationship") == "SubPlan"]
+    assert subplans, "the overlap clause (NOT EXISTS) is planned as a subplan, run only for schedule jobs"
+    inner = [s for sub in subplans for s in scans(sub, "jobs") + scans(sub, "schedules")]
+    assert ("Index Scan", "ix_jobs_schedule_unfinished") in inner, inner
+    assert not [s for s in inner if s[0] == "Seq Scan"], inner
+
+
+def test_claim_for_several_queues_never_scans_the_whole_table(seeded: psycopg.Connection) -> None:
+    plan = plan_of(seeded, q.claim_jobs_any_queue, {**CLAIM, "queues": ["default", "other"]})
+    jobs = scans(plan, "jobs")
+    assert not [s for s in jobs if s[0] == "Seq Scan"], jobs
+
+
+def test_due_schedules_read_the_due_index(seeded: psycopg.Connection) -> None:
+    plan = plan_of(seeded, q.due_schedules, {"limit": 1000})
+    found = scans(plan, "schedules")
+    assert "ix_schedules_due" in indexes(plan), found
+    assert not [s for s in found if s[0] == "Seq Scan"], found
+
+
+def test_complete_and_unfinished_by_schedule_use_indexes(seeded: psycopg.Connection) -> None:
+    ids = [r[0] for r in seeded.execute("SELECT id FROM pgjobs.jobs WHERE state = 'available' LIMIT 128")]
+    plan = plan_of(seeded, q.complete_jobs, {"ids": ids, "attempts": [1] * len(ids), "waited": [0.0] * len(ids),
+                                             "seconds": [0.0] * len(ids), "results": [None] * len(ids),
+                                             "worker_id": 1})
+    assert not [s for s in scans(plan, "jobs") if s[0] == "Seq Scan"], scans(plan, "jobs")
+    plan = plan_of(seeded, q.unfinished_by_schedule, {"ids": list(range(1, 1001))})
+    found = scans(plan, "jobs")
+    assert "ix_jobs_schedule_unfinished" in indexes(plan), found
+    assert not [s for s in found if s[0] == "Seq Scan"], found
