@@ -93,6 +93,8 @@ class Runner:
     lock: threading.Lock = field(default_factory=threading.Lock)
     current: tuple[ClaimedJob, JobContext] | None = None
     current_since: float = 0.0
+    batch_since: float = 0.0       # when the runner started on its current batch
+    released: bool = False         # the supervisor gave back part of the current batch
     retired: bool = False
     thread: threading.Thread | None = None
 
@@ -308,7 +310,12 @@ class Worker:
             if ctx.timeout is not None and now - ctx.started > ctx.timeout + 0.5:
                 self._abandon(runner, job, ctx, now)
             elif runner.pending and now - runner.current_since > HOLD_LIMIT:
+                runner.released = True
                 self._release_pending(runner, f"job {job.id} is slow")
+            elif runner.pending and now - runner.batch_since > HOLD_LIMIT:
+                # Jobs just under FAST_JOB add up: a batch never keeps others waiting longer than HOLD_LIMIT.
+                runner.released = True
+                self._release_pending(runner, "its batch outgrew HOLD_LIMIT")
 
     def _release_pending(self, runner: Runner, why: str) -> None:
         """Give back jobs a runner claimed but has not started, so other runners or workers take them."""
@@ -426,7 +433,9 @@ class Worker:
                 self._signal_work()  # a full batch: there may be more, let an idle sibling look too
             with runner.lock:
                 runner.pending.extend(jobs)
+                runner.batch_since, runner.released = time.monotonic(), False
             slowest = 0.0
+            ran = 0
             while not self._stopping.is_set() and not runner.retired:
                 with runner.lock:
                     if not runner.pending:
@@ -434,7 +443,10 @@ class Worker:
                     job = runner.pending.popleft()
                 seconds = self._run_job(job, runner)
                 slowest = max(slowest, seconds)
-            if slowest < FAST_JOB:
+                ran += 1
+            if runner.released:  # the batch was too big for HOLD_LIMIT: claim what fit in it next time
+                batch = max(1, min(ran, batch // 2))
+            elif slowest < FAST_JOB:
                 batch = min(batch * 2, MAX_BATCH)
             else:
                 batch = 1 if slowest > HOLD_LIMIT else max(1, batch // 2)
