@@ -154,6 +154,10 @@ TEMPLATES: dict[str, str] = {
         FROM d WHERE j.id = d.id
         RETURNING j.state, j.scheduled_at""",
     "set_job_backend": "UPDATE {s}.jobs SET backend_pid = %(pid)s WHERE id = %(id)s AND state = 'running'",
+    # Wakes every worker when a finished run leaves another run of the same schedule waiting.
+    "notify_waiting_schedule_runs": """
+        SELECT pg_notify(%(channel)s, '') FROM (
+            SELECT 1 FROM {s}.jobs WHERE schedule_id = ANY(%(ids)s) AND state = 'available' LIMIT 1) AS w""",
     # Jobs a runner claimed but did not start (it got stuck behind a slow job) go back, untouched.
     "release_jobs": """
         UPDATE {s}.jobs

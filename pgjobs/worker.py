@@ -125,7 +125,7 @@ class Worker:
         self.worker_id: int | None = None
         self._install_signals = install_signals
         self._pooled_logged = False
-        self._schedule_job_done = False
+        self._finished_schedules: set[int] = set()  # schedules whose job finished since the last flush
         self.exit_code = 0
         self._stopping = threading.Event()
         self._hard_stop = threading.Event()
@@ -502,7 +502,7 @@ class Worker:
             with self._done_lock:
                 self._done.append((job.id, job.attempt, job.waited, time.monotonic() - started, _jsonable(result)))
                 if job.schedule_id is not None:
-                    self._schedule_job_done = True
+                    self._finished_schedules.add(job.schedule_id)
             self._done_event.set()
         finally:
             runner.current = None
@@ -525,13 +525,13 @@ class Worker:
                         "final_state": final_state, "delay": delay, "waited": job.waited, "seconds": seconds,
                         "error": error[:2000],
                         "traceback": tb[-8000:]}).fetchone()
+                    if row and job.schedule_id is not None:
+                        self._wake_waiting_runs(conn, [job.schedule_id])
                 if row:
                     state = row[0]
                     key = {"available": "retried", "failed": "failed", "cancelled": "cancelled"}.get(state, "failed")
                     self.stats[key] += 1
                     telemetry.emit("job.recorded", task=job.task, queue=job.queue, state=state)
-                    if job.schedule_id is not None:
-                        self._signal_work()  # the schedule's next waiting run may start now
                     if state == "available":
                         log.warning("job %s %s failed (attempt %d/%d): %s; retry in %.1fs", job.id, job.task,
                                     job.attempt, job.max_attempts, error, delay, extra=_log_fields(job))
@@ -541,6 +541,11 @@ class Worker:
             except psycopg.Error as exc:
                 log.warning("job %s: could not record failure (%s); retrying", job.id, _first_line(exc))
                 time.sleep(min(0.1 * 2 ** attempt, 2))
+
+    def _wake_waiting_runs(self, conn: psycopg.Connection, schedule_ids: list[int]) -> None:
+        """A 'skip'/'queue' schedule runs one job at a time: when one ends and another of the same schedule is
+        waiting, NOTIFY every worker (not only this one) so the waiting run starts now."""
+        conn.execute(self.q.notify_waiting_schedule_runs, {"channel": self.q.jobs_channel, "ids": schedule_ids})
 
     def _finish_special(self, job: ClaimedJob, state: str, note: str, seconds: float) -> None:
         self._record_failure(job, note, "", seconds, retry=False, final_state=state)
@@ -568,11 +573,11 @@ class Worker:
             try:
                 with self._pool().connection() as conn:
                     conn.execute(self.q.complete_jobs, params)
+                    with self._done_lock:
+                        finished, self._finished_schedules = self._finished_schedules, set()
+                    if finished:
+                        self._wake_waiting_runs(conn, sorted(finished))
                 self.stats["completed"] += len(batch)
-                if self._schedule_job_done:
-                    # A 'skip'/'queue' schedule runs one job at a time: its next waiting run may start now.
-                    self._schedule_job_done = False
-                    self._signal_work()
                 return
             except psycopg.Error as exc:
                 log.warning("could not record %d completion(s): %s; retrying in %.2fs", len(batch),
