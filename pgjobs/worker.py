@@ -139,6 +139,7 @@ class Worker:
         self._done: list[tuple[int, int, float, float, Any]] = []
         self._done_lock = threading.Lock()
         self._done_event = threading.Event()
+        self._flush_lock = threading.Lock()
         self.pool: ConnectionPool | None = None
         self.leadership: Leadership | None = None
         self.duties: LeaderDuties | None = None
@@ -559,6 +560,12 @@ class Worker:
             self._flush_completions()
 
     def _flush_completions(self) -> None:
+        # One flush at a time: on shutdown, the main thread's flush returns only after a batch the completer
+        # had already taken is written, so the requeue that follows never puts a completed job back.
+        with self._flush_lock:
+            self._flush_completions_locked()
+
+    def _flush_completions_locked(self) -> None:
         with self._done_lock:
             batch, self._done = self._done, []
         if not batch:

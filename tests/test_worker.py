@@ -161,6 +161,7 @@ def test_sigterm_finishes_running_jobs_hands_over_leadership_and_unregisters(adm
         assert handover < 1.0, f"leadership handover took {handover:.3f}s"
     assert stopping.wait(15) == 0
     assert _state(db, job_id) == "completed", "the running job finished within the grace period"
+    assert _job(db, job_id)["attempt"] == 1 and "requeued" not in workers.logs(), "a finished job is not put back"
     assert db.execute("SELECT count(*) FROM pgjobs.workers WHERE pid = %s", (stopping.pid,)).fetchone()[0] == 0
 
 
