@@ -12,7 +12,6 @@ The refresh task is what replaces pg_cron's `REFRESH MATERIALIZED VIEW CONCURREN
 
 from __future__ import annotations
 
-import re
 import time
 from typing import Any
 
@@ -97,9 +96,6 @@ def refresh_materialized_view(
 @task("pgjobs.noop")
 def noop(**_: Any) -> None:
     """Does nothing; for demos, health checks and benchmarks."""
-
-
-_SLEEP_RE = re.compile(r"^\d+(\.\d+)?$")
 
 
 def _validate_sleep(args: dict[str, Any]) -> None:
