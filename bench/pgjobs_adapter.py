@@ -12,7 +12,10 @@ leads runs them, so the worker is started the same way in every mode); and worke
 Settings that are not the library's defaults (reported in each result's "settings"):
 - PGJOBS_LOG_LEVEL=WARNING: at INFO a worker logs one line per job, which on no-op jobs measures the
   logging module rather than the job system (`--log-level INFO` puts the default back);
-- `--concurrency N` passes `--concurrency` to the worker (default: the library default, 4).
+- `--concurrency N` passes `--concurrency` to the worker (default: the library default, 4);
+- `--worker-env NAME=VALUE` (repeatable) runs the workers with a setting changed, so two configurations
+  can be compared in one run: `--adapter 'pgjobs-sync=.venv/bin/python:bench/pgjobs_adapter.py:--worker-env
+  PGJOBS_SYNCHRONOUS_CLAIMS=on'` beside the default `pgjobs` adapter.
 """
 
 from __future__ import annotations
@@ -43,12 +46,16 @@ class PgjobsAdapter(Adapter):
     def add_arguments(cls, parser: argparse.ArgumentParser) -> None:
         parser.add_argument("--concurrency", type=int, default=None, help="worker --concurrency (default: 4)")
         parser.add_argument("--log-level", default="WARNING", help="PGJOBS_LOG_LEVEL of the workers")
+        parser.add_argument("--worker-env", action="append", default=[], metavar="NAME=VALUE",
+                            help="extra environment for the workers, e.g. PGJOBS_SYNCHRONOUS_CLAIMS=on to compare "
+                                 "a setting in the same run (repeatable)")
 
     def version(self) -> str:
         return pgjobs.__version__
 
     def settings(self) -> dict[str, Any]:
-        return {"log_level": self.args.log_level, "concurrency": self.args.concurrency or "default (4)"}
+        return {"log_level": self.args.log_level, "concurrency": self.args.concurrency or "default (4)",
+                **({"worker_env": self.args.worker_env} if self.args.worker_env else {})}
 
     async def install(self, dsn: str) -> None:
         migrations.upgrade(Settings.load(database_url=dsn))
@@ -80,7 +87,7 @@ class PgjobsAdapter(Adapter):
         # task module and the harness's record().
         path = os.pathsep.join([str(BENCH), str(BENCH / "peers"), str(ROOT), os.environ.get("PYTHONPATH", "")])
         argv = ["env", "PGJOBS_BENCH_WORKER=1", f"PGJOBS_LOG_LEVEL={self.args.log_level}", f"PYTHONPATH={path}",
-                sys.executable, "-m", "pgjobs", "--database-url", dsn, "worker", "--import", "pgjobs_tasks"]
+                *self.args.worker_env, sys.executable, "-m", "pgjobs", "--database-url", dsn, "worker", "--import", "pgjobs_tasks"]
         if self.args.concurrency:
             argv += ["--concurrency", str(self.args.concurrency)]
         return argv

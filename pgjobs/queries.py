@@ -31,10 +31,19 @@ _SCHEDULE_COLUMNS = """id, name, task, args, cron, timezone, enabled, queue, pri
     updated_at"""
 
 
-def _claim_jobs(queue_match: str) -> str:
-    """Claim up to %(limit)s due jobs in (priority, scheduled_at, id) order, skipping rows others hold."""
+def _claim_jobs(queue_match: str, *, async_commit: bool = False) -> str:
+    """Claim up to %(limit)s due jobs in (priority, scheduled_at, id) order, skipping rows others hold.
+
+    With `async_commit` the claim's own transaction commits with synchronous_commit = off (set_config(...,
+    true) lasts until the end of the statement's transaction): the worker does not wait for the WAL flush
+    of a claim. A Postgres crash before the WAL writer flushes it (within 3 x wal_writer_delay) returns the
+    job to the queue, so it may run again: the at-least-once outcome a worker crash has too. Enqueues,
+    slot inserts and outcomes stay synchronous; `Settings.synchronous_claims` picks the durable variant.
+    """
+    commit_mode = """commit_mode AS MATERIALIZED (SELECT set_config('synchronous_commit', 'off', true)),
+        """ if async_commit else ""
     return """
-        WITH next AS (
+        WITH """ + commit_mode + """next AS (
             SELECT id FROM {s}.jobs AS j
             WHERE state = 'available' AND """ + queue_match + """ AND scheduled_at <= now()
               -- Overlap 'skip' and 'queue': a schedule runs one job at a time, oldest first. A queued slot
@@ -53,7 +62,7 @@ def _claim_jobs(queue_match: str) -> str:
         UPDATE {s}.jobs AS j
         SET state = 'running', attempt = j.attempt + 1, started_at = now(), finished_at = NULL,
             worker_id = %(worker_id)s, worker = %(worker)s
-        FROM next WHERE j.id = next.id
+        FROM next""" + (", commit_mode" if async_commit else "") + """ WHERE j.id = next.id
         RETURNING j.id, j.queue, j.task, j.args, j.attempt, j.max_attempts, j.timeout_seconds,
                   j.schedule_id, j.slot, j.scheduled_at, j.started_at"""
 
@@ -117,6 +126,9 @@ TEMPLATES: dict[str, str] = {
     # (~6 ms per claim at 20,000 jobs). Several queues still take that path: `claim_jobs_any_queue`.
     "claim_jobs": _claim_jobs("queue = %(queue)s"),
     "claim_jobs_any_queue": _claim_jobs("queue = ANY(%(queues)s)"),
+    # The same claims without waiting for their WAL flush (the default; see _claim_jobs).
+    "claim_jobs_async_commit": _claim_jobs("queue = %(queue)s", async_commit=True),
+    "claim_jobs_any_queue_async_commit": _claim_jobs("queue = ANY(%(queues)s)", async_commit=True),
     # Only the worker that holds the attempt may record its outcome: a job rescued and re-claimed elsewhere
     # is not overwritten by a late completion.
     "complete_jobs": """

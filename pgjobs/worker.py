@@ -119,6 +119,7 @@ class Worker:
     def __init__(self, settings: Settings, *, install_signals: bool = True) -> None:
         self.settings = settings
         self.q: Queries = queries(settings.schema)
+        self._claim_sql = self.claim_statement()
         self.host = socket.gethostname()
         self.pid = os.getpid()
         self.name = f"{self.host}:{self.pid}"
@@ -394,9 +395,16 @@ class Worker:
         runner.thread = threading.Thread(target=self._runner_loop, args=(runner,), name=runner.name, daemon=True)
         runner.thread.start()
 
+    def claim_statement(self) -> str:
+        """One queue walks ix_jobs_claim in order; by default the claim does not wait for its WAL flush."""
+        one = len(self.settings.queues) == 1
+        if self.settings.synchronous_claims:
+            return self.q.claim_jobs if one else self.q.claim_jobs_any_queue
+        return self.q.claim_jobs_async_commit if one else self.q.claim_jobs_any_queue_async_commit
+
     def _claim(self, limit: int) -> list[ClaimedJob]:
         queues = self.settings.queues
-        statement = self.q.claim_jobs if len(queues) == 1 else self.q.claim_jobs_any_queue
+        statement = self._claim_sql
         with self._pool().connection() as conn:
             rows = conn.execute(statement, {
                 "queue": queues[0], "queues": list(queues), "limit": limit,

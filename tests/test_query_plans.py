@@ -69,18 +69,23 @@ def indexes(plan: dict[str, Any]) -> set[str]:
 
 
 CLAIM = {"queue": "default", "queues": ["default"], "limit": 128, "worker_id": 1, "worker": "w"}
+# Every claim variant must plan alike: the durable one and the default one that skips the WAL flush wait.
+ONE_QUEUE_CLAIMS = pytest.mark.parametrize("claim", ["claim_jobs", "claim_jobs_async_commit"])
 
 
-def test_claim_walks_the_claim_index_in_order_without_reading_the_backlog(seeded: psycopg.Connection) -> None:
-    plan = plan_of(seeded, q.claim_jobs, CLAIM)
+@ONE_QUEUE_CLAIMS
+def test_claim_walks_the_claim_index_in_order_without_reading_the_backlog(seeded: psycopg.Connection,
+                                                                           claim: str) -> None:
+    plan = plan_of(seeded, getattr(q, claim), CLAIM)
     jobs = scans(plan, "jobs")
     assert ("Index Scan", "ix_jobs_claim") in jobs, jobs
     assert not [s for s in jobs if s[0] in ("Seq Scan", "Bitmap Heap Scan")], jobs
     assert not [n for n in nodes(plan) if n["Node Type"] in ("Sort", "Incremental Sort")], "claim sorts the backlog"
 
 
-def test_claim_overlap_check_looks_up_one_schedule_by_index(seeded: psycopg.Connection) -> None:
-    plan = plan_of(seeded, q.claim_jobs, CLAIM)
+@ONE_QUEUE_CLAIMS
+def test_claim_overlap_check_looks_up_one_schedule_by_index(seeded: psycopg.Connection, claim: str) -> None:
+    plan = plan_of(seeded, getattr(q, claim), CLAIM)
     subplans = [n for n in nodes(plan) if n.get("Parent Relationship") == "SubPlan"]
     assert subplans, "the overlap clause (NOT EXISTS) is planned as a subplan, run only for schedule jobs"
     inner = [s for sub in subplans for s in scans(sub, "jobs") + scans(sub, "schedules")]
@@ -88,8 +93,9 @@ def test_claim_overlap_check_looks_up_one_schedule_by_index(seeded: psycopg.Conn
     assert not [s for s in inner if s[0] == "Seq Scan"], inner
 
 
-def test_claim_for_several_queues_never_scans_the_whole_table(seeded: psycopg.Connection) -> None:
-    plan = plan_of(seeded, q.claim_jobs_any_queue, {**CLAIM, "queues": ["default", "other"]})
+@pytest.mark.parametrize("claim", ["claim_jobs_any_queue", "claim_jobs_any_queue_async_commit"])
+def test_claim_for_several_queues_never_scans_the_whole_table(seeded: psycopg.Connection, claim: str) -> None:
+    plan = plan_of(seeded, getattr(q, claim), {**CLAIM, "queues": ["default", "other"]})
     jobs = scans(plan, "jobs")
     assert not [s for s in jobs if s[0] == "Seq Scan"], jobs
 
