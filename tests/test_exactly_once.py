@@ -125,3 +125,33 @@ def test_a_stale_leader_pass_inserts_nothing_thanks_to_the_unique_constraint(adm
     assert after[0] == after[1], "no slot has two jobs"
     assert second == after[0] - replayed, "only slots that came due since were inserted"
     assert scheduler.duplicates_dropped >= first, "the replayed slots were turned away by the constraint"
+
+
+def test_a_waiting_follower_does_not_hold_back_vacuum(db, workers) -> None:
+    """A follower blocks for the leader lock for hours; its snapshot must not pin the database's xmin horizon.
+
+    A plain `SELECT pg_advisory_lock()` keeps the snapshot it started with while it waits: vacuum could then
+    remove no dead row anywhere in the database (the claim scan slows down with every job done, and the
+    application's own tables bloat). The follower's wait commits every slice, so its xmin keeps moving.
+    """
+    workers.start()
+    workers.start()
+    wait_for(lambda: db.execute("SELECT count(*) FROM pgjobs.workers").fetchone()[0] == 2, 20, "2 workers")
+    follower = wait_for(lambda: db.execute(
+        "SELECT pid FROM pg_stat_activity WHERE datname = current_database() AND wait_event_type = 'Lock' "
+        "AND wait_event = 'advisory' AND application_name LIKE '%leader-lock'").fetchone(), 10,
+        "a follower waiting for the leader lock")[0]
+    db.execute("CREATE TABLE churn (x int)")
+    db.execute("INSERT INTO churn SELECT generate_series(1, 1000)")
+    db.execute("DELETE FROM churn")
+    after = db.execute("SELECT txid_current() % 4294967296").fetchone()[0]  # newer than the delete
+
+    def follower_xmin_is_newer() -> bool:
+        xmin = db.execute("SELECT backend_xmin::text::bigint FROM pg_stat_activity WHERE pid = %s",
+                          (follower,)).fetchone()
+        return xmin is not None and (xmin[0] is None or xmin[0] > after)
+
+    wait_for(follower_xmin_is_newer, 5, "the waiting follower's snapshot to move past the delete")
+    db.execute("VACUUM churn")  # removes the deleted rows and truncates the emptied table
+    assert db.execute("SELECT relpages FROM pg_class WHERE relname = 'churn'").fetchone()[0] == 0, \
+        "vacuum kept the deleted rows: something holds back the xmin horizon"
