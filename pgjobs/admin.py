@@ -25,7 +25,7 @@ from psycopg.types.json import Jsonb
 from pgjobs import cron
 from pgjobs.config import ConfigError, Settings, parse_queues
 from pgjobs.queries import Queries, queries
-from pgjobs.schema import CATCHUP_POLICIES, JOB_STATES, OVERLAP_POLICIES
+from pgjobs.states import CATCHUP_POLICIES, JOB_STATES, OVERLAP_POLICIES
 from pgjobs.tasks import TaskError, check_args, ensure_builtins, get_task
 
 

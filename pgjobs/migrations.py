@@ -8,15 +8,20 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from alembic.config import Config
-from alembic.script import ScriptDirectory
-
-from alembic import command
 from pgjobs.config import Settings, sqlalchemy_url
 
+if TYPE_CHECKING:
+    from alembic.config import Config
+
 ROOT = Path(__file__).resolve().parent.parent
+
+# The revisions this code ships, oldest first. A worker checks the database against these at start-up
+# without importing Alembic and SQLAlchemy (about 0.3 s of its start); tests/test_migrations.py checks
+# them against Alembic's script directory, so a new migration cannot leave them behind.
+REVISIONS = ("0001", "0002", "0003")
+HEAD_REVISION = REVISIONS[-1]
 
 
 class MigrationError(RuntimeError):
@@ -30,6 +35,8 @@ PACKAGED_SCRIPTS = Path(__file__).resolve().parent / "_alembic"
 
 def alembic_config(settings: Settings) -> Config:
     """The repository's alembic.ini when there is one (or PGJOBS_ALEMBIC_INI), else the packaged scripts."""
+    from alembic.config import Config
+
     ini_env = os.environ.get("PGJOBS_ALEMBIC_INI")
     ini = Path(ini_env) if ini_env else ROOT / "alembic.ini"
     if ini.exists():
@@ -45,14 +52,20 @@ def alembic_config(settings: Settings) -> Config:
 
 
 def head_revision(settings: Settings) -> str:
+    from alembic.script import ScriptDirectory
+
     return ScriptDirectory.from_config(alembic_config(settings)).get_current_head() or ""
 
 
 def known_revisions(settings: Settings) -> set[str]:
+    from alembic.script import ScriptDirectory
+
     return {s.revision for s in ScriptDirectory.from_config(alembic_config(settings)).walk_revisions()}
 
 
 def upgrade(settings: Settings, revision: str = "head") -> None:
+    from alembic import command
+
     cfg = alembic_config(settings)
     try:
         command.upgrade(cfg, revision)
@@ -66,6 +79,8 @@ def upgrade(settings: Settings, revision: str = "head") -> None:
 
 
 def downgrade(settings: Settings, revision: str = "base") -> None:
+    from alembic import command
+
     command.downgrade(alembic_config(settings), revision)
 
 
@@ -74,6 +89,10 @@ def upgrade_connection(connection: Any, *, schema: str = "pgjobs", revision: str
     own Alembic env.py. pgjobs keeps its own history (`<schema>.alembic_version`), so the host's version
     table is untouched. In an open transaction the work joins it (and commits or rolls back with it); on a
     connection with no transaction open it commits on its own."""
+    from alembic.config import Config
+
+    from alembic import command
+
     ini = Path(os.environ.get("PGJOBS_ALEMBIC_INI", ROOT / "alembic.ini"))
     if not ini.exists():
         raise MigrationError(f"alembic.ini not found at {ini}; set PGJOBS_ALEMBIC_INI")
@@ -130,5 +149,4 @@ def schema_problem(schema: str, revision: str | None, head: str, known: set[str]
 
 def check_schema(settings: Settings) -> str | None:
     """`schema_problem` for the configured database (raises psycopg.OperationalError if unreachable)."""
-    return schema_problem(settings.schema, database_revision(settings), head_revision(settings),
-                          known_revisions(settings))
+    return schema_problem(settings.schema, database_revision(settings), HEAD_REVISION, set(REVISIONS))

@@ -31,11 +31,13 @@ from sqlalchemy import (
 )
 from sqlalchemy.dialects.postgresql import ARRAY, JSONB
 
-JOB_STATES = ("available", "running", "completed", "failed", "cancelled", "skipped")
-UNFINISHED_STATES = ("available", "running")
-FINISHED_STATES = ("completed", "failed", "cancelled", "skipped")
-CATCHUP_POLICIES = ("latest", "all", "none")
-OVERLAP_POLICIES = ("skip", "queue", "allow")
+from pgjobs.states import (  # noqa: F401 - re-exported: the schema's vocabulary
+    CATCHUP_POLICIES,
+    FINISHED_STATES,
+    JOB_STATES,
+    OVERLAP_POLICIES,
+    UNFINISHED_STATES,
+)
 
 NAMING = {
     "ix": "ix_%(table_name)s_%(column_0_N_name)s",

@@ -65,3 +65,20 @@ def test_a_custom_schema_name_is_honoured(empty_db_url: str) -> None:
     with psycopg.connect(empty_db_url) as conn:
         assert conn.execute("SELECT to_regclass('jobs_custom.jobs')").fetchone()[0] is not None
         assert conn.execute("SELECT to_regclass('pgjobs.jobs')").fetchone()[0] is None
+
+
+def test_the_revisions_a_worker_checks_at_start_are_alembics(empty_db_url: str) -> None:
+    """Workers compare the database with migrations.REVISIONS (no Alembic import); they must be Alembic's."""
+    settings = Settings.load(database_url=empty_db_url)
+    assert migrations.HEAD_REVISION == migrations.head_revision(settings)
+    assert set(migrations.REVISIONS) == migrations.known_revisions(settings)
+    assert len(set(migrations.REVISIONS)) == len(migrations.REVISIONS)
+
+
+def test_a_worker_starts_without_importing_sqlalchemy_or_alembic() -> None:
+    """The worker's imports and its schema check stay light: SQLAlchemy and Alembic are for migrations."""
+    code = ("import sys; import pgjobs.cli, pgjobs.worker, pgjobs.metrics, pgjobs.migrations; "
+            "heavy = sorted({m.split('.')[0] for m in sys.modules if m.startswith(('sqlalchemy', 'alembic'))}); "
+            "print(','.join(heavy))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, cwd=ROOT)
+    assert out.stdout.strip() == "", f"a worker imports {out.stdout.strip()}"

@@ -9,7 +9,7 @@ from typing import Any
 import streamlit as st
 
 from console import ui
-from pgjobs.schema import FINISHED_STATES, JOB_STATES, UNFINISHED_STATES
+from pgjobs.states import FINISHED_STATES, JOB_STATES, UNFINISHED_STATES
 
 WINDOWS = {"any time": None, "last hour": 3600, "last 24 h": 86400, "last 7 d": 7 * 86400, "last 30 d": 30 * 86400}
 ANY = "(any)"

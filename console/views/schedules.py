@@ -10,7 +10,7 @@ import streamlit as st
 
 from console import ui
 from pgjobs.admin import DEFAULTS, AdminError, describe_cron
-from pgjobs.schema import CATCHUP_POLICIES, OVERLAP_POLICIES
+from pgjobs.states import CATCHUP_POLICIES, OVERLAP_POLICIES
 
 SORTS = {"name": "Name", "task": "Task", "next_run": "Next run", "last_slot": "Last slot"}
 ENABLED = {"all": None, "enabled": True, "paused": False}
