@@ -117,3 +117,32 @@ def test_complete_and_unfinished_by_schedule_use_indexes(seeded: psycopg.Connect
     found = scans(plan, "jobs")
     assert "ix_jobs_schedule_unfinished" in indexes(plan), found
     assert not [s for s in found if s[0] == "Seq Scan"], found
+
+
+def test_a_big_completion_batch_is_found_by_id_whatever_the_statistics_say(seeded: psycopg.Connection) -> None:
+    """Statistics taken while nothing ran say ~0 running jobs; a completion of thousands must not trust them.
+
+    With the ownership test on the jobs scan, the planner put jobs outside a nested loop and rescanned the
+    batch for every running job (5,000 x 2,000 here: seconds; it stalled a 2-process drain). Hash and merge
+    joins are switched off to make the planner take the nested loop those statistics lead it to: the batch
+    must still drive, one primary-key probe per job.
+    """
+    seeded.execute("UPDATE pgjobs.jobs SET state = 'running', worker_id = 7, attempt = 1, started_at = now() "
+                   "WHERE id IN (SELECT id FROM pgjobs.jobs WHERE state = 'available' LIMIT 5000)")
+    ids = [r[0] for r in seeded.execute("SELECT id FROM pgjobs.jobs WHERE state = 'running' LIMIT 2000")]
+    n = len(ids)
+    params = {"ids": ids, "attempts": [1] * n, "waited": [0.0] * n, "seconds": [0.0] * n, "results": [None] * n,
+              "worker_id": 7}
+    with seeded.transaction(force_rollback=True):
+        seeded.execute("SET LOCAL enable_hashjoin = off")
+        seeded.execute("SET LOCAL enable_mergejoin = off")
+        plan = seeded.execute("EXPLAIN (FORMAT JSON) " + q.complete_jobs, params).fetchone()[0][0]["Plan"]
+    reads = [s for s in scans(plan, "jobs") if s[0] != "ModifyTable"]
+    assert reads == [("Index Scan", "pk_jobs")], reads
+    loops = [n for n in nodes(plan) if n["Node Type"] == "Nested Loop"]
+    assert loops and loops[0]["Plans"][1].get("Relation Name") == "jobs", "the batch must be the outer side"
+    with seeded.transaction(force_rollback=True):
+        assert seeded.execute(q.complete_jobs, {**params, "worker_id": 8}).rowcount == 0  # not the owner
+        assert seeded.execute(q.complete_jobs, {**params, "attempts": [2] * n}).rowcount == 0  # another attempt
+        assert seeded.execute(q.complete_jobs, params).rowcount == n
+        assert seeded.execute(q.complete_jobs, params).rowcount == 0  # already completed
