@@ -190,7 +190,8 @@ def plot(path: Path) -> None:
     pg = report.get("postgres", {})
     ax.set_title(f"pgjobs vs peers, median of {report.get('repeat')} runs ({report['started']}); PostgreSQL "
                  f"{pg.get('server_version', '?').split()[0]}, shared_buffers {pg.get('shared_buffers')}, fsync "
-                 f"{pg.get('fsync')}, synchronous_commit {pg.get('synchronous_commit')}; "
+                 f"{pg.get('fsync')}, synchronous_commit {pg.get('synchronous_commit')}, autovacuum "
+                 f"{pg.get('autovacuum', '?')}; "
                  f"{report['machine']['cpus']} CPUs", fontsize=10)
     colors = {"pgjobs": "#2a7ab9"}
     for i, r in enumerate(rows):

@@ -171,8 +171,8 @@ TEMPLATES: dict[str, str] = {
             finished_at = j.started_at + (d.waited + d.seconds) * interval '1 second',
             result = d.result, backend_pid = NULL
         FROM (SELECT d.*, 'running'::text AS state, %(worker_id)s::bigint AS worker_id
-              FROM unnest(%(ids)s::bigint[], %(attempts)s::int[], %(waited)s::float8[], %(seconds)s::float8[],
-                          %(results)s::jsonb[]) AS d(id, attempt, waited, seconds, result)
+              FROM unnest(%(ids)b::bigint[], %(attempts)b::int[], %(waited)b::float8[], %(seconds)b::float8[],
+                          %(results)b::jsonb[]) AS d(id, attempt, waited, seconds, result)
               OFFSET 0) AS d
         WHERE j.id = d.id AND (j.attempt, j.state, j.worker_id) IS NOT DISTINCT FROM (d.attempt, d.state, d.worker_id)""",
     # A failed attempt is retried while attempts remain, unless an operator asked to cancel it.
@@ -246,7 +246,7 @@ TEMPLATES: dict[str, str] = {
                               scheduled_at, state, finished_at, last_error)
         SELECT sc.queue, sc.task, sc.args, sc.priority, sc.max_attempts, sc.timeout_seconds, sc.id, d.slot,
                d.slot, d.state, CASE WHEN d.state = 'skipped' THEN now() END, d.note
-        FROM unnest(%(schedule_id)s::bigint[], %(slot)s::timestamptz[], %(state)s::text[], %(note)s::text[])
+        FROM unnest(%(schedule_id)b::bigint[], %(slot)b::timestamptz[], %(state)b::text[], %(note)b::text[])
              AS d(schedule_id, slot, state, note)
         JOIN {s}.schedules AS sc ON sc.id = d.schedule_id
         ON CONFLICT (schedule_id, slot) DO NOTHING
@@ -254,7 +254,7 @@ TEMPLATES: dict[str, str] = {
     "advance_schedules": """
         UPDATE {s}.schedules AS sc
         SET next_run_at = d.next_run_at, last_slot_at = coalesce(d.last_slot_at, sc.last_slot_at)
-        FROM unnest(%(ids)s::bigint[], %(next)s::timestamptz[], %(last)s::timestamptz[])
+        FROM unnest(%(ids)b::bigint[], %(next)b::timestamptz[], %(last)b::timestamptz[])
              AS d(id, next_run_at, last_slot_at)
         WHERE sc.id = d.id""",
     "next_wakeup": """

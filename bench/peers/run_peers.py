@@ -57,7 +57,7 @@ VARIANTS: dict[str, tuple[str, list[str], set[str]]] = {
 }
 # Long workloads whose repeats default to --repeat-long (they vary little between runs).
 LONG = {"cron", "idle"}
-SETTINGS = ["server_version", "shared_buffers", "synchronous_commit", "fsync", "max_connections"]
+SETTINGS = ["server_version", "shared_buffers", "synchronous_commit", "fsync", "max_connections", "autovacuum"]
 
 
 @dataclass
