@@ -31,13 +31,7 @@ from sqlalchemy import (
 )
 from sqlalchemy.dialects.postgresql import ARRAY, JSONB
 
-from pgjobs.states import (  # noqa: F401 - re-exported: the schema's vocabulary
-    CATCHUP_POLICIES,
-    FINISHED_STATES,
-    JOB_STATES,
-    OVERLAP_POLICIES,
-    UNFINISHED_STATES,
-)
+from pgjobs.states import CATCHUP_POLICIES, JOB_STATES, OVERLAP_POLICIES
 
 NAMING = {
     "ix": "ix_%(table_name)s_%(column_0_N_name)s",

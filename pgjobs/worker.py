@@ -404,9 +404,8 @@ class Worker:
 
     def _claim(self, limit: int) -> list[ClaimedJob]:
         queues = self.settings.queues
-        statement = self._claim_sql
         with self._pool().connection() as conn:
-            rows = conn.execute(statement, {
+            rows = conn.execute(self._claim_sql, {
                 "queue": queues[0], "queues": list(queues), "limit": limit,
                 "worker_id": self.worker_id, "worker": self.name}).fetchall()
         now = time.monotonic()
