@@ -96,9 +96,11 @@ def test_kill_9_storm_loses_and_doubles_nothing(admin: Admin, db, workers, db_ur
             # Pace the kills by the system's own progress: the replacement joined and two more slots ran.
             wait_for(lambda r=replacement: db.execute("SELECT count(*) FROM pgjobs.workers WHERE pid = %s",
                                                       (r.pid,)).fetchone()[0], 10, "the replacement to join")
+            # (No slot may have completed yet when the storm starts: then wait for the first one.)
             last = db.execute("SELECT max(slot) FROM pgjobs.jobs WHERE state = 'completed'").fetchone()[0]
             wait_for(lambda last=last: db.execute(
-                "SELECT max(slot) >= %s + interval '2 seconds' FROM pgjobs.jobs WHERE state = 'completed'",
+                "SELECT max(slot) >= coalesce(%s::timestamptz + interval '2 seconds', '-infinity') "
+                "FROM pgjobs.jobs WHERE state = 'completed'",
                 (last,)).fetchone()[0], 10, "two more slots to complete")
     finally:
         stop.set()
