@@ -13,6 +13,8 @@ from functools import lru_cache
 
 from psycopg import sql
 
+from pgjobs.states import FINISHED_STATES
+
 # Leadership: session advisory lock (classid, objid). classid 0x706a ('pj'); objid derives from the schema,
 # so two pgjobs installations in one database (different schemas) elect separate leaders.
 LOCK_CLASS = 0x706A
@@ -65,6 +67,31 @@ def _claim_jobs(queue_match: str, *, async_commit: bool = False) -> str:
         FROM next""" + (", commit_mode" if async_commit else "") + """ WHERE j.id = next.id
         RETURNING j.id, j.queue, j.task, j.args, j.attempt, j.max_attempts, j.timeout_seconds,
                   j.schedule_id, j.slot, j.scheduled_at, j.started_at"""
+
+
+def _list_jobs_arm(rows: str, states: tuple[str, ...], *, read_all: bool = False) -> str:
+    """One arm of `list_jobs`: the newest %(limit)s jobs among `rows` that pass the filters.
+
+    `read_all`: read every row of the arm and sort them (a MATERIALIZED CTE keeps the planner from walking
+    another index in id order instead), for an arm that is small by nature: running jobs.
+    """
+    array = "ARRAY[" + ", ".join(f"'{state}'" for state in states) + "]"
+    select = """SELECT j.id, j.queue, j.task, j.args, j.state, j.priority, j.attempt, j.max_attempts,
+                     j.scheduled_at, j.schedule_id, j.slot, j.unique_key, j.inserted_at, j.started_at,
+                     j.finished_at, j.worker, j.last_error
+              FROM {s}.jobs AS j
+              WHERE """ + rows + """
+                AND (%(states)s::text[] IS NULL OR %(states)s::text[] && """ + array + """)
+                AND (%(states)s::text[] IS NULL OR j.state = ANY(%(states)s))
+                AND (%(schedule_id)s::bigint IS NULL OR j.schedule_id = %(schedule_id)s)
+                AND (%(queue)s::text IS NULL OR j.queue = %(queue)s)
+                AND (%(task)s::text IS NULL OR j.task = %(task)s)
+                AND (%(since)s::timestamptz IS NULL OR j.inserted_at >= %(since)s)
+                AND (%(until)s::timestamptz IS NULL OR j.inserted_at < %(until)s)
+                AND (%(before_id)s::bigint IS NULL OR j.id < %(before_id)s)"""
+    if read_all:
+        return "(WITH arm AS MATERIALIZED (" + select + ") SELECT * FROM arm ORDER BY id DESC LIMIT %(limit)s)"
+    return "(" + select + " ORDER BY j.id DESC LIMIT %(limit)s)"
 
 
 # The console's schedule list order: by name, or by task, next run or last slot first (then name).
@@ -360,19 +387,25 @@ TEMPLATES: dict[str, str] = {
         ORDER BY id DESC LIMIT %(limit)s""",
     # ---------------------------------------------------------------- admin: jobs
     "get_job": "SELECT " + _JOB_COLUMNS + ", errors, result, backend_pid FROM {s}.jobs WHERE id = %(id)s",
+    # Newest first, in three arms that partition the table (ck_jobs_finished), so that no arm walks another's
+    # rows (an empty queue beside a long history, a long backlog beside the running jobs):
+    # - finished jobs, in id order through ix_jobs_finished_id or the history index of the filtered column;
+    # - available jobs, in id order through ix_jobs_available_id (or ix_jobs_claim / ix_jobs_schedule_unfinished
+    #   for a queue or schedule filter, as the planner sees fit);
+    # - running jobs, all of them (no more than the workers' total concurrency) through ix_jobs_running_worker,
+    #   then sorted.
+    # A state filter that names none of an arm's states switches the arm off (a one-time filter: it reads
+    # nothing). The cost left: a queue or task filter that matches none of a long backlog reads the backlog
+    # (about 0.1 s per million available jobs). Full-table indexes answered that at once, but charged every
+    # job an entry in each at enqueue, claim and completion (migration 0004).
     "list_jobs": """
         SELECT j.id, j.queue, j.task, j.args, j.state, j.priority, j.attempt, j.max_attempts, j.scheduled_at,
                j.schedule_id, sc.name AS schedule, j.slot, j.unique_key, j.inserted_at, j.started_at,
                j.finished_at, j.worker, j.last_error
-        FROM {s}.jobs AS j
+        FROM (""" + _list_jobs_arm("j.finished_at IS NOT NULL", FINISHED_STATES) + """
+              UNION ALL """ + _list_jobs_arm("j.state = 'available'", ("available",)) + """
+              UNION ALL """ + _list_jobs_arm("j.state = 'running'", ("running",), read_all=True) + """) AS j
         LEFT JOIN {s}.schedules AS sc ON sc.id = j.schedule_id
-        WHERE (%(schedule_id)s::bigint IS NULL OR j.schedule_id = %(schedule_id)s)
-          AND (%(states)s::text[] IS NULL OR j.state = ANY(%(states)s))
-          AND (%(queue)s::text IS NULL OR j.queue = %(queue)s)
-          AND (%(task)s::text IS NULL OR j.task = %(task)s)
-          AND (%(since)s::timestamptz IS NULL OR j.inserted_at >= %(since)s)
-          AND (%(until)s::timestamptz IS NULL OR j.inserted_at < %(until)s)
-          AND (%(before_id)s::bigint IS NULL OR j.id < %(before_id)s)
         ORDER BY j.id DESC
         LIMIT %(limit)s""",
     "cancel_jobs": """
@@ -404,7 +437,9 @@ TEMPLATES: dict[str, str] = {
     "job_count_estimate": """
         SELECT reltuples::bigint FROM pg_class WHERE oid = to_regclass(%(table)s)""",
     "unfinished_counts": """
-        SELECT state, count(*) FROM {s}.jobs WHERE state IN ('available', 'running') GROUP BY state""",
+        SELECT 'available' AS state, count(*) FROM {s}.jobs WHERE state = 'available'
+        UNION ALL
+        SELECT 'running', count(*) FROM {s}.jobs WHERE state = 'running'""",
     "finished_counts_since": """
         SELECT state, count(*) FROM {s}.jobs
         WHERE state = ANY(%(states)s) AND finished_at >= %(since)s GROUP BY state""",
@@ -427,16 +462,18 @@ TEMPLATES: dict[str, str] = {
         SELECT name, task, cron, timezone, next_run_at FROM {s}.schedules
         WHERE enabled AND next_run_at IS NOT NULL ORDER BY next_run_at LIMIT %(limit)s""",
     "schema_revision": "SELECT version_num FROM {s}.alembic_version",
-    # Health at a glance (status, metrics): reads only unfinished jobs (the claim index) and the schedules,
-    # never the history, so it stays cheap however many finished jobs are kept.
+    # Health at a glance (status, metrics): reads only unfinished jobs and the schedules, never the history, so it
+    # stays cheap however many finished jobs are kept. Available jobs are counted from ix_jobs_claim alone (an
+    # index-only scan: queue and scheduled_at are in it), running ones through ix_jobs_running_worker.
     "queue_health": """
-        SELECT queue,
-               count(*) FILTER (WHERE state = 'available' AND scheduled_at <= now()) AS available,
-               count(*) FILTER (WHERE state = 'available' AND scheduled_at > now()) AS scheduled,
-               count(*) FILTER (WHERE state = 'running') AS running,
-               coalesce(extract(epoch FROM now() - min(scheduled_at)
-                        FILTER (WHERE state = 'available' AND scheduled_at <= now())), 0)::float8 AS lag
-        FROM {s}.jobs WHERE state IN ('available', 'running')
+        SELECT queue, sum(available)::bigint AS available, sum(scheduled)::bigint AS scheduled,
+               sum(running)::bigint AS running, coalesce(max(lag), 0)::float8 AS lag
+        FROM (SELECT queue, count(*) FILTER (WHERE scheduled_at <= now()) AS available,
+                     count(*) FILTER (WHERE scheduled_at > now()) AS scheduled, 0 AS running,
+                     extract(epoch FROM now() - min(scheduled_at) FILTER (WHERE scheduled_at <= now())) AS lag
+              FROM {s}.jobs WHERE state = 'available' GROUP BY queue
+              UNION ALL
+              SELECT queue, 0, 0, count(*), NULL FROM {s}.jobs WHERE state = 'running' GROUP BY queue) AS arms
         GROUP BY queue ORDER BY queue""",
     "schedules_overdue": """
         SELECT count(*) AS overdue,

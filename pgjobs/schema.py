@@ -6,7 +6,8 @@ here comes with a migration under `alembic/versions/`.
 Invariants the database enforces (Python checks first, the schema is the last guard):
 - a cron slot becomes at most one job: UNIQUE (schedule_id, slot);
 - an unfinished job's unique key is held by one job at a time: partial unique index on unique_key;
-- states, policies and counts are CHECKed; jobs keep their history when a schedule is removed (SET NULL).
+- states, policies and counts are CHECKed, and finished_at is set exactly on finished jobs;
+- jobs keep their history when a schedule is removed (SET NULL).
 """
 
 from __future__ import annotations
@@ -31,7 +32,7 @@ from sqlalchemy import (
 )
 from sqlalchemy.dialects.postgresql import ARRAY, JSONB
 
-from pgjobs.states import CATCHUP_POLICIES, JOB_STATES, OVERLAP_POLICIES
+from pgjobs.states import CATCHUP_POLICIES, FINISHED_STATES, JOB_STATES, OVERLAP_POLICIES
 
 NAMING = {
     "ix": "ix_%(table_name)s_%(column_0_N_name)s",
@@ -50,6 +51,7 @@ def build_metadata(schema: str = "pgjobs") -> MetaData:
     """pgjobs' tables in `schema`."""
     md = MetaData(schema=schema, naming_convention=NAMING)
     now = text("now()")
+    finished = text("finished_at IS NOT NULL")
 
     Table(
         "schedules", md,
@@ -127,6 +129,9 @@ def build_metadata(schema: str = "pgjobs") -> MetaData:
         CheckConstraint("attempt >= 0 AND max_attempts >= 1", name="attempts"),
         CheckConstraint("jsonb_typeof(args) = 'object'", name="args_object"),
         CheckConstraint("state <> 'running' OR started_at IS NOT NULL", name="running_started"),
+        # A job is finished exactly when finished_at is set (migration 0004): the history indexes below hold
+        # finished jobs only, and the console's job list reads finished and unfinished jobs in separate arms.
+        CheckConstraint(f"(finished_at IS NOT NULL) = ({_in('state', FINISHED_STATES)})", name="finished"),
         # Claim order: the worker's claim query walks this index and nothing else.
         Index("ix_jobs_claim", "queue", "priority", "scheduled_at", "id",
               postgresql_where=text("state = 'available'")),
@@ -137,12 +142,17 @@ def build_metadata(schema: str = "pgjobs") -> MetaData:
         Index("ix_jobs_schedule_unfinished", "schedule_id",
               postgresql_where=text("schedule_id IS NOT NULL AND state IN ('available', 'running')")),
         Index("ix_jobs_schedule_history", "schedule_id", "inserted_at", postgresql_where=text("schedule_id IS NOT NULL")),
-        Index("ix_jobs_state_finished", "state", "finished_at"),
         Index("ix_jobs_inserted", "inserted_at"),
-        # The console's Jobs filters, newest first (migration 0002).
-        Index("ix_jobs_state_id", "state", "id"),
-        Index("ix_jobs_queue_id", "queue", "id"),
-        Index("ix_jobs_task_id", "task", "id"),
+        # History: the pruner and the console's Jobs filters, newest first (0002). Finished jobs only (0004): a
+        # job pays one entry in each when it finishes, none when it is enqueued or claimed. The job list reads
+        # finished, available and running jobs newest first through ix_jobs_finished_id, ix_jobs_available_id
+        # and ix_jobs_running_worker (queries.list_jobs).
+        Index("ix_jobs_state_finished", "state", "finished_at", postgresql_where=finished),
+        Index("ix_jobs_state_id", "state", "id", postgresql_where=finished),
+        Index("ix_jobs_queue_id", "queue", "id", postgresql_where=finished),
+        Index("ix_jobs_task_id", "task", "id", postgresql_where=finished),
+        Index("ix_jobs_finished_id", "id", postgresql_where=finished),
+        Index("ix_jobs_available_id", "id", postgresql_where=text("state = 'available'")),
     )
 
     Table(

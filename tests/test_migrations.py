@@ -82,3 +82,29 @@ def test_a_worker_starts_without_importing_sqlalchemy_or_alembic() -> None:
             "print(','.join(heavy))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, cwd=ROOT)
     assert out.stdout.strip() == "", f"a worker imports {out.stdout.strip()}"
+
+
+def test_0004_repairs_rows_whose_finished_at_disagrees_with_their_state_then_enforces_it(empty_db_url: str) -> None:
+    """The new CHECK (finished_at set exactly on finished jobs) cannot fail a deploy on old, odd rows."""
+    settings = Settings.load(database_url=empty_db_url)
+    migrations.upgrade(settings, "0003")
+    with psycopg.connect(empty_db_url, autocommit=True) as conn:
+        conn.execute("""INSERT INTO pgjobs.jobs (task, state, started_at, finished_at) VALUES
+                        ('a', 'completed', '2026-01-01T00:00:00Z', NULL),
+                        ('b', 'failed', NULL, NULL),
+                        ('c', 'available', NULL, now()),
+                        ('d', 'completed', now(), now())""")
+    migrations.upgrade(settings)
+    with psycopg.connect(empty_db_url, autocommit=True) as conn:
+        rows = dict(conn.execute("SELECT task, finished_at IS NOT NULL FROM pgjobs.jobs").fetchall())
+        assert rows == {"a": True, "b": True, "c": False, "d": True}
+        started = conn.execute("SELECT finished_at = started_at FROM pgjobs.jobs WHERE task = 'a'").fetchone()[0]
+        assert started, "a finished job without finished_at gets its start time"
+        partial = dict(conn.execute(
+            "SELECT indexname, indexdef LIKE '%WHERE (finished_at IS NOT NULL)' FROM pg_indexes "
+            "WHERE schemaname = 'pgjobs' AND indexname IN ('ix_jobs_state_finished', 'ix_jobs_state_id', "
+            "'ix_jobs_queue_id', 'ix_jobs_task_id', 'ix_jobs_finished_id')").fetchall())
+        assert partial == dict.fromkeys(partial, True) and len(partial) == 5
+    migrations.downgrade(settings, "0003")
+    with psycopg.connect(empty_db_url, autocommit=True) as conn:
+        conn.execute("INSERT INTO pgjobs.jobs (task, state) VALUES ('e', 'completed')")  # the CHECK is gone again

@@ -146,3 +146,109 @@ def test_a_big_completion_batch_is_found_by_id_whatever_the_statistics_say(seede
         assert seeded.execute(q.complete_jobs, {**params, "attempts": [2] * n}).rowcount == 0  # another attempt
         assert seeded.execute(q.complete_jobs, params).rowcount == n
         assert seeded.execute(q.complete_jobs, params).rowcount == 0  # already completed
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# The job list and the health counts read unfinished and finished jobs through separate partial indexes
+# (migration 0004): the history indexes hold finished jobs only, so no job pays for them before it finishes.
+
+LIST = {"schedule_id": None, "states": None, "queue": None, "task": None, "since": None, "until": None,
+        "before_id": None, "limit": 51}
+MORE_HISTORY = [  # running jobs and rarer finished states, two hours old
+    """INSERT INTO pgjobs.jobs (queue, task, state, attempt, scheduled_at, inserted_at, started_at, finished_at,
+                               worker_id, last_error)
+       SELECT 'default', CASE WHEN i % 3 = 0 THEN 'app.rare' ELSE 'pgjobs.noop' END,
+              CASE i % 4 WHEN 0 THEN 'running' WHEN 1 THEN 'failed' WHEN 2 THEN 'cancelled' ELSE 'skipped' END, 1,
+              now() - interval '2 hours', now() - interval '2 hours', now() - interval '2 hours',
+              CASE WHEN i % 4 <> 0 THEN now() - interval '2 hours' END, CASE WHEN i % 4 = 0 THEN 1 + i % 8 END,
+              CASE WHEN i % 4 = 1 THEN 'boom' END
+       FROM generate_series(1, 400) AS i""",
+    "ANALYZE pgjobs.jobs",
+]
+
+
+@pytest.fixture
+def history(seeded: psycopg.Connection) -> psycopg.Connection:
+    for statement in MORE_HISTORY:
+        seeded.execute(statement)
+    return seeded
+
+
+def arm_reads(plan: dict[str, Any]) -> list[tuple[str, str | None]]:
+    return [s for s in scans(plan, "jobs") if s[0] != "ModifyTable"]
+
+
+def test_job_list_arms_read_only_their_own_index(history: psycopg.Connection) -> None:
+    """Finished, available and running jobs each through the index that holds exactly them; never a walk of the
+    whole table filtered by state (which is what a finished-only history index would force on one plan)."""
+    plan = plan_of(history, q.list_jobs, LIST)
+    reads = arm_reads(plan)
+    walks = {n["Index Name"] for n in nodes(plan) if n.get("Scan Direction") == "Backward"}
+    assert walks == {"ix_jobs_finished_id", "ix_jobs_available_id"}, reads  # newest first, stopping at the limit
+    assert "ix_jobs_running_worker" in indexes(plan), reads
+    assert not [s for s in reads if s[0] == "Seq Scan" or s[1] == "pk_jobs"], reads
+
+
+@pytest.mark.parametrize("states, index", [(["failed"], "ix_jobs_state_id"), (["available"], "ix_jobs_available_id"),
+                                           (["running"], "ix_jobs_running_worker")])
+def test_a_state_filter_switches_off_the_arms_it_cannot_match(history: psycopg.Connection, states: list[str],
+                                                              index: str) -> None:
+    plan = plan_of(history, q.list_jobs, {**LIST, "states": states})
+    assert index in indexes(plan), arm_reads(plan)
+    gated = [n for n in nodes(plan) if n.get("One-Time Filter") == "false"]
+    assert len(gated) == 2, "the two arms without that state read nothing"
+
+
+def test_health_counts_read_unfinished_jobs_only(history: psycopg.Connection) -> None:
+    for statement in (q.queue_health, q.unfinished_counts):
+        plan = plan_of(history, statement, {})
+        used = indexes(plan)
+        assert {"ix_jobs_claim", "ix_jobs_running_worker"} <= used or \
+               {"ix_jobs_available_id", "ix_jobs_running_worker"} <= used, arm_reads(plan)
+        assert not [s for s in arm_reads(plan) if s[0] == "Seq Scan"], arm_reads(plan)
+
+
+def test_pruning_finds_old_finished_jobs_through_a_history_index(history: psycopg.Connection) -> None:
+    plan = plan_of(history, q.prune_jobs, {"states": ["completed", "skipped"], "age": 60, "batch": 5000})
+    assert indexes(plan) & {"ix_jobs_state_finished", "ix_jobs_finished_id"}, arm_reads(plan)
+
+
+LIST_CASES = [
+    {}, {"states": ["failed"]}, {"states": ["running"]}, {"states": ["available", "failed"]},
+    {"states": ["completed", "running", "skipped"]}, {"queue": "other"}, {"queue": "default", "states": ["running"]},
+    {"task": "app.rare"}, {"task": "no.such.task"}, {"schedule_id": 7}, {"before_id": 25_000},
+    {"before_id": 52_200, "states": ["cancelled", "running"]}, {"since": "90 minutes"},
+    {"until": "90 minutes", "task": "app.rare"},
+]
+# The same filters over the whole table, in one plain statement.
+PLAIN_LIST = """
+    SELECT id FROM pgjobs.jobs
+    WHERE (%(states)s::text[] IS NULL OR state = ANY(%(states)s))
+      AND (%(schedule_id)s::bigint IS NULL OR schedule_id = %(schedule_id)s)
+      AND (%(queue)s::text IS NULL OR queue = %(queue)s) AND (%(task)s::text IS NULL OR task = %(task)s)
+      AND (%(since)s::timestamptz IS NULL OR inserted_at >= %(since)s)
+      AND (%(until)s::timestamptz IS NULL OR inserted_at < %(until)s)
+      AND (%(before_id)s::bigint IS NULL OR id < %(before_id)s)
+    ORDER BY id DESC LIMIT %(limit)s"""
+
+
+@pytest.mark.parametrize("case", LIST_CASES, ids=[repr(c) for c in LIST_CASES])
+def test_the_job_list_returns_what_one_plain_query_over_the_table_returns(history: psycopg.Connection,
+                                                                          case: dict[str, Any]) -> None:
+    """The three arms together are exactly the newest jobs that pass the filters, whatever the filters."""
+    params = {**LIST, **case}
+    for key in ("since", "until"):  # "90 minutes" ago, on the database clock
+        if params[key]:
+            params[key] = history.execute("SELECT now() - %s::interval", (params[key],)).fetchone()[0]
+    plain = [r[0] for r in history.execute(PLAIN_LIST, params)]
+    listed = [r[0] for r in history.execute(q.list_jobs, params)]
+    assert listed == plain
+    assert plain or case.get("task") == "no.such.task", "the case should find some jobs"
+
+
+def test_the_database_keeps_finished_at_set_exactly_on_finished_jobs(db: psycopg.Connection) -> None:
+    now = db.execute("SELECT now()").fetchone()[0]
+    for state, finished_at in (("completed", None), ("failed", None), ("available", now), ("running", now)):
+        with pytest.raises(psycopg.errors.CheckViolation, match="ck_jobs_finished"):
+            db.execute("INSERT INTO pgjobs.jobs (task, state, started_at, finished_at) "
+                       "VALUES ('pgjobs.noop', %s, now(), %s)", (state, finished_at))
