@@ -43,7 +43,7 @@ HEADLINE: dict[str, list[tuple[str, bool]]] = {
     "cron": [("late_p50_ms", False), ("late_p99_ms", False), ("missed", False)],
     "idle": [("queries_per_s", False)],
     "takeover": [("p50_ms", False), ("p99_ms", False)],
-    "schedules_due": [("all_jobs_s", False)],
+    "schedules_due": [("all_jobs_s", False), ("start_p99_s", False)],
 }
 TARGETS = {  # issue 6, for the table's last column
     ("drain-p2", "jobs_per_s"): ">= 2x fastest peer",

@@ -8,7 +8,8 @@ CLI's `schedule apply` uses), all with the same once-a-day cron at one whole sec
 ahead (6-field cron, seconds first: 'S M H * * *', UTC), running the built-in `pgjobs.noop`. From T on, a
 monitoring connection polls `count(*) WHERE slot = T` every ~5 ms; the result is the database-clock time
 from T until the count reached `--schedules` (and until the first job appeared). The worker also runs the
-jobs while they are being inserted, as it would in production. Prints one JSON line.
+jobs while they are being inserted, as it would in production; once all have started, the start lateness
+(started_at - T) p50 / p99 / max is reported too. Prints one JSON line.
 
 Peers: procrastinate and PgQueuer define periodic tasks in code (decorators), so 10,000 schedules cannot
 be added at runtime; chancy stores cron rows in a table (see bench/README.md).
@@ -36,6 +37,11 @@ from pgjobs import Admin, __version__, migrations  # noqa: E402
 from pgjobs.config import Settings  # noqa: E402
 
 COUNT = "SELECT count(*), clock_timestamp() FROM pgjobs.jobs WHERE slot = %(slot)s"
+NOT_STARTED = "SELECT count(*) FROM pgjobs.jobs WHERE slot = %(slot)s AND started_at IS NULL"
+START_LATENESS = """
+    SELECT percentile_cont(ARRAY[0.5, 0.99]) WITHIN GROUP (ORDER BY extract(epoch FROM started_at - slot)),
+           max(extract(epoch FROM started_at - slot))
+    FROM pgjobs.jobs WHERE slot = %(slot)s"""
 
 
 def main() -> int:
@@ -86,6 +92,13 @@ def main() -> int:
             metrics.update(jobs=count, first_job_s=round((first - slot).total_seconds(), 3) if first else None,
                            all_jobs_s=round((at - slot).total_seconds(), 3) if count >= opts.schedules else None)
             ok = count >= opts.schedules and before >= 1
+            # How late each job started after its slot (the worker ran them while the leader inserted them).
+            while ok and time.monotonic() < deadline and mon.execute(NOT_STARTED, {"slot": slot}).fetchone()[0]:
+                time.sleep(0.02)
+            (p50, p99), worst = mon.execute(START_LATENESS, {"slot": slot}).fetchone()
+            if ok and worst is not None:
+                metrics.update(start_p50_s=round(float(p50), 3), start_p99_s=round(float(p99), 3),
+                               start_max_s=round(float(worst), 3))
     finally:
         if proc is not None:
             proc.terminate()
