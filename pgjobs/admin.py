@@ -54,8 +54,14 @@ DEFAULTS: dict[str, Any] = {
 # ---------------------------------------------------------------------- validation (pure)
 def parse_args(value: Any) -> dict[str, Any]:
     """JSON text or a dict -> dict. Anything else is a one-line AdminError."""
+    return args_json(value)[0]
+
+
+def args_json(value: Any) -> tuple[dict[str, Any], str]:
+    """`parse_args`, and the JSON text of the result: checking that args serialize produces the text that
+    is sent, so a bulk enqueue encodes each job's args once."""
     if value is None or value == "":
-        return {}
+        return {}, "{}"
     if isinstance(value, str):
         try:
             value = json.loads(value)
@@ -64,10 +70,10 @@ def parse_args(value: Any) -> dict[str, Any]:
     if not isinstance(value, dict):
         raise AdminError(f"args: must be a JSON object like {{\"key\": \"value\"}}, got {type(value).__name__}")
     try:
-        json.dumps(value, allow_nan=False)
+        text = json.dumps(value, allow_nan=False)
     except (TypeError, ValueError) as exc:
         raise AdminError(f"args: not representable as JSON ({exc})") from None
-    return value
+    return value, text
 
 
 def validate_name(name: Any) -> str:
@@ -398,9 +404,9 @@ class Admin:
             now = self._db_now(conn)
             with conn.cursor().copy(self.q.copy_jobs) as copy:
                 for args in args_list:
-                    parsed = parse_args(args)
+                    parsed, text = args_json(args)
                     check_args(t, parsed)
-                    copy.write_row((base["queue"], task, Jsonb(parsed), base["priority"], base["max_attempts"], now))
+                    copy.write_row((base["queue"], task, text, base["priority"], base["max_attempts"], now))
                     count += 1
             self._audit(conn, "enqueue-many", "job", task, None, {"count": count})
         return count

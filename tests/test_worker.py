@@ -11,7 +11,7 @@ import pytest
 import tasks_for_tests  # noqa: F401 - registers the test tasks in this process too
 
 from conftest import lock_holder_backend, wait_for, worker_pid_of_leader
-from pgjobs.admin import Admin
+from pgjobs.admin import Admin, AdminError
 from pgjobs.config import Settings
 from pgjobs.maintenance import LeaderDuties
 from pgjobs.queries import queries
@@ -123,6 +123,20 @@ def test_unique_key_is_enforced_across_racing_enqueues(admin: Admin, db) -> None
     # Once finished, the key is free again.
     db.execute("UPDATE pgjobs.jobs SET state = 'completed', finished_at = now()")
     assert admin.enqueue("pgjobs.noop", queue="idle", unique_key="report:2026-11-28") != ids[0]
+
+
+def test_bulk_enqueue_stores_args_exactly_and_a_bad_row_writes_nothing(admin: Admin, db) -> None:
+    """COPY carries each job's args as JSON text: characters COPY escapes arrive unchanged."""
+    tricky = [{"tab": "a\tb", "newline": "x\ny\r\n", "backslash": "C:\\dir\\N", "quote": '"', "nul-ish": "\\0",
+               "unicode": "Zoë ☃ 日本", "nested": {"list": [1, 2.5, None, True]}}, {}, {"n": 10**18}]
+    assert admin.enqueue_many("pgjobs.noop", tricky) == 3
+    stored = [r[0] for r in db.execute("SELECT args FROM pgjobs.jobs ORDER BY id")]
+    assert stored == tricky
+    with pytest.raises(AdminError, match="args: not representable as JSON"):
+        admin.enqueue_many("pgjobs.noop", [{"ok": 1}] * 100 + [{"bad": float("nan")}])
+    with pytest.raises(AdminError, match="args: must be a JSON object"):
+        admin.enqueue_many("pgjobs.noop", [{"ok": 1}, [1, 2]])
+    assert db.execute("SELECT count(*) FROM pgjobs.jobs").fetchone()[0] == 3, "a refused batch inserts nothing"
 
 
 def test_kill_9_mid_job_is_rescued_from_heartbeats_in_seconds(admin: Admin, db, workers) -> None:
