@@ -68,6 +68,15 @@ class AdapterSpec:
     args: list[str] = field(default_factory=list)
     workloads: set[str] | None = None  # None: every workload
 
+    @property
+    def cwd(self) -> str:
+        """The adapter runs in the checkout its script belongs to (the parent of its bench/ folder), so a
+        `python -m ...` worker it starts imports that checkout's code: a `git worktree` plugged in with
+        --adapter runs its own version, not the one of the directory the suite was started from."""
+        script = Path(self.script).resolve()
+        bench = next((p for p in script.parents if p.name == "bench"), None)
+        return str(bench.parent if bench else script.parent)
+
 
 def discover(names: list[str] | None) -> list[AdapterSpec]:
     """Installed peers, in a fixed order. A peer that setup.sh could not install is skipped, with a note."""
@@ -229,13 +238,14 @@ def run_once(
 ) -> dict:
     token = uuid.uuid4().hex
     env = dict(os.environ, BENCH_RUN_TOKEN=token, PYTHONWARNINGS="ignore")
-    cmd = [spec.python, spec.script, workload, "--dsn", dsn, *extra, *spec.args]
+    python = str(Path(spec.python).absolute()) if os.sep in spec.python else spec.python  # it runs in spec.cwd
+    cmd = [python, str(Path(spec.script).resolve()), workload, "--dsn", dsn, *extra, *spec.args]
     started = time.monotonic()
     with open(log_path, "w") as log:
         log.write("$ " + " ".join(cmd) + "\n")
         log.flush()
         proc = subprocess.Popen(
-            cmd, stdout=subprocess.PIPE, stderr=log, text=True, env=env, start_new_session=True
+            cmd, stdout=subprocess.PIPE, stderr=log, text=True, env=env, start_new_session=True, cwd=spec.cwd
         )
         try:
             stdout, _ = proc.communicate(timeout=timeout)
