@@ -9,9 +9,11 @@ Steps (standard library only; matplotlib lives in a bench-only venv, bench/.venv
 2. `bench/peers/run_peers.py` with pgjobs plugged in (`--adapter pgjobs=.venv/bin/python:bench/pgjobs_adapter.py`):
    drain (1 and 2 processes), enqueue, latency, cron and idle, for every system, fresh database per run,
    `--repeat` runs each (also for cron and idle);
-3. pgjobs-only workloads, `--repeat` runs each: `bench/takeover.py` (leader takeover after kill -9, 20 kills,
-   3 workers) and `bench/schedules_due.py` (10,000 schedules due at one instant); the peers' entries say why
-   they are not measured (no leader / schedules defined in code);
+3. the leader and runtime-schedule workloads, `--repeat` runs each: `bench/takeover.py` (leader takeover after
+   kill -9, 20 kills, 3 workers) and `bench/schedules_due.py` (10,000 schedules due at one instant); chancy,
+   the one peer with a leader and schedules in a table, through `bench/peers/chancy_takeover.py` (one run of
+   `--chancy-kills` kills: minutes each) and `bench/peers/chancy_schedules_due.py`; the other peers' entries
+   say why they are not measured (no leader / schedules defined in code);
 4. `bench/results/<timestamp>.json`: Postgres settings, machine, per system and workload min/median/max of
    each metric, and the table (pgjobs, each peer, pgjobs/peer); `bench/results/<timestamp>.png`: the table
    and one bar chart per headline metric.
@@ -33,6 +35,7 @@ ROOT = BENCH.parent
 RESULTS = BENCH / "results"
 PLOT_VENV = BENCH / ".venvs" / "plot"
 PROJECT_PY = ROOT / ".venv" / "bin" / "python"
+CHANCY_PY = BENCH / ".venvs" / "chancy" / "bin" / "python"
 
 # workload -> [(metric, higher_is_better)]: the table's rows.
 HEADLINE: dict[str, list[tuple[str, bool]]] = {
@@ -62,13 +65,13 @@ NOT_MEASURED = {
         "procrastinate": "no leader: every worker defers periodic tasks, a unique constraint drops duplicates",
         "pgqueuer": "no leader: workers claim schedule rows with SKIP LOCKED and a heartbeat",
         "pgqueuer-psycopg": "no leader (as pgqueuer)",
-        "chancy": "lease-row leader, replaced after its lease expires; not run here (earlier: 68-142 s)",
+        "chancy": "not run (--no-chancy-extra or chancy not installed): bench/peers/chancy_takeover.py",
     },
     "schedules_due": {
         "procrastinate": "unsupported: periodic tasks are defined in code (@app.periodic), not at runtime",
         "pgqueuer": "unsupported: schedules are registered in code (@pgq.schedule), not at runtime",
         "pgqueuer-psycopg": "unsupported (as pgqueuer)",
-        "chancy": "runtime cron rows exist (Cron.schedule), but no runner for this workload was written",
+        "chancy": "not run (--no-chancy-extra or chancy not installed): bench/peers/chancy_schedules_due.py",
     },
 }
 
@@ -238,6 +241,10 @@ def main() -> int:
     ap.add_argument("--no-setup", action="store_true", help="skip bench/peers/setup.sh")
     ap.add_argument("--no-extra", action="store_true", help="skip takeover and schedules_due")
     ap.add_argument("--kills", type=int, default=20, help="takeover: kills per run")
+    ap.add_argument("--chancy-kills", type=int, default=5,
+                    help="chancy's takeover: kills, in one run (each takes 1-2.5 minutes: its lease is 120 s)")
+    ap.add_argument("--no-chancy-extra", action="store_true",
+                    help="skip chancy's takeover (~15 min) and 10,000-schedule runs")
     ap.add_argument("--plot", type=Path, help=argparse.SUPPRESS)  # internal: run in the plot venv
     a = ap.parse_args()
     if a.plot:
@@ -272,6 +279,16 @@ def main() -> int:
                 f"schedules_due {extra['schedules_due'][-1].get('metrics')}")
         for w, runs in extra.items():
             results.setdefault("pgjobs", {})[w] = summarize(runs)
+        # chancy is the one peer with a leader and runtime cron rows. Its schedules run --repeat times; its
+        # takeover once, with --chancy-kills kills (minutes each), and p50/p99 over those kills.
+        wanted = not a.peers or "chancy" in a.peers.split(",")
+        if wanted and not a.no_chancy_extra and (BENCH / ".venvs" / "chancy" / ".bench-installed").exists():
+            due = [run_json([str(CHANCY_PY), "bench/peers/chancy_schedules_due.py"], 300) for _ in range(a.repeat)]
+            log(f"chancy schedules_due: {[r.get('metrics', {}).get('all_jobs_s') for r in due]}")
+            takeover = run_json([str(CHANCY_PY), "bench/peers/chancy_takeover.py", "--kills", str(a.chancy_kills)],
+                                a.chancy_kills * 420 + 300)
+            log(f"chancy takeover: {takeover.get('metrics')}")
+            results.setdefault("chancy", {}).update(schedules_due=summarize(due), takeover=summarize([takeover]))
 
     final = {
         "started": report["started"],
