@@ -126,7 +126,7 @@ def build_table(results: dict) -> list[dict]:
                    "target": TARGETS.get((workload, metric))}
             for p in peers:
                 theirs = median(p)
-                ratio = round(mine / theirs, 2) if mine is not None and theirs not in (None, 0) else None
+                ratio = float(f"{mine / theirs:.3g}") if mine is not None and theirs not in (None, 0) else None
                 row["peers"][p] = {"median": theirs, "range": _range(results, p, workload, metric),
                                    "ratio": ratio, "note": note(p) if theirs is None else None}
             rows.append(row)
