@@ -604,7 +604,7 @@ class Worker:
 
 
 class _JsonbLoader(JsonbLoader):
-    """jsonb as psycopg loads it, except that '{}' (the args of most jobs) skips the JSON decoder: 0.15
+    """jsonb as psycopg loads it, except that '{}' (the args of most jobs) skips the JSON decoder: 0.12
     instead of 1.3 us a row, paid for every claimed job. Always a new dict, as json.loads gives."""
 
     def load(self, data: Any) -> Any:
