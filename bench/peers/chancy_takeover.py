@@ -52,7 +52,6 @@ import contextlib
 import importlib.metadata
 import inspect
 import json
-import math
 import os
 import random
 import select
@@ -64,6 +63,7 @@ import uuid
 
 import psycopg
 from chancy import Chancy, Worker
+from harness import percentile
 from psycopg import sql
 
 LEADER = "SELECT worker_id, extract(epoch FROM expires_at - clock_timestamp()) FROM chancy_leader WHERE id = 1"
@@ -71,10 +71,9 @@ WORKER_SEEN = "SELECT 1 FROM chancy_workers WHERE worker_id = %s"
 
 
 def pct(values: list[float], p: float) -> float | None:
-    if not values:
-        return None
-    ordered = sorted(values)
-    return round(ordered[max(1, math.ceil(p / 100 * len(ordered))) - 1], 2)
+    """The harness's nearest-rank percentile, rounded for the report."""
+    value = percentile(values, p)
+    return None if value is None else round(value, 2)
 
 
 class Monitor:
