@@ -218,6 +218,7 @@ def cmd_worker(args: argparse.Namespace) -> int:
 
         serve_metrics(worker, settings.metrics_port)
     _require_schema(settings)
+    _require_direct_lock_url(settings)
     worker.run()
     return worker.exit_code
 
@@ -245,6 +246,17 @@ def _require_schema(settings: Settings) -> None:
             return
     if problem:
         raise migrations.MigrationError(problem)
+
+
+def _require_direct_lock_url(settings: Settings) -> None:
+    """A worker never campaigns for leadership through a pooler: exit 2 with one line naming
+    PGJOBS_LOCK_DATABASE_URL when the lock connection looks pooled."""
+    from pgjobs.leadership import check_lock_connection
+    from pgjobs.queries import queries
+
+    problem = check_lock_connection(settings.lock_url, queries(settings.schema))
+    if problem:
+        raise ConfigError(problem)
 
 
 def _schedule_fields(args: argparse.Namespace) -> dict[str, Any]:
@@ -355,9 +367,14 @@ def cmd_status(args: argparse.Namespace, admin: Admin) -> int:
     if args.json:
         _print_json(st)
         return 0
-    leader = st["leader"]
+    leader, foreign = st["leader"], st["foreign_lock_holder"]
     if leader:
         print(f"leader:   {leader['name']} (worker {leader['id']}, since {_fmt(leader['leader_since'])})")
+    elif foreign:
+        print(f"leader:   NONE: the leader lock is held by backend {foreign['pid']} (application_name "
+              f"'{foreign['application_name']}', client {foreign['client_addr'] or 'local socket'}, connected since "
+              f"{_fmt(foreign['backend_start'])}), which is not a live pgjobs worker; no cron slots are scheduled "
+              f"until it ends: {foreign['clear_with']}")
     else:
         print("leader:   NONE (no worker holds the leader lock: no cron slots are being scheduled)")
     print(f"jobs:     {st['counts']['available']} waiting, {st['counts']['running']} running, "
