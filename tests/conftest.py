@@ -1,7 +1,10 @@
 """Shared fixtures: a real Postgres, one fresh migrated database per test, real worker processes.
 
-- The server is PGJOBS_TEST_SERVER (default postgresql://postgres@127.0.0.1:5432); every test gets its own
-  database, cloned from a template migrated once per session with Alembic, and dropped afterwards.
+- The server is PGJOBS_TEST_SERVER (scripts/test.sh starts a throwaway one when it is not set; default here
+  postgresql://postgres@127.0.0.1:5432); every test gets its own database, cloned from a template migrated
+  once per session with Alembic, and dropped afterwards.
+- Tests that stop, restart, kill, promote or pool Postgres never touch that server: `pg_server` gives them a
+  throwaway one of their own (tests/pgserver.py), and `migrated_database` a migrated database on it.
 - `workers` starts `python -m pgjobs worker` subprocesses and kills whatever is left at teardown.
 - `wait_for` waits for a database state with a deadline; tests never sleep to synchronize.
 """
@@ -23,6 +26,7 @@ import pytest
 
 from pgjobs.admin import Admin
 from pgjobs.config import Settings
+from pgserver import PgServer
 
 ROOT = Path(__file__).resolve().parent.parent
 SERVER = os.environ.get("PGJOBS_TEST_SERVER", "postgresql://postgres@127.0.0.1:5432")
@@ -159,6 +163,23 @@ class WorkerProcs:
                 p.wait(timeout=10)
             except subprocess.TimeoutExpired:
                 pass
+
+
+@pytest.fixture
+def pg_server() -> Iterator[PgServer]:
+    """A throwaway Postgres server of this test's own, started; removed at teardown."""
+    with PgServer() as server:
+        server.start()
+        yield server
+
+
+def migrated_database(server: PgServer, name: str = "pgjobs") -> str:
+    """Create `name` on a throwaway server, migrate it to head, and return its URL."""
+    from pgjobs import migrations
+
+    url = server.create_database(name)
+    migrations.upgrade(Settings.load(database_url=url))
+    return url
 
 
 @pytest.fixture

@@ -1,4 +1,4 @@
-"""Chaos with real processes: kill -9 storms, a Postgres restart, a terminated lock connection.
+"""Chaos with real processes: kill -9 storms, terminated connections (a Postgres restart is in test_faults.py).
 
 Invariants checked at the end of each run:
 - every cron slot in the window has exactly one job (none missed, none doubled);
@@ -11,13 +11,11 @@ from __future__ import annotations
 import os
 import random
 import signal
-import subprocess
 import threading
 import time
 from datetime import timedelta
 
 import psycopg
-import pytest
 import tasks_for_tests  # noqa: F401 - registers tests.* tasks for the in-process admin
 
 from conftest import lock_holder_backend, wait_for
@@ -117,52 +115,6 @@ def test_kill_9_storm_loses_and_doubles_nothing(admin: Admin, db, workers, db_ur
     print(f"\nchaos: {kills} kills, {len(takeovers)} leader kills, takeover max {max(takeovers or [0]):.3f}s, "
           f"{len(enqueued)} jobs {states}")
     assert takeovers and max(takeovers) < 2.0, takeovers
-
-
-def _pg_restart() -> None:
-    version = sorted(os.listdir("/etc/postgresql"))[0]
-    subprocess.run(["pg_ctlcluster", "--skip-systemctl-redirect", version, "main", "restart", "-m", "fast"],
-                   check=True, timeout=60, capture_output=True)
-
-
-def _connect(url: str) -> psycopg.Connection:
-    return wait_for(lambda: _try_connect(url), 30, "Postgres to accept connections")
-
-
-def _try_connect(url: str) -> psycopg.Connection | None:
-    try:
-        return psycopg.connect(url, autocommit=True)
-    except psycopg.OperationalError:
-        return None
-
-
-@pytest.mark.skipif(not os.path.isdir("/etc/postgresql"), reason="needs a local Debian Postgres cluster to restart")
-def test_workers_recover_from_a_postgres_restart_without_losing_or_doubling_slots(admin: Admin, db_url, workers):
-    admin.add_schedule("through-restart", cron="1 seconds", task="pgjobs.noop", overlap="allow")
-    for _ in range(3):
-        workers.start()
-    with psycopg.connect(db_url, autocommit=True) as db:
-        wait_for(lambda: db.execute("SELECT count(*) FROM pgjobs.jobs WHERE state = 'completed'").fetchone()[0] >= 2,
-                 20, "jobs before the restart")
-        start = _db_now(db).replace(microsecond=0) + timedelta(seconds=1)
-    _pg_restart()
-    restarted = time.monotonic()
-    db = _connect(db_url)
-    try:
-        after = _db_now(db)
-        wait_for(lambda: db.execute("SELECT count(*) FROM pgjobs.jobs WHERE state = 'completed' AND started_at > %s",
-                                    (after,)).fetchone()[0] >= 1, 10, "a job completed after the restart")
-        recovery = time.monotonic() - restarted
-        wait_for(lambda: db.execute("SELECT count(*) FROM pgjobs.workers").fetchone()[0] >= 3, 10, "workers")
-        end = _db_now(db).replace(microsecond=0) + timedelta(seconds=3)
-        wait_for(lambda: _db_now(db) > end + timedelta(seconds=1), 10, "slots after the restart")
-        wait_for(lambda: db.execute("SELECT count(*) = 0 FROM pgjobs.jobs WHERE slot <= %s AND state <> 'completed'",
-                                    (end,)).fetchone()[0], 20, "every slot's job to complete")
-        _assert_slots_exactly_once(db, start, end, 1)
-        print(f"\nrecovery after Postgres restart: first job completed {recovery:.2f}s after the restart returned")
-        assert recovery < 10
-    finally:
-        db.close()
 
 
 def test_terminating_the_leaders_lock_connection_moves_leadership_within_2s(admin: Admin, db, workers) -> None:
