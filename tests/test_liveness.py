@@ -180,7 +180,7 @@ def test_a_worker_whose_lock_connection_drops_takes_its_lock_back_and_keeps_its_
 def test_a_killed_workers_sql_stops_running_in_postgres(admin: Admin, db, workers) -> None:
     proc = workers.start(*IMPORT)
     job_id = admin.enqueue("tests.sql_sleep", {"seconds": 120}, max_attempts=1)
-    backend = wait_for(lambda: db.execute("SELECT backend_pid FROM pgjobs.jobs WHERE id = %s AND state = 'running'",
+    backend = wait_for(lambda: db.execute("SELECT max(backend_pid) FROM pgjobs.jobs WHERE id = %s AND state = 'running'",
                                           (job_id,)).fetchone()[0], 15, "the SQL job's backend")
     assert db.execute("SELECT state FROM pg_stat_activity WHERE pid = %s", (backend,)).fetchone()[0] == "active"
     proc.send_signal(signal.SIGKILL)
