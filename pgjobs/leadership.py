@@ -272,7 +272,7 @@ def pooled_reason(conn: psycopg.Connection, queries: Queries) -> str | None:
         return "the server backend changes between statements"
     greeted = conn.info.backend_pid
     if greeted and greeted not in pids:
-        return f"the connection was opened as backend {greeted} but statements run in backend {pids.pop()}"
+        return f"the backend key it was given ({greeted}) is not the backend that runs its statements ({pids.pop()})"
     return None
 
 
