@@ -28,6 +28,7 @@ log = logging.getLogger("pgjobs.maintenance")
 
 PRUNE_BATCH = 5000
 PRUNE_EVERY = 60.0
+HORIZON_LOG_EVERY = 60.0   # one warning a minute per holder while it holds the xmin horizon
 
 
 class LeaderDuties:
@@ -41,6 +42,7 @@ class LeaderDuties:
         self._stop = threading.Event()
         self.rescued_total = 0
         self.pruned_total = 0
+        self._horizon_logged: dict[tuple[Any, ...], float] = {}
 
     def start(self) -> None:
         self._stop.clear()
@@ -89,6 +91,7 @@ class LeaderDuties:
                     next_pass = time.monotonic() + self.scheduler.seconds_until_due()
                 if now >= next_maintenance:
                     self.rescue()
+                    self.watch_horizon()
                     next_maintenance = now + self._settings.maintenance_interval
                 if now >= next_prune:
                     self.prune()
@@ -119,6 +122,28 @@ class LeaderDuties:
             telemetry.emit("job.rescued", task=task, state=state, worker=worker)
         self.rescued_total += rescued
         return rescued
+
+    def watch_horizon(self) -> list[dict[str, Any]]:
+        """Warn about whatever holds the xmin horizon back past `horizon_warn_age`: while it does, dead job
+        rows pile up and every claim walks them. One line per holder, at most once per HORIZON_LOG_EVERY."""
+        from pgjobs.admin import HORIZON_LIMIT, SLOT_XID_AGE, describe_horizon_holder
+
+        with self._pool.connection() as conn:
+            rows = conn.execute(self._q.horizon_holders, {
+                "min_age": self._settings.horizon_warn_age, "slot_xid_age": SLOT_XID_AGE,
+                "limit": HORIZON_LIMIT, "query_chars": 200}).fetchall()
+        holders = [dict(zip(("kind", "pid", "name", "client_addr", "since", "age_seconds", "xid_age", "state",
+                             "query"), r, strict=True)) for r in rows]
+        now = time.monotonic()
+        seen = set()
+        for h in holders:
+            key = (h["kind"], h["pid"], h["name"], h["since"])
+            seen.add(key)
+            if now - self._horizon_logged.get(key, -HORIZON_LOG_EVERY) >= HORIZON_LOG_EVERY:
+                self._horizon_logged[key] = now
+                log.warning("%s", describe_horizon_holder(h))
+        self._horizon_logged = {k: v for k, v in self._horizon_logged.items() if k in seen}
+        return holders
 
     def prune(self) -> int:
         s = self._settings
