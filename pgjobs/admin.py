@@ -42,6 +42,10 @@ class PermissionDenied(AdminError):
 
 
 ROLES = ("admin", "viewer")
+# The xmin horizon report: its first rows, oldest first, and when an active replication slot counts as
+# holding the horizon back (an inactive one holding xmin always does).
+HORIZON_LIMIT = 5
+SLOT_XID_AGE = 1_000_000
 _NAME_RE = re.compile(r"^[\w][\w .:/@+-]{0,199}$")
 SCHEDULE_FIELDS = ("task", "args", "cron", "timezone", "enabled", "queue", "priority", "max_attempts",
                    "timeout_seconds", "catchup", "catchup_max", "overlap", "description")
@@ -517,7 +521,14 @@ class Admin:
         queues = conn.execute(self.q.queue_health).fetchall()
         overdue = conn.execute(self.q.schedules_overdue, {"grace": 5.0}).fetchone()
         lateness = conn.execute(self.q.recent_slot_lateness, {"since": since}).fetchone()
+        horizon = conn.execute(self.q.horizon_holders, {
+            "min_age": 0, "slot_xid_age": SLOT_XID_AGE, "limit": HORIZON_LIMIT, "query_chars": 200}).fetchall()
+        warn = self.settings.horizon_warn_age
         return {
+            "horizon_oldest_seconds": max((h["age_seconds"] for h in horizon if h["age_seconds"] is not None),
+                                          default=0.0),
+            "horizon_holders": [h for h in horizon
+                                if h["kind"] == "replication slot" or (h["age_seconds"] or 0.0) >= warn],
             "queues": queues,
             "lag_seconds": max((q["lag"] for q in queues), default=0.0),
             "schedules_overdue": overdue["overdue"],
@@ -526,7 +537,11 @@ class Admin:
         }
 
     def health(self) -> dict[str, Any]:
-        """The cheap part of `status()` (no worker list, no 24 h counts): what metrics scrape."""
+        """The cheap part of `status()` (no worker list, no 24 h counts): what metrics scrape.
+
+        `horizon_holders` lists what holds this database's xmin horizon back for longer than
+        `horizon_warn_age` (`describe_horizon_holder` words each one); `horizon_oldest_seconds` is the age of
+        the oldest transaction holding a snapshot or xid, whatever its age."""
         with self._conn() as conn:
             return self._health(conn, since=self._db_now(conn) - timedelta(minutes=10))
 
@@ -637,3 +652,31 @@ def enqueue(task: str, args: Any = None, *, conn: Any = None, settings: Settings
     the job exists only if the caller's transaction commits."""
     admin = Admin(settings or Settings.load(), actor="app")
     return admin.enqueue(task, args, conn=conn, **options)
+
+
+def describe_horizon_holder(h: dict[str, Any]) -> str:
+    """One line for an operator: what holds the xmin horizon, since when, and how to end it."""
+    if h["kind"] == "replication slot":
+        return (f"replication slot '{h['name']}' ({h['state']}) holds the xmin horizon {h['xid_age']:,} "
+                f"transactions back: vacuum cannot remove dead job rows; if the slot is abandoned, drop it with "
+                f"SELECT pg_drop_replication_slot('{h['name']}')")
+    age = _duration_text(h["age_seconds"] or 0.0)
+    if h["kind"] == "prepared transaction":
+        return (f"prepared transaction '{h['name']}' holds the xmin horizon for {age} (since "
+                f"{h['since']:%Y-%m-%d %H:%M:%S%z}): vacuum cannot remove dead job rows; end it with COMMIT "
+                f"PREPARED or ROLLBACK PREPARED '{h['name']}'")
+    where = f", client {h['client_addr']}" if h["client_addr"] else ""
+    query = " ".join((h["query"] or "").split())[:80]
+    return (f"transaction of pid {h['pid']} (application '{h['name'] or ''}'{where}, {h['state'] or 'unknown'}, "
+            f"since {h['since']:%Y-%m-%d %H:%M:%S%z}) holds the xmin horizon for {age}: vacuum cannot remove "
+            f"dead job rows while it lasts; last query: {query!r}; end it with SELECT pg_terminate_backend("
+            f"{h['pid']})")
+
+
+def _duration_text(seconds: float) -> str:
+    seconds = int(seconds)
+    if seconds < 120:
+        return f"{seconds}s"
+    if seconds < 7200:
+        return f"{seconds // 60}m {seconds % 60}s"
+    return f"{seconds // 3600}h {seconds % 3600 // 60}m"

@@ -16,7 +16,7 @@ from typing import Any
 
 import psycopg
 
-from pgjobs.admin import Admin, AdminError, describe_cron
+from pgjobs.admin import Admin, AdminError, describe_cron, describe_horizon_holder
 from pgjobs.config import ConfigError, Settings
 from pgjobs.tasks import TaskError, ensure_builtins, import_modules
 
@@ -388,6 +388,8 @@ def cmd_status(args: argparse.Namespace, admin: Admin) -> int:
     if st["schedules_overdue"]:
         print(f"behind:   {st['schedules_overdue']} schedule(s) overdue by up to {st['max_overdue_seconds']:.0f}s "
               "(is a leader running? see docs/troubleshooting.md)")
+    for holder in st["horizon_holders"]:
+        print(f"horizon:  {describe_horizon_holder(holder)}")
     if len(st["queues"]) > 1:
         _table(st["queues"], ["queue", "available", "scheduled", "running", "lag"])
     print(f"schema:   revision {st['schema_revision'] or 'not migrated'}")

@@ -6,6 +6,7 @@ configuration reference in the README and `docs/` can be generated from this mod
 
 from __future__ import annotations
 
+import math
 import os
 import re
 from dataclasses import dataclass, field, fields, replace
@@ -174,6 +175,12 @@ class Settings:
         "claim's WAL flush (about 0.25 ms per pickup here); a Postgres crash within 3 x wal_writer_delay of "
         "a claim returns that job to the queue, so it can run again, as after a worker crash. Enqueues, cron "
         "slots and outcomes are always synchronous."))
+    horizon_warn_age: float = field(default=300.0, metadata=_doc(
+        "PGJOBS_HORIZON_WARN_AGE",
+        "A transaction (or prepared transaction) of this database older than this many seconds that holds a "
+        "snapshot or an xid is reported by `status`, /metrics and the console, and the leader logs a warning: "
+        "while it lasts, vacuum cannot remove dead job rows. Inactive replication slots holding xmin are "
+        "always reported."))
     sql_tasks: bool = field(default=False, metadata=_doc(
         "PGJOBS_SQL_TASKS", "Allow the built-in `pgjobs.sql` task (arbitrary SQL, e.g. imported from pg_cron)."))
     metrics_port: int = field(default=0, metadata=_doc(
@@ -203,6 +210,7 @@ class Settings:
             "backoff_max": _float("PGJOBS_BACKOFF_MAX", 3600.0),
             "imports": tuple(m.strip() for m in os.environ.get("PGJOBS_IMPORTS", "").split(",") if m.strip()),
             "synchronous_claims": _bool("PGJOBS_SYNCHRONOUS_CLAIMS", False),
+            "horizon_warn_age": _float("PGJOBS_HORIZON_WARN_AGE", 300.0),
             "sql_tasks": _bool("PGJOBS_SQL_TASKS", False),
             "metrics_port": _int("PGJOBS_METRICS_PORT", 0),
             "log_format": os.environ.get("PGJOBS_LOG_FORMAT", "text"),
@@ -228,6 +236,9 @@ class Settings:
             parse_queues(",".join(self.queues))
         if self.log_format not in ("text", "json"):
             raise ConfigError(f"log format '{self.log_format}': use 'text' or 'json'")
+        if not (math.isfinite(self.horizon_warn_age) and 0 < self.horizon_warn_age <= 7 * 86400):
+            raise ConfigError(f"horizon warn age {self.horizon_warn_age!r}: must be more than 0 and at most "
+                              "604800 seconds")
         if not 0 <= self.metrics_port <= 65535:
             raise ConfigError(f"metrics port {self.metrics_port}: must be 0-65535")
 

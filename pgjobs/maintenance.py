@@ -35,6 +35,8 @@ PRUNE_EVERY = 60.0
 # Seconds a new leader observes before declaring a worker dead: several times the lock connection's longest
 # reconnect pause (leadership.RECONNECT_MAX_DELAY), so every live worker has its lock back after an outage.
 SETTLE = 3.0
+HORIZON_LOG_EVERY = 60.0   # one warning a minute per holder while it holds the xmin horizon
+HORIZON_EVERY = 5.0        # the horizon check's own cadence (the liveness check runs several times a second)
 
 
 class LeaderDuties:
@@ -50,6 +52,7 @@ class LeaderDuties:
         self.pruned_total = 0
         self._term_start = time.monotonic()
         self._free_since: dict[int, float] = {}  # worker id -> when this leader first saw its lock free
+        self._horizon_logged: dict[tuple[Any, ...], float] = {}
 
     def start(self) -> None:
         self._stop.clear()
@@ -88,6 +91,7 @@ class LeaderDuties:
         next_pass = 0.0
         next_maintenance = 0.0
         next_prune = time.monotonic() + 5.0
+        next_horizon = 0.0
         delay = 0.05
         while not self._stop.is_set():
             try:
@@ -101,10 +105,13 @@ class LeaderDuties:
                 if now >= next_maintenance:
                     self.rescue()
                     next_maintenance = now + self._settings.maintenance_interval
+                if now >= next_horizon:
+                    self.watch_horizon()
+                    next_horizon = now + HORIZON_EVERY
                 if now >= next_prune:
                     self.prune()
                     next_prune = now + PRUNE_EVERY
-                wait = min(next_pass, next_maintenance, next_prune) - time.monotonic()
+                wait = min(next_pass, next_maintenance, next_prune, next_horizon) - time.monotonic()
                 delay = 0.05
             except psycopg.Error as exc:
                 log.warning("leader pass failed: %s; retrying in %.2fs", str(exc).strip().splitlines()[0], delay)
@@ -151,6 +158,28 @@ class LeaderDuties:
             telemetry.emit("job.rescued", task=task, state=state, worker=worker)
         self.rescued_total += rescued
         return rescued
+
+    def watch_horizon(self) -> list[dict[str, Any]]:
+        """Warn about whatever holds the xmin horizon back past `horizon_warn_age`: while it does, dead job
+        rows pile up and every claim walks them. One line per holder, at most once per HORIZON_LOG_EVERY."""
+        from pgjobs.admin import HORIZON_LIMIT, SLOT_XID_AGE, describe_horizon_holder
+
+        with self._pool.connection() as conn:
+            rows = conn.execute(self._q.horizon_holders, {
+                "min_age": self._settings.horizon_warn_age, "slot_xid_age": SLOT_XID_AGE,
+                "limit": HORIZON_LIMIT, "query_chars": 200}).fetchall()
+        holders = [dict(zip(("kind", "pid", "name", "client_addr", "since", "age_seconds", "xid_age", "state",
+                             "query"), r, strict=True)) for r in rows]
+        now = time.monotonic()
+        seen = set()
+        for h in holders:
+            key = (h["kind"], h["pid"], h["name"], h["since"])
+            seen.add(key)
+            if now - self._horizon_logged.get(key, -HORIZON_LOG_EVERY) >= HORIZON_LOG_EVERY:
+                self._horizon_logged[key] = now
+                log.warning("%s", describe_horizon_holder(h))
+        self._horizon_logged = {k: v for k, v in self._horizon_logged.items() if k in seen}
+        return holders
 
     def prune(self) -> int:
         s = self._settings

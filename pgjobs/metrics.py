@@ -91,6 +91,19 @@ class DatabaseGauges:
         worst = GaugeMetricFamily("pgjobs_schedules_max_overdue_seconds", "How far the most overdue schedule is behind.")
         worst.add_metric([], float(h["max_overdue_seconds"]))
         yield worst
+        horizon = GaugeMetricFamily(
+            "pgjobs_xmin_horizon_age_seconds",
+            "Age of the oldest transaction of this database holding a snapshot or an xid: while it runs, "
+            "vacuum cannot remove dead job rows.")
+        horizon.add_metric([], float(h["horizon_oldest_seconds"]))
+        yield horizon
+        holders = GaugeMetricFamily(
+            "pgjobs_xmin_horizon_holders",
+            "Sessions, prepared transactions and replication slots holding the xmin horizon back for longer "
+            "than PGJOBS_HORIZON_WARN_AGE (inactive slots always), by kind.", labels=["kind"])
+        for kind in ("transaction", "prepared transaction", "replication slot"):
+            holders.add_metric([kind], float(sum(1 for x in h["horizon_holders"] if x["kind"] == kind)))
+        yield holders
 
 
 class WorkerMetrics:

@@ -535,6 +535,39 @@ TEMPLATES: dict[str, str] = {
         SELECT count(*) AS overdue,
                coalesce(extract(epoch FROM now() - min(next_run_at)), 0)::float8 AS max_overdue
         FROM {s}.schedules WHERE enabled AND next_run_at < now() - %(grace)s * interval '1 second'""",
+    # What holds back this database's xmin horizon: vacuum cannot remove a dead row (a claimed or finished
+    # job's old version) that any of these can still see. Transactions of this database with a snapshot or
+    # an xid (vacuum ignores other vacuums), prepared transactions, and replication slots: physical ones and
+    # this database's logical ones. Oldest first by transaction age; time ages where Postgres has them.
+    "horizon_holders": """
+        SELECT kind, pid, name, client_addr, since, age_seconds, xid_age, state, query FROM (
+            SELECT 'transaction' AS kind, a.pid, a.application_name AS name, a.client_addr::text AS client_addr,
+                   a.xact_start AS since,
+                   extract(epoch FROM clock_timestamp() - a.xact_start)::float8 AS age_seconds,
+                   greatest(age(a.backend_xmin), age(a.backend_xid))::bigint AS xid_age, a.state,
+                   left(a.query, %(query_chars)s) AS query
+            FROM pg_stat_activity a
+            WHERE a.datname = current_database() AND a.pid <> pg_backend_pid()
+              AND (a.backend_xmin IS NOT NULL OR a.backend_xid IS NOT NULL)
+              AND a.backend_type NOT IN ('autovacuum worker', 'walsender')
+              AND a.xact_start <= clock_timestamp() - %(min_age)s * interval '1 second'
+            UNION ALL
+            SELECT 'prepared transaction', NULL, p.gid, NULL, p.prepared,
+                   extract(epoch FROM clock_timestamp() - p.prepared)::float8, age(p.transaction)::bigint,
+                   'prepared', NULL
+            FROM pg_prepared_xacts p
+            WHERE p.database = current_database()
+              AND p.prepared <= clock_timestamp() - %(min_age)s * interval '1 second'
+            UNION ALL
+            SELECT 'replication slot', r.active_pid, r.slot_name, NULL, NULL, NULL,
+                   greatest(age(r.xmin), age(r.catalog_xmin))::bigint,
+                   CASE WHEN r.active THEN 'active' ELSE 'inactive' END, NULL
+            FROM pg_replication_slots r
+            WHERE (r.xmin IS NOT NULL OR r.catalog_xmin IS NOT NULL)
+              AND (r.database IS NULL OR r.database = current_database())
+              AND (NOT r.active OR greatest(age(r.xmin), age(r.catalog_xmin)) >= %(slot_xid_age)s)
+        ) AS holders
+        ORDER BY xid_age DESC NULLS LAST, age_seconds DESC NULLS LAST LIMIT %(limit)s""",
     "recent_slot_lateness": """
         SELECT count(*) AS runs,
                coalesce(percentile_cont(0.5) WITHIN GROUP (ORDER BY lateness), 0)::float8 AS p50,

@@ -19,8 +19,10 @@ import pytest
 import streamlit as st
 from streamlit.testing.v1 import AppTest
 
+from conftest import wait_for
 from console import auth, run
 from pgjobs.admin import Admin, NotFound, PermissionDenied
+from pgjobs.config import Settings
 
 ROOT = Path(__file__).resolve().parent.parent
 APP = str(ROOT / "console" / "app.py")
@@ -330,3 +332,19 @@ def test_overview_counts_and_lateness(console: None, admin: Admin, db_url: str) 
     shown = texts(at)
     assert "available 1" in shown and "completed 1" in shown
     assert "p50 2.0 s" in shown and "soon" in frames(at)
+
+
+def test_overview_warns_about_a_transaction_holding_the_horizon(console: None, db_url: str,
+                                                                 monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("PGJOBS_HORIZON_WARN_AGE", "0.2")
+    holder = psycopg.connect(db_url, application_name="weekly-export")
+    try:
+        holder.execute("BEGIN ISOLATION LEVEL REPEATABLE READ")
+        holder.execute("SELECT 1 FROM pgjobs.jobs LIMIT 1")
+        wait_for(lambda: Admin(Settings.load(database_url=db_url, horizon_warn_age=0.2),
+                               actor="test").health()["horizon_holders"], 10, "the holder")
+        shown = texts(sign_in())
+        assert "Vacuum is held back" in shown and "weekly-export" in shown
+        assert f"pg_terminate_backend({holder.info.backend_pid})" in shown
+    finally:
+        holder.close()

@@ -8,6 +8,7 @@ import pandas as pd
 import streamlit as st
 
 from console import ui
+from pgjobs.admin import describe_horizon_holder
 
 st.title("Overview")
 
@@ -19,6 +20,8 @@ def render() -> None:
     if status is None:
         return
     st.caption(f"Times in {st.session_state.get('tz', 'UTC')} · updated {ui.when(now)}")
+    for holder in status.get("horizon_holders", []):
+        st.warning(f"Vacuum is held back: {describe_horizon_holder(holder)}")
 
     leader_col, workers_col, jobs_col = st.columns(3)
     with leader_col:
