@@ -477,7 +477,7 @@ class Admin:
     # ------------------------------------------------------------------ status, stats, audit
     def status(self) -> dict[str, Any]:
         with self._conn() as conn:
-            workers = conn.execute(self.q.list_workers).fetchall()
+            workers = conn.execute(self.q.list_workers, self.q.lock).fetchall()
             backend = conn.execute(self.q.leader_backend, self.q.lock).fetchone()
             counts = {r["state"]: r["count"] for r in conn.execute(self.q.unfinished_counts)}
             since = self._db_now(conn) - timedelta(hours=24)

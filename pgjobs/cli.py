@@ -394,7 +394,8 @@ def cmd_status(args: argparse.Namespace, admin: Admin) -> int:
         _table(st["queues"], ["queue", "available", "scheduled", "running", "lag"])
     print(f"schema:   revision {st['schema_revision'] or 'not migrated'}")
     print(f"workers:  {len(st['workers'])}")
-    _table(st["workers"], ["id", "name", "queues", "concurrency", "running", "heartbeat_age", "leader_since"])
+    _table(st["workers"], ["id", "name", "queues", "concurrency", "running", "alive", "heartbeat_age",
+                           "leader_since"])
     return 0
 
 

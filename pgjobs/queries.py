@@ -482,9 +482,12 @@ TEMPLATES: dict[str, str] = {
         DELETE FROM {s}.jobs WHERE id = ANY(%(ids)s) AND state <> 'running' RETURNING id""",
     "cancel_backend": "SELECT pg_cancel_backend(%(pid)s)",
     # ---------------------------------------------------------------- admin: status and stats
+    # `alive`: the worker's session holds its liveness lock (what the leader decides on); heartbeat_age is shown.
     "list_workers": """
+        WITH """ + _HELD_WORKER_LOCKS + """
         SELECT w.id, w.name, w.host, w.pid, w.queues, w.concurrency, w.version, w.started_at, w.heartbeat_at,
                w.leader_since, w.stopping, extract(epoch FROM now() - w.heartbeat_at) AS heartbeat_age,
+               mod(w.id, 2147483648) IN (SELECT key FROM held) AS alive,
                (SELECT count(*) FROM {s}.jobs AS j WHERE j.worker_id = w.id AND j.state = 'running') AS running
         FROM {s}.workers AS w
         ORDER BY w.started_at""",

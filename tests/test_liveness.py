@@ -307,3 +307,56 @@ def test_after_a_20_s_outage_jobs_run_within_2_s_and_a_job_run_through_it_is_rec
         assert all(p.poll() is None for p in procs)
     finally:
         workers.stop_all()
+
+
+def test_the_pools_reconnect_attempts_are_never_more_than_about_a_second_apart() -> None:
+    """psycopg_pool alone doubles its reconnect delay without bound (1, 2, 4 ... 64 s); EnginePool caps it."""
+    import logging
+
+    from pgjobs.worker import POOL_RECONNECT_MAX_DELAY, EnginePool
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]  # nothing listens here once the socket is closed
+    attempts: list[float] = []
+
+    class Count(logging.Handler):
+        def emit(self, record: logging.LogRecord) -> None:
+            if "error connecting" in record.getMessage():
+                attempts.append(time.monotonic())
+
+    logger = logging.getLogger("psycopg.pool")
+    handler, level = Count(), logger.level
+    logger.addHandler(handler)
+    logger.setLevel(logging.WARNING)
+    pool = EnginePool(f"postgresql://postgres@127.0.0.1:{port}/x?connect_timeout=1", min_size=1, max_size=1,
+                      open=False, reconnect_timeout=3600)
+    try:
+        pool.open(wait=False)
+        wait_for(lambda: len(attempts) >= 6, 15, "six reconnect attempts")
+    finally:
+        pool.close(timeout=1)
+        logger.removeHandler(handler)
+        logger.setLevel(level)
+    gaps = [b - a for a, b in zip(attempts, attempts[1:], strict=False)]
+    print(f"\npool reconnect gaps: {', '.join(f'{g:.2f}' for g in gaps)} s")
+    assert max(gaps) < POOL_RECONNECT_MAX_DELAY * 1.1 + 0.5, gaps
+
+
+def test_an_outage_is_logged_when_it_starts_once_a_minute_and_when_it_ends(caplog) -> None:
+    import logging
+
+    from pgjobs.logs import Outage
+
+    outage = Outage(logging.getLogger("pgjobs.test"), "database unavailable", every=0.2)
+    with caplog.at_level(logging.WARNING, logger="pgjobs.test"):
+        for _ in range(50):
+            outage.failed("connection refused")
+        time.sleep(0.25)  # past `every`, so the next failure reports again (time is what is tested)
+        outage.failed("connection refused")
+        outage.ok()
+        outage.ok()
+    lines = [r.getMessage() for r in caplog.records]
+    assert len(lines) == 3, lines
+    assert lines[0] == "database unavailable: connection refused; retrying"
+    assert "(51 failed attempts)" in lines[1] and lines[2].startswith("database unavailable: recovered after")
