@@ -17,8 +17,8 @@ Algorithm
   and liveness end together, when the session ends. On `stop()` the elector steps down but keeps the session
   (and so the liveness lock) until `close()`: a worker finishing its jobs on shutdown is not declared dead.
 - A killed follower's backend is blocked in the lock wait, not reading its socket; `client_connection_check_
-  interval` (PostgreSQL 14+, `CLIENT_CHECK_MS`) makes it notice the closed socket and end within a second.
-  A dead follower can therefore be granted the lock only in that second, and even then it ends when it sends
+  interval` (PostgreSQL 14+, `LOCK_CLIENT_CHECK_MS`) makes it notice the closed socket and end within 0.2 s.
+  A dead follower can therefore be granted the lock only in that moment, and even then it ends when it sends
   the result (the socket is closed): it never schedules anything.
 - The lock connection never goes through a pooler: a connection that looks pooled is refused (`pooled_reason`)
   and no campaign starts on it. It never uses server-side prepared statements (`prepare_threshold=None`).
@@ -58,8 +58,12 @@ KEEPALIVES = {
 }
 
 
-# How often a backend running a statement for us checks that we are still there (PostgreSQL 14+).
+# How often a backend running a statement for us checks that we are still there (PostgreSQL 14+). The lock
+# connection checks more often: a follower's backend sits in a lock wait while it holds the worker's liveness
+# lock, and only this check ends it when the worker dies (a poll() every 200 ms; the wait already wakes every
+# WAIT_SLICE_MS).
 CLIENT_CHECK_MS = 1000
+LOCK_CLIENT_CHECK_MS = 200
 # Longest pause between two reconnect attempts of the lock connection: after an outage of any length the
 # worker has its lock back within this much of Postgres answering (the leader waits longer than this before
 # it declares anyone dead, maintenance.SETTLE).
@@ -70,12 +74,12 @@ class PooledConnection(Exception):  # noqa: N818 - a refusal, not a crash
     """The lock connection looks pooled: session advisory locks are not safe on it."""
 
 
-def prepare_session(conn: psycopg.Connection, queries: Queries) -> None:
+def prepare_session(conn: psycopg.Connection, queries: Queries, check_ms: int = CLIENT_CHECK_MS) -> None:
     """Server-side liveness for a direct session: TCP keepalives on the server's end of the socket (a host
     that vanishes is noticed in about 11 s) and, on PostgreSQL 14+, client_connection_check_interval."""
     conn.execute(queries.set_server_keepalives)
     if conn.info.server_version >= 140000:
-        conn.execute(queries.set_client_connection_check, {"ms": str(CLIENT_CHECK_MS)})
+        conn.execute(queries.set_client_connection_check, {"ms": str(check_ms)})
 
 
 def pooled_message(reason: str) -> str:
@@ -199,7 +203,7 @@ class Leadership:
         reason = pooled_reason(conn, self._q)
         if reason:
             raise PooledConnection(pooled_message(reason))
-        prepare_session(conn, self._q)
+        prepare_session(conn, self._q, LOCK_CLIENT_CHECK_MS)
         self._on_connected(conn)
 
     def _campaign(self) -> None:

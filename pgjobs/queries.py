@@ -175,7 +175,7 @@ TEMPLATES: dict[str, str] = {
     # The session holding the leader lock, and the worker whose liveness lock the same session holds (NULL:
     # the holder is not a live pgjobs worker, e.g. a leftover pooler server connection or a manual session).
     "leader_backend": """
-        SELECT a.pid, a.application_name, a.client_addr::text AS client_addr, a.backend_start,
+        SELECT a.pid, a.application_name, host(a.client_addr) AS client_addr, a.backend_start,
                (SELECT w.objid::bigint FROM pg_locks AS w
                 WHERE w.pid = l.pid AND w.locktype = 'advisory' AND w.granted AND w.classid = %(wcls)s
                   AND w.objsubid = 2 LIMIT 1) AS worker_key

@@ -6,8 +6,11 @@ heartbeat is old. Each fault test prints what it measured (`pytest -s` shows it)
 
 from __future__ import annotations
 
+import os
 import signal
 import socket
+import subprocess
+import sys
 import time
 
 import psycopg
@@ -249,6 +252,12 @@ def test_a_foreign_session_holding_the_leader_lock_is_named_with_the_way_to_end_
         assert holder["pid"] == pid and holder["application_name"] == "left over"
         assert holder["clear_with"] == f"SELECT pg_terminate_backend({pid})"
         wait_for(lambda: f"pg_terminate_backend({pid})" in workers.logs(), 15, "the worker to name the holder")
+        out = subprocess.run([sys.executable, "-m", "pgjobs", "status"], capture_output=True, text=True, timeout=60,
+                             env={**os.environ, "PGJOBS_DATABASE_URL": db_url}).stdout
+        line = next(line for line in out.splitlines() if line.startswith("leader:"))
+        print(f"\n{line}")
+        assert f"held by backend {pid}" in line and "'left over'" in line
+        assert f"SELECT pg_terminate_backend({pid})" in line
         db.execute("SELECT pg_terminate_backend(%s)", (pid,))
         wait_for(lambda: _leading(db, proc.pid), 5, "the worker to lead once the session is gone")
         status = admin.status()
