@@ -230,17 +230,21 @@ def _require_schema(settings: Settings) -> None:
     import time
 
     from pgjobs import migrations
+    from pgjobs.logs import Outage
 
     log = logging.getLogger("pgjobs.worker")
-    delay = 0.5
+    outage = Outage(log, "database unavailable at start")
+    delay = 0.1
     while True:
         try:
             problem = migrations.check_schema(settings)
+            outage.ok()
             break
         except psycopg.OperationalError as exc:
-            log.warning("database unavailable (%s); retrying in %.1fs", str(exc).strip().splitlines()[-1], delay)
+            # Tried every second at most, so a worker started during an outage runs within a second of its end.
+            outage.failed(str(exc).strip().splitlines()[-1])
             time.sleep(delay)
-            delay = min(delay * 2, 10.0)
+            delay = min(delay * 2, 1.0)
         except migrations.MigrationError as exc:  # no alembic.ini: the head revision is unknown here
             log.warning("schema check skipped: %s", exc)
             return

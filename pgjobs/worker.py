@@ -180,6 +180,8 @@ class Worker:
         # Set while this worker holds its liveness lock and its row exists: runners claim only then.
         self.alive = threading.Event()
         self._joined = False
+        self._unreleased: list[int] = []  # claimed-but-unstarted jobs whose release failed (database away)
+        self._unreleased_lock = threading.Lock()
         self._outage = Outage(log, "database unavailable")
         self._next_foreign_check = 0.0
         self._foreign_reported: int | None = None
@@ -321,10 +323,24 @@ class Worker:
         if self._joined:
             inserted = conn.execute(q.rejoin_worker, {"id": self.worker_id, **self._worker_params()}).fetchone()[0]
             if inserted:
+                dropped = self._forget_pending()
                 log.warning("worker %s had been declared dead (its session was gone); joined again under the same "
-                            "id: outcomes of its jobs rescued meanwhile are refused", self.worker_id)
+                            "id: outcomes of its jobs rescued meanwhile are refused, and %d claimed job(s) it had "
+                            "not started are left to their new owners", self.worker_id, dropped)
         self._joined = True
         self.alive.set()
+
+    def _forget_pending(self) -> int:
+        """Drop every runner's claimed-but-unstarted jobs (they were rescued while this worker was away)."""
+        dropped = 0
+        for runner in list(self._runners):
+            with runner.lock:
+                dropped += len(runner.pending)
+                runner.pending.clear()
+        with self._unreleased_lock:
+            dropped += len(self._unreleased)
+            self._unreleased = []
+        return dropped
 
     def _session_lost(self) -> None:
         if self.alive.is_set():
@@ -350,7 +366,8 @@ class Worker:
                 "id": self.worker_id, "leader": self.is_leader(), "stopping": self._stopping.is_set()}).fetchone()
             if row is None and self.alive.is_set():  # removed while our lock was briefly free: join again
                 conn.execute(self.q.rejoin_worker, {"id": self.worker_id, **self._worker_params()})
-                log.warning("worker %s had been declared dead; joined again under the same id", self.worker_id)
+                log.warning("worker %s had been declared dead; joined again under the same id (%d claimed job(s) "
+                            "it had not started are left to their new owners)", self.worker_id, self._forget_pending())
             telemetry.emit("worker.heartbeat")
             if not self.is_leader() and time.monotonic() >= self._next_foreign_check:
                 self._next_foreign_check = time.monotonic() + FOREIGN_LEADER_CHECK_EVERY
@@ -393,6 +410,10 @@ class Worker:
                 log.exception("supervisor pass failed")
 
     def _supervise(self) -> None:
+        if self._unreleased and self.alive.is_set():
+            with self._unreleased_lock:
+                ids, self._unreleased = self._unreleased, []
+            self._release(ids, "a release that had failed")
         now = time.monotonic()
         for runner in list(self._runners):
             current = runner.current
@@ -414,14 +435,20 @@ class Worker:
         with runner.lock:
             jobs = list(runner.pending)
             runner.pending.clear()
-        if not jobs:
-            return
+        if jobs:
+            self._release([j.id for j in jobs], why)
+
+    def _release(self, ids: list[int], why: str) -> None:
+        """release_jobs, or keep the ids to try again on the next supervisor pass: the jobs are still this
+        live worker's in the database, so nobody would rescue them if the release were forgotten."""
         try:
             with self._pool().connection() as conn:
-                conn.execute(self.q.release_jobs, {"ids": [j.id for j in jobs], "worker_id": self.worker_id})
-            log.info("released %d claimed job(s) back to the queue (%s)", len(jobs), why)
+                conn.execute(self.q.release_jobs, {"ids": ids, "worker_id": self.worker_id})
+            log.info("released %d claimed job(s) back to the queue (%s)", len(ids), why)
         except psycopg.Error as exc:
-            log.warning("could not release %d claimed job(s): %s (they will be rescued)", len(jobs), _first_line(exc))
+            self._outage.failed(f"releasing {len(ids)} claimed job(s): {_first_line(exc)}")
+            with self._unreleased_lock:
+                self._unreleased.extend(ids)
         self._signal_work()
 
     def _abandon(self, runner: Runner, job: ClaimedJob, ctx: JobContext, now: float) -> None:
@@ -539,7 +566,7 @@ class Worker:
                 runner.batch_since, runner.released = time.monotonic(), False
             slowest = 0.0
             ran = 0
-            while not self._stopping.is_set() and not runner.retired:
+            while not self._stopping.is_set() and not runner.retired and self.alive.is_set():
                 with runner.lock:
                     if not runner.pending:
                         break
