@@ -83,6 +83,7 @@ POOL_RECONNECT_MAX_DELAY = 1.0
 RETRY_MAX_DELAY = 0.5
 NEVER = 10 * 365 * 86400.0   # the pool's reconnect_timeout: a worker does not give up on its database
 FOREIGN_LEADER_CHECK_EVERY = 10.0
+SHUTDOWN_WRITE_GRACE = 10.0
 
 
 class _CappedBackoff(AttemptWithBackoff):
@@ -255,6 +256,11 @@ class Worker:
         if self.leadership:
             self.leadership.stop()  # step down first: the next leader takes over while we drain (still alive)
         deadline = time.monotonic() + self.settings.shutdown_grace
+        # With the database away, recording outcomes would wait forever: give up SHUTDOWN_WRITE_GRACE seconds
+        # after the grace period; what is not written is rescued (and run again) once this session is gone.
+        give_up = threading.Timer(self.settings.shutdown_grace + SHUTDOWN_WRITE_GRACE, self._hard_stop.set)
+        give_up.daemon = True
+        give_up.start()
         for runner in list(self._runners):
             t = runner.thread
             while t is not None and t.is_alive() and time.monotonic() < deadline and not self._hard_stop.is_set():
