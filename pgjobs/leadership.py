@@ -12,7 +12,6 @@ Algorithm
 - The leader watches its lock connection's socket. Any traffic it did not ask for (a FATAL from
   `pg_terminate_backend`, a server shutdown, a closed socket) makes it check the connection; if the lock is
   gone it steps down at once and reconnects as a follower.
-
 - The same connection carries the worker's liveness lock (`on_connected` takes it, see worker.py), so leader
   and liveness end together, when the session ends. On `stop()` the elector steps down but keeps the session
   (and so the liveness lock) until `close()`: a worker finishing its jobs on shutdown is not declared dead.
@@ -31,7 +30,8 @@ Invariants
   most, and even that pass cannot double a slot: the schedule rows are locked FOR UPDATE SKIP LOCKED and
   jobs are unique on (schedule_id, slot).
 
-Events: `on_gained()` and `on_lost(reason)` callbacks, called from the elector thread.
+Events: `on_gained()` and `on_lost(reason)`, and `on_connected(conn)` / `on_disconnected()` for the session
+itself, called from the elector thread.
 """
 
 from __future__ import annotations
@@ -68,6 +68,7 @@ LOCK_CLIENT_CHECK_MS = 200
 # worker has its lock back within this much of Postgres answering (the leader waits longer than this before
 # it declares anyone dead, maintenance.SETTLE).
 RECONNECT_MAX_DELAY = 0.5
+POOLED_RETRY = 5.0
 
 
 class PooledConnection(Exception):  # noqa: N818 - a refusal, not a crash
@@ -170,6 +171,7 @@ class Leadership:
     def _run(self) -> None:
         backoff = 0.05
         while not self._stop.is_set():
+            pause = None
             try:
                 self._connect()
                 self._outage.ok()
@@ -180,7 +182,7 @@ class Leadership:
             except PooledConnection as exc:
                 self.pooled_warning = str(exc)
                 self._outage.failed(str(exc))
-                backoff = 5.0
+                pause = POOLED_RETRY  # a configuration problem: it will not go away in milliseconds
             except psycopg.Error as exc:
                 if self.is_leader.is_set():
                     self._step_down(f"lock connection failed: {_first_line(exc)}")
@@ -188,9 +190,9 @@ class Leadership:
                     self._outage.failed(_first_line(exc))
             finally:
                 self._close()
-            if self._stop.wait(backoff):
+            if self._stop.wait(pause or backoff):
                 break
-            backoff = min(backoff * 2, RECONNECT_MAX_DELAY) if backoff < RECONNECT_MAX_DELAY else backoff
+            backoff = min(backoff * 2, RECONNECT_MAX_DELAY)
         self._close()
 
     def _connect(self) -> None:
