@@ -11,6 +11,7 @@ import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 
 import psycopg
@@ -178,6 +179,44 @@ def test_a_worker_whose_lock_connection_drops_takes_its_lock_back_and_keeps_its_
     print(f"\nlock connection terminated: liveness lock back after {back_in:.3f}s; job kept (attempt {job['attempt']})")
     assert job["attempt"] == 1 and job["errors"] == [], "the live worker's job was not rescued"
     assert _worker_id(db, proc.pid) == worker_id
+
+
+def test_a_worker_takes_its_lock_back_from_a_session_that_still_holds_it(admin: Admin, db_url, db,
+                                                                         workers) -> None:
+    """After a network cut the server may keep the worker's old session (and its liveness lock) until its
+    keepalives fire; the reconnected worker ends that session and takes its lock back at once. Here a second
+    session of the test stands in for the stale one."""
+    from pgjobs.queries import queries
+
+    proc = workers.start(*IMPORT, concurrency=1)
+    worker_id = wait_for(lambda: _worker_id(db, proc.pid), 15, "the worker")
+    job_id = admin.enqueue("pgjobs.sleep", {"seconds": 3}, max_attempts=3)
+    wait_for(lambda: _running_on(db, job_id, proc.pid), 15, "the job to run")
+    stale = psycopg.connect(db_url, autocommit=True, application_name="stale stand-in")
+    outcome: list[BaseException | None] = []
+
+    def queue_for_the_lock() -> None:  # granted the moment the worker's session ends
+        try:
+            stale.execute("SELECT pg_advisory_lock(%(wcls)s, %(wkey)s)", queries("pgjobs").worker_lock(worker_id))
+            outcome.append(None)
+            stale.execute("SELECT pg_sleep(60)")
+        except psycopg.Error as exc:
+            outcome.append(exc)
+
+    waiter = threading.Thread(target=queue_for_the_lock, daemon=True)
+    waiter.start()
+    stand_in = stale.info.backend_pid
+    wait_for(lambda: db.execute("SELECT 1 FROM pg_locks WHERE pid = %s AND NOT granted", (stand_in,)).fetchone(),
+             10, "the stand-in to queue for the worker's lock")
+    for backend in _backends(db, proc.pid, "leader-lock"):
+        db.execute("SELECT pg_terminate_backend(%s)", (backend,))
+    wait_for(lambda: "took the liveness lock of worker" in workers.logs(), 10, "the worker to take it back")
+    waiter.join(10)
+    assert outcome and outcome[0] is None, "the stand-in held the lock for a moment"
+    assert len(outcome) == 2 and isinstance(outcome[1], psycopg.OperationalError), "and was ended by the worker"
+    stale.close()
+    wait_for(lambda: _state(db, job_id) == "completed", 15, "the job to complete")
+    assert _job(db, job_id)["attempt"] == 1, "the live worker kept its job"
 
 
 def test_a_killed_workers_sql_stops_running_in_postgres(admin: Admin, db, workers) -> None:
