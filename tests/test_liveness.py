@@ -410,3 +410,28 @@ def test_an_outage_is_logged_when_it_starts_once_a_minute_and_when_it_ends(caplo
     assert len(lines) == 3, lines
     assert lines[0] == "database unavailable: connection refused; retrying"
     assert "(51 failed attempts)" in lines[1] and lines[2].startswith("database unavailable: recovered after")
+
+
+def test_a_worker_started_while_postgres_is_down_runs_jobs_within_a_second_of_it_coming_up(pg_server, tmp_path):
+    from conftest import WorkerProcs, migrated_database
+    from pgjobs.config import Settings
+
+    url = migrated_database(pg_server)
+    job_id = Admin(Settings.load(database_url=url), actor="test").enqueue("pgjobs.noop")
+    pg_server.stop("fast")
+    workers = WorkerProcs(url, tmp_path)
+    try:
+        proc = workers.start()
+        time.sleep(6)  # the worker waits for a database that is not there (the fault itself)
+        assert proc.poll() is None, workers.logs()
+        pg_server.start()
+        with psycopg.connect(url, autocommit=True) as db:
+            up = db.execute("SELECT pg_postmaster_start_time()").fetchone()[0]
+            started = wait_for(lambda: db.execute("SELECT started_at FROM pgjobs.jobs WHERE id = %s AND state = "
+                                                  "'completed'", (job_id,)).fetchone(), 20, "the job")[0]
+        waited = (started - up).total_seconds()
+        print(f"\nworker started during an outage: first job {waited:.2f}s after Postgres started")
+        assert waited < 2.0
+        assert workers.logs().count("database unavailable at start") == 2, "one line when it began, one at its end"
+    finally:
+        workers.stop_all()
