@@ -477,7 +477,7 @@ class Admin:
     # ------------------------------------------------------------------ status, stats, audit
     def status(self) -> dict[str, Any]:
         with self._conn() as conn:
-            workers = conn.execute(self.q.list_workers).fetchall()
+            workers = conn.execute(self.q.list_workers, self.q.lock).fetchall()
             backend = conn.execute(self.q.leader_backend, self.q.lock).fetchone()
             counts = {r["state"]: r["count"] for r in conn.execute(self.q.unfinished_counts)}
             since = self._db_now(conn) - timedelta(hours=24)
@@ -492,11 +492,21 @@ class Admin:
                     revision = conn.execute(self.q.schema_revision).fetchone()["version_num"]
             except psycopg.Error:
                 pass
-        leaders = [w for w in workers if w["leader_since"] is not None]
-        leader = max(leaders, key=lambda w: w["leader_since"]) if leaders else None
+        # The leader is the worker whose liveness lock is held by the session that holds the leader lock, not
+        # whichever row says leader_since (a dead worker's row can say so until it is removed).
+        leader = None
+        holder = None
+        if backend is not None:
+            leader = next((w for w in workers if backend["worker_key"] is not None
+                           and w["id"] % 2**31 == backend["worker_key"]), None)
+            if leader is None:
+                holder = {k: backend[k] for k in ("pid", "application_name", "client_addr", "backend_start")}
+                holder["clear_with"] = f"SELECT pg_terminate_backend({backend['pid']})"
         return {
-            "leader": leader if backend is not None else None,
+            "leader": leader,
             "leader_backend_pid": backend["pid"] if backend else None,
+            # A session that is not a live pgjobs worker holds the leader lock: nothing is scheduled until it ends.
+            "foreign_lock_holder": holder,
             "workers": workers,
             "counts": {"available": counts.get("available", 0), "running": counts.get("running", 0)},
             "last_24h": recent,

@@ -218,6 +218,7 @@ def cmd_worker(args: argparse.Namespace) -> int:
 
         serve_metrics(worker, settings.metrics_port)
     _require_schema(settings)
+    _require_direct_lock_url(settings)
     worker.run()
     return worker.exit_code
 
@@ -229,22 +230,37 @@ def _require_schema(settings: Settings) -> None:
     import time
 
     from pgjobs import migrations
+    from pgjobs.logs import Outage
 
     log = logging.getLogger("pgjobs.worker")
-    delay = 0.5
+    outage = Outage(log, "database unavailable at start")
+    delay = 0.1
     while True:
         try:
             problem = migrations.check_schema(settings)
+            outage.ok()
             break
         except psycopg.OperationalError as exc:
-            log.warning("database unavailable (%s); retrying in %.1fs", str(exc).strip().splitlines()[-1], delay)
+            # Tried every second at most, so a worker started during an outage runs within a second of its end.
+            outage.failed(str(exc).strip().splitlines()[-1])
             time.sleep(delay)
-            delay = min(delay * 2, 10.0)
+            delay = min(delay * 2, 1.0)
         except migrations.MigrationError as exc:  # no alembic.ini: the head revision is unknown here
             log.warning("schema check skipped: %s", exc)
             return
     if problem:
         raise migrations.MigrationError(problem)
+
+
+def _require_direct_lock_url(settings: Settings) -> None:
+    """A worker never campaigns for leadership through a pooler: exit 2 with one line naming
+    PGJOBS_LOCK_DATABASE_URL when the lock connection looks pooled."""
+    from pgjobs.leadership import check_lock_connection
+    from pgjobs.queries import queries
+
+    problem = check_lock_connection(settings.lock_url, queries(settings.schema))
+    if problem:
+        raise ConfigError(problem)
 
 
 def _schedule_fields(args: argparse.Namespace) -> dict[str, Any]:
@@ -355,9 +371,14 @@ def cmd_status(args: argparse.Namespace, admin: Admin) -> int:
     if args.json:
         _print_json(st)
         return 0
-    leader = st["leader"]
+    leader, foreign = st["leader"], st["foreign_lock_holder"]
     if leader:
         print(f"leader:   {leader['name']} (worker {leader['id']}, since {_fmt(leader['leader_since'])})")
+    elif foreign:
+        print(f"leader:   NONE: the leader lock is held by backend {foreign['pid']} (application_name "
+              f"'{foreign['application_name']}', client {foreign['client_addr'] or 'local socket'}, connected since "
+              f"{_fmt(foreign['backend_start'])}), which is not a live pgjobs worker; no cron slots are scheduled "
+              f"until it ends: {foreign['clear_with']}")
     else:
         print("leader:   NONE (no worker holds the leader lock: no cron slots are being scheduled)")
     print(f"jobs:     {st['counts']['available']} waiting, {st['counts']['running']} running, "
@@ -377,7 +398,8 @@ def cmd_status(args: argparse.Namespace, admin: Admin) -> int:
         _table(st["queues"], ["queue", "available", "scheduled", "running", "lag"])
     print(f"schema:   revision {st['schema_revision'] or 'not migrated'}")
     print(f"workers:  {len(st['workers'])}")
-    _table(st["workers"], ["id", "name", "queues", "concurrency", "running", "heartbeat_age", "leader_since"])
+    _table(st["workers"], ["id", "name", "queues", "concurrency", "running", "alive", "heartbeat_age",
+                           "leader_since"])
     return 0
 
 

@@ -142,10 +142,14 @@ class Settings:
     poll_interval: float = field(default=5.0, metadata=_doc(
         "PGJOBS_POLL_INTERVAL", "Seconds between fallback polls when no NOTIFY arrives."))
     heartbeat_interval: float = field(default=5.0, metadata=_doc(
-        "PGJOBS_HEARTBEAT_INTERVAL", "Seconds between a worker's heartbeats."))
-    rescue_after: float = field(default=30.0, metadata=_doc(
+        "PGJOBS_HEARTBEAT_INTERVAL",
+        "Seconds between a worker's heartbeats (they deliver cancel requests; their age is shown, never used to "
+        "declare a worker dead)."))
+    rescue_after: float = field(default=1.0, metadata=_doc(
         "PGJOBS_RESCUE_AFTER",
-        "A running job whose worker has not heartbeated for this many seconds is rescued by the leader."))
+        "Grace in seconds: a worker whose session is gone (its liveness lock free in pg_locks) and still gone "
+        "this much later is dead, and the leader rescues its running jobs. A worker that reconnects sooner keeps "
+        "them."))
     catchup_grace: float = field(default=60.0, metadata=_doc(
         "PGJOBS_CATCHUP_GRACE",
         "While a schedule's oldest due slot is younger than this many seconds, every due slot is enqueued (a "
@@ -156,8 +160,9 @@ class Settings:
         "PGJOBS_RETENTION_COMPLETED", "Seconds completed and skipped jobs are kept."))
     retention_failed: float = field(default=30 * 86400.0, metadata=_doc(
         "PGJOBS_RETENTION_FAILED", "Seconds failed and cancelled jobs are kept."))
-    maintenance_interval: float = field(default=5.0, metadata=_doc(
-        "PGJOBS_MAINTENANCE_INTERVAL", "Seconds between the leader's rescue passes (pruning runs once a minute)."))
+    maintenance_interval: float = field(default=0.25, metadata=_doc(
+        "PGJOBS_MAINTENANCE_INTERVAL",
+        "Seconds between the leader's liveness checks (one read of pg_locks; pruning runs once a minute)."))
     backoff_base: float = field(default=2.0, metadata=_doc(
         "PGJOBS_BACKOFF_BASE", "Retry delay is backoff_base ** attempt seconds plus jitter, capped by backoff_max."))
     backoff_max: float = field(default=3600.0, metadata=_doc(
@@ -195,12 +200,12 @@ class Settings:
             "queues": parse_queues(os.environ.get("PGJOBS_QUEUES")),
             "poll_interval": _float("PGJOBS_POLL_INTERVAL", 5.0),
             "heartbeat_interval": _float("PGJOBS_HEARTBEAT_INTERVAL", 5.0),
-            "rescue_after": _float("PGJOBS_RESCUE_AFTER", 30.0),
+            "rescue_after": _float("PGJOBS_RESCUE_AFTER", 1.0),
             "catchup_grace": _float("PGJOBS_CATCHUP_GRACE", 60.0),
             "shutdown_grace": _float("PGJOBS_SHUTDOWN_GRACE", 30.0),
             "retention_completed": _float("PGJOBS_RETENTION_COMPLETED", 7 * 86400.0),
             "retention_failed": _float("PGJOBS_RETENTION_FAILED", 30 * 86400.0),
-            "maintenance_interval": _float("PGJOBS_MAINTENANCE_INTERVAL", 5.0),
+            "maintenance_interval": _float("PGJOBS_MAINTENANCE_INTERVAL", 0.25),
             "backoff_base": _float("PGJOBS_BACKOFF_BASE", 2.0),
             "backoff_max": _float("PGJOBS_BACKOFF_MAX", 3600.0),
             "imports": tuple(m.strip() for m in os.environ.get("PGJOBS_IMPORTS", "").split(",") if m.strip()),

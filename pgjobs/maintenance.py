@@ -1,8 +1,12 @@
 """What the leader does while it leads, in one thread: schedule due slots, rescue orphans, prune history.
 
 - Scheduler (`scheduler.py`): every due slot becomes one job; sleeps until the next slot or a change.
-- Rescuer: a running job whose worker has not heartbeated for `rescue_after` seconds (or whose worker row is
-  gone) goes back to `available`, or to `failed` when it has no attempts left. Dead worker rows are removed.
+- Rescuer: a worker is dead exactly when Postgres says its session is gone: its liveness lock (held on its
+  lock connection, see worker.py) is not in pg_locks. The leader looks every `maintenance_interval` seconds
+  (one pg_locks read); a worker seen without its lock, and still without it `rescue_after` seconds later, is
+  dead: its running jobs go back to `available` (or to `failed` when out of attempts) and its row is removed.
+  Heartbeat age plays no part. A new leader waits SETTLE seconds before it declares anyone dead, so that after
+  an outage every live worker has reconnected and taken its lock back first.
 - Pruner: finished jobs older than their retention are deleted in batches of `PRUNE_BATCH`, a few batches
   per minute, so a 1-second schedule keeps bounded history.
 
@@ -28,7 +32,11 @@ log = logging.getLogger("pgjobs.maintenance")
 
 PRUNE_BATCH = 5000
 PRUNE_EVERY = 60.0
+# Seconds a new leader observes before declaring a worker dead: several times the lock connection's longest
+# reconnect pause (leadership.RECONNECT_MAX_DELAY), so every live worker has its lock back after an outage.
+SETTLE = 3.0
 HORIZON_LOG_EVERY = 60.0   # one warning a minute per holder while it holds the xmin horizon
+HORIZON_EVERY = 5.0        # the horizon check's own cadence (the liveness check runs several times a second)
 
 
 class LeaderDuties:
@@ -42,10 +50,14 @@ class LeaderDuties:
         self._stop = threading.Event()
         self.rescued_total = 0
         self.pruned_total = 0
+        self._term_start = time.monotonic()
+        self._free_since: dict[int, float] = {}  # worker id -> when this leader first saw its lock free
         self._horizon_logged: dict[tuple[Any, ...], float] = {}
 
     def start(self) -> None:
         self._stop.clear()
+        self._term_start = time.monotonic()
+        self._free_since.clear()
         if self._worker is not None:
             try:
                 with self._pool.connection() as conn:
@@ -79,6 +91,7 @@ class LeaderDuties:
         next_pass = 0.0
         next_maintenance = 0.0
         next_prune = time.monotonic() + 5.0
+        next_horizon = 0.0
         delay = 0.05
         while not self._stop.is_set():
             try:
@@ -91,30 +104,53 @@ class LeaderDuties:
                     next_pass = time.monotonic() + self.scheduler.seconds_until_due()
                 if now >= next_maintenance:
                     self.rescue()
-                    self.watch_horizon()
                     next_maintenance = now + self._settings.maintenance_interval
+                if now >= next_horizon:
+                    self.watch_horizon()
+                    next_horizon = now + HORIZON_EVERY
                 if now >= next_prune:
                     self.prune()
                     next_prune = now + PRUNE_EVERY
-                wait = min(next_pass, next_maintenance, next_prune) - time.monotonic()
+                wait = min(next_pass, next_maintenance, next_prune, next_horizon) - time.monotonic()
                 delay = 0.05
             except psycopg.Error as exc:
                 log.warning("leader pass failed: %s; retrying in %.2fs", str(exc).strip().splitlines()[0], delay)
                 next_pass = 0.0
                 wait = delay
-                delay = min(delay * 2, 5)
+                delay = min(delay * 2, 1.0)
             if wait > 0:
                 self.scheduler.wake.wait(wait)
 
+    def dead_workers(self, conn: Any, now: float) -> list[int]:
+        """Worker ids whose liveness lock this leader has seen free for `rescue_after` seconds, SETTLE seconds
+        or more into its term. One read of pg_locks; a lock seen held again forgets the worker's free time."""
+        sessions = conn.execute(self._q.worker_sessions, self._q.lock).fetchall()
+        known = set()
+        for worker_id, alive in sessions:
+            known.add(worker_id)
+            if alive:
+                self._free_since.pop(worker_id, None)
+            else:
+                self._free_since.setdefault(worker_id, now)
+        for worker_id in list(self._free_since):
+            if worker_id not in known:
+                del self._free_since[worker_id]
+        if now - self._term_start < SETTLE:
+            return []
+        grace = self._settings.rescue_after
+        return sorted(w for w, since in self._free_since.items() if now - since >= grace)
+
     def rescue(self) -> int:
-        """Rescue orphaned running jobs and remove dead worker rows, in one statement."""
-        after = self._settings.rescue_after
+        """Rescue the running jobs of dead workers and remove their rows, in one statement."""
         with self._pool.connection() as conn:
-            rows = conn.execute(self._q.rescue_orphans, {"after": after, "min_age": 0}).fetchall()
+            dead = self.dead_workers(conn, time.monotonic())
+            if not dead:
+                return 0
+            rows = conn.execute(self._q.rescue_orphans, {**self._q.lock, "ids": dead}).fetchall()
         rescued = 0
         for kind, ident, state, task, worker in rows:
             if kind == "worker":
-                log.warning("removed dead worker %s (%s)", ident, worker)
+                log.warning("removed dead worker %s (%s): its session ended", ident, worker)
                 continue
             rescued += 1
             log.warning("rescued job %s (%s) from %s: now %s", ident, task, worker, state,

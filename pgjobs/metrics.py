@@ -125,8 +125,8 @@ class WorkerMetrics:
                               ["queue"], buckets=LATENESS_BUCKETS, registry=r)
         self.retries = Counter("pgjobs_job_retries", "Failed runs put back in the queue for another attempt.",
                                ["task"], registry=r)
-        self.rescues = Counter("pgjobs_jobs_rescued", "Jobs rescued by this worker while leader (their worker "
-                               "stopped heartbeating), by the state they were moved to.", ["state"], registry=r)
+        self.rescues = Counter("pgjobs_jobs_rescued", "Jobs rescued by this worker while leader (their worker's "
+                               "session ended), by the state they were moved to.", ["state"], registry=r)
         leader = Gauge("pgjobs_leader", "1 while this worker is the leader.", registry=r)
         leader.set_function(lambda: 1.0 if worker.is_leader() else 0.0)
         heartbeat = Gauge("pgjobs_heartbeat_age_seconds", "Seconds since this worker's last successful heartbeat.",
@@ -162,6 +162,8 @@ class WorkerMetrics:
 
         if not self.worker.ready.is_set():
             return False, "worker is starting (not registered yet)"
+        if not self.worker.alive.is_set():
+            return False, "lock connection down: not claiming until this worker holds its liveness lock again"
         settings = self.worker.settings
         try:
             revision = migrations.database_revision(settings)

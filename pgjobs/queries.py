@@ -24,6 +24,25 @@ def lock_key(schema: str) -> int:
     return zlib.crc32(schema.encode()) & 0x7FFFFFFF
 
 
+# Liveness: every worker holds a session advisory lock (worker_lock_class(schema), worker id) on its lock
+# connection while it lives. The class derives from the schema because worker ids of two installations in one
+# database overlap; ids are taken modulo 2**31 (the key is an int4).
+def worker_lock_class(schema: str) -> int:
+    return zlib.crc32(f"pgjobs.workers:{schema}".encode()) & 0x7FFFFFFF
+
+
+def worker_lock_key(worker_id: int) -> int:
+    return worker_id % 2**31
+
+
+# The worker locks of this installation held in this database, as worker-id keys. A CTE of the statements that
+# decide liveness (`worker_sessions`, `rescue_orphans`), so both read pg_locks the same way.
+_HELD_WORKER_LOCKS = """held AS MATERIALIZED (
+            SELECT l.objid::bigint AS key FROM pg_locks AS l
+            WHERE l.locktype = 'advisory' AND l.granted AND l.classid = %(wcls)s AND l.objsubid = 2
+              AND l.database = (SELECT oid FROM pg_database WHERE datname = current_database()))"""
+
+
 _JOB_COLUMNS = """id, queue, task, args, state, priority, attempt, max_attempts, timeout_seconds, scheduled_at,
     schedule_id, slot, unique_key, inserted_at, started_at, finished_at, worker_id, worker, last_error,
     cancel_requested"""
@@ -111,6 +130,10 @@ TEMPLATES: dict[str, str] = {
     "set_server_keepalives": """
         SELECT set_config('tcp_keepalives_idle', '5', false), set_config('tcp_keepalives_interval', '2', false),
                set_config('tcp_keepalives_count', '3', false)""",
+    # PostgreSQL 14+: while a statement runs, its backend checks every %(ms)s ms that the client is still
+    # there and ends the session when it is not. A killed worker's REFRESH, pg_sleep or lock wait stops within
+    # that time instead of running on (and holding its locks) until it would next write to the socket.
+    "set_client_connection_check": "SELECT set_config('client_connection_check_interval', %(ms)s, false)",
     "set_statement_timeout": "SELECT set_config('statement_timeout', %(ms)s, false)",
     "reset_statement_timeout": "RESET statement_timeout",
     # ---------------------------------------------------------------- leadership (lock connection)
@@ -149,16 +172,37 @@ TEMPLATES: dict[str, str] = {
             SELECT 1 FROM pg_locks
             WHERE locktype = 'advisory' AND pid = pg_backend_pid() AND granted
               AND classid = %(cls)s AND objid = %(key)s AND objsubid = 2)""",
+    # The session holding the leader lock, and the worker whose liveness lock the same session holds (NULL:
+    # the holder is not a live pgjobs worker, e.g. a leftover pooler server connection or a manual session).
     "leader_backend": """
-        SELECT a.pid, a.client_addr::text, a.backend_start
+        SELECT a.pid, a.application_name, host(a.client_addr) AS client_addr, a.backend_start,
+               (SELECT w.objid::bigint FROM pg_locks AS w
+                WHERE w.pid = l.pid AND w.locktype = 'advisory' AND w.granted AND w.classid = %(wcls)s
+                  AND w.objsubid = 2 LIMIT 1) AS worker_key
         FROM pg_locks l JOIN pg_stat_activity a ON a.pid = l.pid
         WHERE l.locktype = 'advisory' AND l.granted AND l.classid = %(cls)s AND l.objid = %(key)s
           AND l.objsubid = 2 AND l.database = (SELECT oid FROM pg_database WHERE datname = current_database())""",
+    # ---------------------------------------------------------------- liveness (lock connection)
+    "try_worker_lock": "SELECT pg_try_advisory_lock(%(wcls)s, %(wkey)s)",
+    # Our own session from before a network cut can still hold our lock (the server has not noticed yet):
+    # end it, so this session can take the lock back. Only this process uses its worker id.
+    "end_stale_worker_session": """
+        SELECT pg_terminate_backend(l.pid) FROM pg_locks AS l
+        WHERE l.locktype = 'advisory' AND l.granted AND l.classid = %(wcls)s AND l.objid = %(wkey)s
+          AND l.objsubid = 2 AND l.pid <> pg_backend_pid()
+          AND l.database = (SELECT oid FROM pg_database WHERE datname = current_database())""",
     # ---------------------------------------------------------------- workers
     "register_worker": """
         INSERT INTO {s}.workers (name, host, pid, queues, concurrency, version)
         VALUES (%(name)s, %(host)s, %(pid)s, %(queues)s, %(concurrency)s, %(version)s)
         RETURNING id""",
+    # A worker whose row was removed while its session was gone (its jobs rescued) joins again under the same
+    # id, so its lock key and its running jobs' worker_id stay its own.
+    "rejoin_worker": """
+        INSERT INTO {s}.workers (id, name, host, pid, queues, concurrency, version)
+        VALUES (%(id)s, %(name)s, %(host)s, %(pid)s, %(queues)s, %(concurrency)s, %(version)s)
+        ON CONFLICT (id) DO UPDATE SET heartbeat_at = now(), stopping = false
+        RETURNING (xmax = 0) AS inserted""",
     "heartbeat_worker": """
         UPDATE {s}.workers
         SET heartbeat_at = now(),
@@ -201,7 +245,8 @@ TEMPLATES: dict[str, str] = {
               FROM unnest(%(ids)b::bigint[], %(attempts)b::int[], %(waited)b::float8[], %(seconds)b::float8[],
                           %(results)b::jsonb[]) AS d(id, attempt, waited, seconds, result)
               OFFSET 0) AS d
-        WHERE j.id = d.id AND (j.attempt, j.state, j.worker_id) IS NOT DISTINCT FROM (d.attempt, d.state, d.worker_id)""",
+        WHERE j.id = d.id AND (j.attempt, j.state, j.worker_id) IS NOT DISTINCT FROM (d.attempt, d.state, d.worker_id)
+        RETURNING j.id""",
     # A failed attempt is retried while attempts remain, unless an operator asked to cancel it.
     "fail_job": """
         WITH d AS (
@@ -289,18 +334,29 @@ TEMPLATES: dict[str, str] = {
                (SELECT bool_or(next_run_at IS NULL) FROM {s}.schedules WHERE enabled) AS unplanned,
                clock_timestamp() AS now""",
     # ---------------------------------------------------------------- maintenance (leader only)
-    # Rescue: running jobs whose worker stopped heartbeating (or whose row is gone) go back to the queue,
-    # or fail when out of attempts; dead worker rows are removed in the same statement.
+    # Liveness: every worker id known here (rows, and the owners of running jobs), and whether its session
+    # still holds its worker lock. Postgres releases the lock the moment the session ends, so a free lock is
+    # the one exact sign of death; heartbeat_at is for display only.
+    "worker_sessions": """
+        WITH """ + _HELD_WORKER_LOCKS + """
+        SELECT k.id, mod(k.id, 2147483648) IN (SELECT key FROM held) AS alive
+        FROM (SELECT id FROM {s}.workers
+              UNION SELECT worker_id FROM {s}.jobs WHERE state = 'running' AND worker_id IS NOT NULL) AS k""",
+    # Rescue: the running jobs of workers the leader has seen without a session for the grace period go back
+    # to the queue, or fail when out of attempts (cancelled when an operator asked); their rows are removed.
+    # The lock is read again here, so a worker that took its lock back just now keeps its jobs and its row.
+    # A rescued job's worker_id is cleared, so the old attempt's outcome no longer matches (complete_jobs,
+    # fail_job): the database refuses it.
     "rescue_orphans": """
-        WITH dead AS (
-            DELETE FROM {s}.workers WHERE heartbeat_at < now() - %(after)s * interval '1 second'
+        WITH """ + _HELD_WORKER_LOCKS + """, dead AS (
+            DELETE FROM {s}.workers
+            WHERE id = ANY(%(ids)s) AND mod(id, 2147483648) NOT IN (SELECT key FROM held)
             RETURNING id, name
         ), orphans AS (
             SELECT j.id FROM {s}.jobs AS j
-            LEFT JOIN {s}.workers AS w ON w.id = j.worker_id
             WHERE j.state = 'running'
-              AND (w.id IS NULL OR w.heartbeat_at < now() - %(after)s * interval '1 second')
-              AND j.started_at < now() - %(min_age)s * interval '1 second'
+              AND (j.worker_id IS NULL
+                   OR (j.worker_id = ANY(%(ids)s) AND mod(j.worker_id, 2147483648) NOT IN (SELECT key FROM held)))
             FOR UPDATE OF j SKIP LOCKED
         ), rescued AS (
             UPDATE {s}.jobs AS j
@@ -309,10 +365,10 @@ TEMPLATES: dict[str, str] = {
                 scheduled_at = now(),
                 finished_at = CASE WHEN j.attempt < j.max_attempts AND NOT j.cancel_requested
                                    THEN NULL ELSE now() END,
-                last_error = 'rescued: worker ' || coalesce(j.worker, '?') || ' stopped heartbeating',
+                last_error = 'rescued: the session of worker ' || coalesce(j.worker, '?') || ' ended',
                 errors = j.errors || jsonb_build_array(jsonb_build_object(
                     'attempt', j.attempt, 'at', now(), 'error',
-                    'rescued: worker ' || coalesce(j.worker, '?') || ' stopped heartbeating', 'worker', j.worker)),
+                    'rescued: the session of worker ' || coalesce(j.worker, '?') || ' ended', 'worker', j.worker)),
                 worker_id = NULL, backend_pid = NULL
             FROM orphans WHERE j.id = orphans.id
             RETURNING j.id, j.state, j.task, j.worker
@@ -426,9 +482,12 @@ TEMPLATES: dict[str, str] = {
         DELETE FROM {s}.jobs WHERE id = ANY(%(ids)s) AND state <> 'running' RETURNING id""",
     "cancel_backend": "SELECT pg_cancel_backend(%(pid)s)",
     # ---------------------------------------------------------------- admin: status and stats
+    # `alive`: the worker's session holds its liveness lock (what the leader decides on); heartbeat_age is shown.
     "list_workers": """
+        WITH """ + _HELD_WORKER_LOCKS + """
         SELECT w.id, w.name, w.host, w.pid, w.queues, w.concurrency, w.version, w.started_at, w.heartbeat_at,
                w.leader_since, w.stopping, extract(epoch FROM now() - w.heartbeat_at) AS heartbeat_age,
+               mod(w.id, 2147483648) IN (SELECT key FROM held) AS alive,
                (SELECT count(*) FROM {s}.jobs AS j WHERE j.worker_id = w.id AND j.state = 'running') AS running
         FROM {s}.workers AS w
         ORDER BY w.started_at""",
@@ -647,13 +706,19 @@ class Queries:
         self.schema = schema
         self.jobs_channel = f"{schema}_jobs"
         self.schedules_channel = f"{schema}_schedules"
-        self.lock = {"cls": LOCK_CLASS, "key": lock_key(schema)}
+        self.worker_lock_class = worker_lock_class(schema)
+        # Parameters of the leader lock; `wcls` is there too, for the statements that tell a worker's session.
+        self.lock = {"cls": LOCK_CLASS, "key": lock_key(schema), "wcls": self.worker_lock_class}
         ident = sql.Identifier(schema)
         for name, template in TEMPLATES.items():
             rendered = sql.SQL(template).format(s=ident).as_string(None)
             setattr(self, name, rendered)
         self.listen_jobs = sql.SQL("LISTEN {}").format(sql.Identifier(self.jobs_channel)).as_string(None)
         self.listen_schedules = sql.SQL("LISTEN {}").format(sql.Identifier(self.schedules_channel)).as_string(None)
+
+    def worker_lock(self, worker_id: int) -> dict[str, int]:
+        """Parameters of one worker's liveness lock."""
+        return {"wcls": self.worker_lock_class, "wkey": worker_lock_key(worker_id)}
 
     def __getattr__(self, name: str) -> str:  # only reached for unknown names
         raise AttributeError(f"no query named {name!r}")

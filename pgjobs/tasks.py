@@ -137,6 +137,9 @@ class JobContext:
     _connect: Callable[[], Any] | None = None
     _on_backend: Callable[[int, int | None], None] | None = None
     _cancel: threading.Event | None = field(default=None, repr=False)
+    # Why cancel_event was set: "operator" (ends the job `cancelled`), "timeout" (`failed`, retried while
+    # attempts remain) or "shutdown" (requeued). Set by the worker before it sets the event.
+    cancel_reason: str | None = field(default=None, repr=False)
 
     @property
     def cancel_event(self) -> threading.Event:

@@ -14,7 +14,7 @@ Events and their fields
 - `job.ran`       task, queue, outcome ('completed', 'failed', 'skipped', 'cancelled'), seconds
 - `job.recorded`  task, queue, state (the state the failure was recorded as: 'available' = will retry,
                   'failed', 'cancelled', 'skipped')
-- `job.rescued`   task, state (the rescued job's new state), worker (the silent worker's name)
+- `job.rescued`   task, state (the rescued job's new state), worker (the dead worker's name)
 - `worker.heartbeat`  (no fields) after a successful heartbeat
 """
 

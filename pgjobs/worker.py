@@ -11,13 +11,23 @@ Threads and their single duties:
   poll interval when nothing is notified), so an idle worker sends almost no queries;
 - supervisor: no queries; releases jobs a runner claimed but could not start within HOLD_LIMIT (its current
   job turned out slow) and abandons jobs past their timeout;
-- heartbeat: refreshes this worker's row and delivers cancel requests;
+- heartbeat: refreshes this worker's row (its age is for display only) and delivers cancel requests;
 - elector (`leadership.py`) and, while leading, the leader duties (`maintenance.py`: scheduler, rescuer,
   pruner).
 
+Liveness: the worker holds a session advisory lock of its own (key: its worker id) on its lock connection, the
+one that carries the leader lock. It registers and takes that lock before it claims anything, and claims only
+while it holds it. Postgres frees the lock the instant the session ends, so the leader knows exactly when a
+worker is dead (maintenance.py); a worker that reconnects takes its lock back and joins again under the same
+id, keeping its running jobs; the outcomes of jobs rescued meanwhile are refused by the database.
+
+Outages: every connection reconnects with a capped backoff and keeps trying for as long as the database is
+away (one log line when it starts, one a minute, one when it ends); buffered completions land when it is back.
+
 Shutdown (SIGTERM/SIGINT): stop claiming, step down from leadership at once, give running jobs
-`shutdown_grace` seconds, requeue the rest (claimed-but-unstarted jobs included), unregister. A second
-signal skips the grace period.
+`shutdown_grace` seconds, requeue the rest (claimed-but-unstarted jobs included), unregister, and only then
+close the lock connection (so the worker is never declared dead while it drains). A second signal skips the
+grace period.
 """
 
 from __future__ import annotations
@@ -38,10 +48,12 @@ from typing import Any
 import psycopg
 from psycopg.types.json import Jsonb, JsonbLoader
 from psycopg_pool import ConnectionPool
+from psycopg_pool.base import AttemptWithBackoff
 
 from pgjobs import __version__, telemetry
 from pgjobs.config import Settings
-from pgjobs.leadership import KEEPALIVES, Leadership, pooler_suspected
+from pgjobs.leadership import KEEPALIVES, Leadership, pooler_suspected, prepare_session
+from pgjobs.logs import Outage
 from pgjobs.maintenance import LeaderDuties
 from pgjobs.queries import Queries, queries
 from pgjobs.tasks import (
@@ -64,7 +76,31 @@ MAX_BATCH = 128          # most jobs one runner claims at once
 FAST_JOB = 0.02
 HOLD_LIMIT = 0.25        # claimed jobs waiting behind a slow job longer than this are released
 SUPERVISE_EVERY = 0.1
-RECONNECT_GIVE_UP = 300.0
+# Reconnecting: the pool tries a lost connection again after 0.1 s, doubling up to POOL_RECONNECT_MAX_DELAY, for
+# as long as it takes (an outage of any length); a thread whose statement failed retries after at most
+# RETRY_MAX_DELAY. So jobs run again within about a second of Postgres answering.
+POOL_RECONNECT_MAX_DELAY = 1.0
+RETRY_MAX_DELAY = 0.5
+NEVER = 10 * 365 * 86400.0   # the pool's reconnect_timeout: a worker does not give up on its database
+FOREIGN_LEADER_CHECK_EVERY = 10.0
+SHUTDOWN_WRITE_GRACE = 10.0
+
+
+class _CappedBackoff(AttemptWithBackoff):
+    INITIAL_DELAY = 0.1
+
+    def update_delay(self, now: float) -> None:
+        super().update_delay(now)
+        self.delay = min(self.delay, POOL_RECONNECT_MAX_DELAY)
+
+
+class EnginePool(ConnectionPool):
+    """psycopg_pool's pool, with its reconnect backoff capped at POOL_RECONNECT_MAX_DELAY: left alone it
+    doubles without bound (1, 2, 4 ... 64 s), so jobs ran again only tens of seconds after a long outage.
+    `_add_connection` is where psycopg_pool (3.2, 3.3) makes the attempt whose delays it then follows."""
+
+    def _add_connection(self, attempt: AttemptWithBackoff | None, growing: bool = False) -> None:
+        super()._add_connection(attempt or _CappedBackoff(timeout=self.reconnect_timeout), growing)
 
 
 @dataclass
@@ -142,6 +178,15 @@ class Worker:
         self._done_event = threading.Event()
         self._flush_lock = threading.Lock()
         self.pool: ConnectionPool | None = None
+        # Set while this worker holds its liveness lock and its row exists: runners claim only then.
+        self.alive = threading.Event()
+        self._joined = False
+        self._unreleased: list[int] = []  # claimed-but-unstarted jobs whose release failed (database away)
+        self._unreleased_lock = threading.Lock()
+        self._outage = Outage(log, "database unavailable")
+        self._next_foreign_check = 0.0
+        self._foreign_reported: int | None = None
+        self._foreign_next = 0.0
         self.leadership: Leadership | None = None
         self.duties: LeaderDuties | None = None
         self.stats = {"claimed": 0, "completed": 0, "failed": 0, "retried": 0, "skipped": 0, "cancelled": 0}
@@ -155,21 +200,26 @@ class Worker:
             signal.signal(signal.SIGTERM, self._on_signal)
             signal.signal(signal.SIGINT, self._on_signal)
         s = self.settings
-        self.pool = ConnectionPool(
+        self.pool = EnginePool(
             s.require_database(), min_size=2, max_size=s.concurrency + 4, open=False, name="pgjobs",
             # Autocommit: the engine's statements are single atomic statements (a claim, a batch of
             # completions), so each is one round trip; multi-statement work opens conn.transaction().
             kwargs={"application_name": f"pgjobs worker {self.name}", "autocommit": True, **KEEPALIVES},
-            # The pool reconnects on its own with backoff (1 s, 2 s, 4 s, ...); if the database stays away for
-            # RECONNECT_GIVE_UP seconds the worker exits non-zero so its supervisor starts a fresh process.
-            reconnect_timeout=RECONNECT_GIVE_UP, reconnect_failed=self._database_gone, timeout=10,
-            configure=self._configure_connection,
+            # The worker never gives up on its database: exiting would kill running jobs that can still finish
+            # and record their outcome once it is back; an outage is logged once a minute while it lasts, and
+            # /readyz fails meanwhile.
+            reconnect_timeout=NEVER, timeout=10, configure=self._configure_connection,
         )
         self.pool.open(wait=False)
-        self._register()
         self.duties = LeaderDuties(self.pool, self.q, s, worker=self)
         self.leadership = Leadership(s.lock_url, self.q, on_gained=self.duties.start, on_lost=self.duties.stop,
+                                     on_connected=self._join, on_disconnected=self._session_lost,
                                      name=f"pgjobs {self.name}")
+        self.leadership.start()
+        while not self.alive.wait(0.1):  # registered, holding its liveness lock: only now may it claim
+            if self._stopping.is_set():
+                self._shutdown()
+                return
         threads = [
             threading.Thread(target=self._heartbeat_loop, name="pgjobs-heartbeat", daemon=True),
             threading.Thread(target=self._listen_loop, name="pgjobs-listener", daemon=True),
@@ -180,7 +230,6 @@ class Worker:
             t.start()
         for _ in range(s.concurrency):
             self._start_runner()
-        self.leadership.start()
         log.info("worker %s started (queues %s, concurrency %d)", self.name, ",".join(s.queues), s.concurrency)
         self.ready.set()
         try:
@@ -205,23 +254,34 @@ class Worker:
 
     def _shutdown(self) -> None:
         if self.leadership:
-            self.leadership.stop()  # step down first: the next leader takes over while we drain
+            self.leadership.stop()  # step down first: the next leader takes over while we drain (still alive)
         deadline = time.monotonic() + self.settings.shutdown_grace
+        # With the database away, recording outcomes would wait forever: give up SHUTDOWN_WRITE_GRACE seconds
+        # after the grace period; what is not written is rescued (and run again) once this session is gone.
+        give_up = threading.Timer(self.settings.shutdown_grace + SHUTDOWN_WRITE_GRACE, self._hard_stop.set)
+        give_up.daemon = True
+        give_up.start()
         for runner in list(self._runners):
             t = runner.thread
             while t is not None and t.is_alive() and time.monotonic() < deadline and not self._hard_stop.is_set():
                 t.join(0.05)
         for ctx in self._contexts():
+            ctx.cancel_reason = ctx.cancel_reason or "shutdown"
             ctx.cancel_event.set()
         self._flush_completions()
-        try:
-            with self._pool().connection() as conn:
-                requeued = conn.execute(self.q.requeue_worker_jobs, {"worker_id": self.worker_id}).fetchall()
-                conn.execute(self.q.unregister_worker, {"id": self.worker_id})
-            if requeued:
-                log.warning("requeued %d unfinished job(s): %s", len(requeued), ", ".join(str(r[0]) for r in requeued))
-        except psycopg.Error as exc:
-            log.error("could not requeue/unregister on shutdown: %s (the leader will rescue them)", _first_line(exc))
+        if self.worker_id is not None:
+            try:
+                with self._pool().connection(timeout=5) as conn:
+                    requeued = conn.execute(self.q.requeue_worker_jobs, {"worker_id": self.worker_id}).fetchall()
+                    conn.execute(self.q.unregister_worker, {"id": self.worker_id})
+                if requeued:
+                    log.warning("requeued %d unfinished job(s): %s", len(requeued),
+                                ", ".join(str(r[0]) for r in requeued))
+            except psycopg.Error as exc:
+                log.error("could not requeue/unregister on shutdown: %s (the leader will rescue them)",
+                          _first_line(exc))
+        if self.leadership:
+            self.leadership.close()  # the liveness lock goes last: nothing of ours is left to rescue
         self._done_event.set()
         if self.pool:
             self.pool.close(timeout=2)
@@ -230,11 +290,6 @@ class Worker:
     def _pool(self) -> ConnectionPool:
         assert self.pool is not None
         return self.pool
-
-    def _database_gone(self, pool: ConnectionPool) -> None:
-        log.critical("no database connection for %.0fs: exiting so a fresh worker can take over", RECONNECT_GIVE_UP)
-        self.exit_code = 1
-        self.stop(hard=True)
 
     def _configure_connection(self, conn: psycopg.Connection) -> None:
         """Every pool connection: empty job args load without the JSON decoder; behind a transaction pooler
@@ -246,24 +301,59 @@ class Worker:
             if not self._pooled_logged:
                 self._pooled_logged = True
                 log.info("database connections go through a pooler or proxy (%s): prepared statements off", reason)
+        else:  # a session of our own: a task's SQL ends server-side when this process dies
+            prepare_session(conn, self.q)
 
-    # ------------------------------------------------------------------ registration and heartbeat
-    def _register(self) -> None:
-        delay = 0.1
-        while True:
-            try:
-                with self._pool().connection() as conn:
-                    self.worker_id = conn.execute(self.q.register_worker, {
-                        "name": self.name, "host": self.host, "pid": self.pid, "queues": list(self.settings.queues),
-                        "concurrency": self.settings.concurrency, "version": __version__,
-                    }).fetchone()[0]
-                return
-            except psycopg.Error as exc:
-                if self._stopping.is_set():
-                    raise
-                log.warning("cannot register worker: %s; retrying in %.1fs", _first_line(exc), delay)
-                time.sleep(delay)
-                delay = min(delay * 2, 5)
+    # ------------------------------------------------------------------ liveness, registration and heartbeat
+    def _worker_params(self) -> dict[str, Any]:
+        return {"name": self.name, "host": self.host, "pid": self.pid, "queues": list(self.settings.queues),
+                "concurrency": self.settings.concurrency, "version": __version__}
+
+    def _join(self, conn: psycopg.Connection) -> None:
+        """On every (re)connection of the lock connection: register (the first time), take this worker's
+        liveness lock, and make sure its row exists under the same id."""
+        q = self.q
+        if self.worker_id is None:
+            self.worker_id = conn.execute(q.register_worker, self._worker_params()).fetchone()[0]
+        lock = q.worker_lock(self.worker_id)
+        if not conn.execute(q.try_worker_lock, lock).fetchone()[0]:
+            # Our session from before a network cut, which the server has not noticed yet, still holds it.
+            conn.execute(q.end_stale_worker_session, lock)
+            deadline = time.monotonic() + 5
+            while not conn.execute(q.try_worker_lock, lock).fetchone()[0]:
+                if time.monotonic() > deadline:
+                    raise psycopg.OperationalError(f"the liveness lock of worker {self.worker_id} is held by "
+                                                   "another session")
+                time.sleep(0.05)
+            log.warning("took the liveness lock of worker %s back from its previous session", self.worker_id)
+        if self._joined:
+            inserted = conn.execute(q.rejoin_worker, {"id": self.worker_id, **self._worker_params()}).fetchone()[0]
+            if inserted:
+                dropped = self._forget_pending()
+                log.warning("worker %s had been declared dead (its session was gone); joined again under the same "
+                            "id: outcomes of its jobs rescued meanwhile are refused, and %d claimed job(s) it had "
+                            "not started are left to their new owners", self.worker_id, dropped)
+        self._joined = True
+        self.alive.set()
+
+    def _forget_pending(self) -> int:
+        """Drop every runner's claimed-but-unstarted jobs (they were rescued while this worker was away)."""
+        dropped = 0
+        for runner in list(self._runners):
+            with runner.lock:
+                dropped += len(runner.pending)
+                runner.pending.clear()
+        with self._unreleased_lock:
+            dropped += len(self._unreleased)
+            self._unreleased = []
+        return dropped
+
+    def _session_lost(self) -> None:
+        if self.alive.is_set():
+            self.alive.clear()
+            if not self._stopping.is_set():
+                log.warning("lock connection lost: not claiming new jobs until the liveness lock is back "
+                            "(running jobs go on)")
 
     def is_leader(self) -> bool:
         return bool(self.leadership and self.leadership.is_leader.is_set())
@@ -272,25 +362,46 @@ class Worker:
         while not self._stopping.wait(self.settings.heartbeat_interval):
             try:
                 self.heartbeat()
+                self._outage.ok()
             except psycopg.Error as exc:
-                log.warning("heartbeat failed: %s", _first_line(exc))
+                self._outage.failed(f"heartbeat: {_first_line(exc)}")
 
     def heartbeat(self) -> None:
         with self._pool().connection() as conn:
             row = conn.execute(self.q.heartbeat_worker, {
                 "id": self.worker_id, "leader": self.is_leader(), "stopping": self._stopping.is_set()}).fetchone()
-            if row is None:  # our row was removed as dead (we were paused or cut off): join again
-                log.warning("worker row %s was removed (missed heartbeats); registering again", self.worker_id)
-                conn.commit()
-                self._register()
+            if row is None and self.alive.is_set():  # removed while our lock was briefly free: join again
+                conn.execute(self.q.rejoin_worker, {"id": self.worker_id, **self._worker_params()})
+                log.warning("worker %s had been declared dead; joined again under the same id (%d claimed job(s) "
+                            "it had not started are left to their new owners)", self.worker_id, self._forget_pending())
             telemetry.emit("worker.heartbeat")
+            if not self.is_leader() and time.monotonic() >= self._next_foreign_check:
+                self._next_foreign_check = time.monotonic() + FOREIGN_LEADER_CHECK_EVERY
+                self._report_foreign_leader(conn)
             if self._running:
                 for (job_id,) in conn.execute(self.q.cancel_requested_jobs, {"worker_id": self.worker_id}):
                     with self._running_lock:
                         entry = self._running.get(job_id)
                     if entry and not entry[1].cancel_event.is_set():
                         log.info("job %s: cancel requested", job_id)
+                        entry[1].cancel_reason = "operator"
                         entry[1].cancel_event.set()
+
+    def _report_foreign_leader(self, conn: psycopg.Connection) -> None:
+        """A session that is not a live worker holds the leader lock: no worker can lead until it ends. Say
+        which one and how to end it, once per minute and holder (the check runs every few heartbeats)."""
+        holder = conn.execute(self.q.leader_backend, self.q.lock).fetchone()
+        if holder is None or holder[4] is not None:
+            self._foreign_reported = None
+            return
+        pid, app, client, since = holder[0], holder[1], holder[2], holder[3]
+        now = time.monotonic()
+        if self._foreign_reported == pid and now < self._foreign_next:
+            return
+        self._foreign_reported, self._foreign_next = pid, now + 60
+        log.error("the leader lock is held by backend %s (application_name %r, client %s, connected since %s), "
+                  "which is not a live pgjobs worker: no cron slots are scheduled until it ends; end it with "
+                  "SELECT pg_terminate_backend(%s)", pid, app, client or "local socket", since, pid)
 
     def _contexts(self) -> list[JobContext]:
         with self._running_lock:
@@ -305,6 +416,10 @@ class Worker:
                 log.exception("supervisor pass failed")
 
     def _supervise(self) -> None:
+        if self._unreleased and self.alive.is_set():
+            with self._unreleased_lock:
+                ids, self._unreleased = self._unreleased, []
+            self._release(ids, "a release that had failed")
         now = time.monotonic()
         for runner in list(self._runners):
             current = runner.current
@@ -326,14 +441,20 @@ class Worker:
         with runner.lock:
             jobs = list(runner.pending)
             runner.pending.clear()
-        if not jobs:
-            return
+        if jobs:
+            self._release([j.id for j in jobs], why)
+
+    def _release(self, ids: list[int], why: str) -> None:
+        """release_jobs, or keep the ids to try again on the next supervisor pass: the jobs are still this
+        live worker's in the database, so nobody would rescue them if the release were forgotten."""
         try:
             with self._pool().connection() as conn:
-                conn.execute(self.q.release_jobs, {"ids": [j.id for j in jobs], "worker_id": self.worker_id})
-            log.info("released %d claimed job(s) back to the queue (%s)", len(jobs), why)
+                conn.execute(self.q.release_jobs, {"ids": ids, "worker_id": self.worker_id})
+            log.info("released %d claimed job(s) back to the queue (%s)", len(ids), why)
         except psycopg.Error as exc:
-            log.warning("could not release %d claimed job(s): %s (they will be rescued)", len(jobs), _first_line(exc))
+            self._outage.failed(f"releasing {len(ids)} claimed job(s): {_first_line(exc)}")
+            with self._unreleased_lock:
+                self._unreleased.extend(ids)
         self._signal_work()
 
     def _abandon(self, runner: Runner, job: ClaimedJob, ctx: JobContext, now: float) -> None:
@@ -342,6 +463,7 @@ class Worker:
             if self._running.pop(job.id, None) is None:
                 return
         runner.retired = True
+        ctx.cancel_reason = "timeout"  # this thread records the outcome; the runner, if it ever returns, does not
         ctx.cancel_event.set()
         log.error("job %s (%s) timed out after %.1fs; abandoning it", job.id, job.task, ctx.timeout,
                   extra=_log_fields(job))
@@ -363,7 +485,7 @@ class Worker:
         while not self._stopping.is_set():
             try:
                 # LISTEN needs a session, like the leader lock: behind a transaction pooler it uses the direct URL.
-                with psycopg.connect(self.settings.lock_url, autocommit=True,
+                with psycopg.connect(self.settings.lock_url, autocommit=True, prepare_threshold=None,
                                      application_name=f"pgjobs listener {self.name}", **KEEPALIVES) as conn:
                     conn.execute(self.q.listen_jobs)
                     conn.execute(self.q.listen_schedules)
@@ -384,10 +506,10 @@ class Worker:
             except psycopg.Error as exc:
                 if self._stopping.is_set():
                     return
-                log.warning("listener connection lost: %s; reconnecting in %.1fs", _first_line(exc), delay)
+                self._outage.failed(f"listener: {_first_line(exc)}")
                 self._signal_work(everyone=True)
                 self._stopping.wait(delay)
-                delay = min(delay * 2, 5)
+                delay = min(delay * 2, RETRY_MAX_DELAY)
 
     # ------------------------------------------------------------------ claiming and running
     def _start_runner(self) -> None:
@@ -425,13 +547,17 @@ class Worker:
         delay = 0.05
         while not self._stopping.is_set() and not runner.retired:
             gen = self._work_gen
+            if not self.alive.is_set():  # no liveness lock, no claims: the leader may be rescuing our jobs
+                self.alive.wait(0.1)
+                continue
             try:
                 jobs = self._claim(batch)
                 delay = 0.05
+                self._outage.ok()
             except psycopg.Error as exc:
-                log.warning("claim failed: %s; retrying in %.2fs", _first_line(exc), delay)
+                self._outage.failed(f"claim: {_first_line(exc)}")
                 self._stopping.wait(delay)
-                delay = min(delay * 2, 5)
+                delay = min(delay * 2, RETRY_MAX_DELAY)
                 continue
             if not jobs:
                 with self._work:
@@ -446,7 +572,7 @@ class Worker:
                 runner.batch_since, runner.released = time.monotonic(), False
             slowest = 0.0
             ran = 0
-            while not self._stopping.is_set() and not runner.retired:
+            while not self._stopping.is_set() and not runner.retired and self.alive.is_set():
                 with runner.lock:
                     if not runner.pending:
                         break
@@ -497,9 +623,13 @@ class Worker:
             self._finish_special(job, "skipped", str(exc), time.monotonic() - started)
         except BaseException as exc:  # noqa: BLE001 - a task's failure is data, not a worker crash
             seconds = time.monotonic() - started
-            cancelled = ctx.cancel_event.is_set() and (
-                isinstance(exc, JobCancelled | psycopg.errors.QueryCanceled))
-            if cancelled:
+            interrupted = ctx.cancelled and isinstance(exc, JobCancelled | psycopg.errors.QueryCanceled)
+            reason = ctx.cancel_reason if ctx.cancelled else None
+            if reason == "timeout":
+                outcome = "timed out"  # the supervisor recorded it: failed, retried while attempts remain
+            elif interrupted and reason == "shutdown":
+                outcome = "interrupted"  # the shutdown requeues it, attempt refunded
+            elif interrupted and reason == "operator":
                 outcome = "cancelled"
                 self._record_failure(job, f"cancelled: {_first_line(exc)}", "", seconds, retry=False,
                                      final_state="cancelled")
@@ -527,7 +657,8 @@ class Worker:
     def _record_failure(self, job: ClaimedJob, error: str, tb: str, seconds: float, *, retry: bool,
                         final_state: str = "failed") -> None:
         delay = backoff_delay(job.attempt, self.settings.backoff_base, self.settings.backoff_max)
-        for attempt in range(5):
+        wait = 0.05
+        while True:
             try:
                 with self._pool().connection() as conn:
                     row = conn.execute(self.q.fail_job, {
@@ -537,6 +668,11 @@ class Worker:
                         "traceback": tb[-8000:]}).fetchone()
                     if row and job.schedule_id is not None:
                         self._wake_waiting_runs(conn, [job.schedule_id])
+                self._outage.ok()
+                if row is None:
+                    log.warning("job %s: the outcome of attempt %d was refused: the job was rescued after this "
+                                "worker's session ended, and another attempt owns it now", job.id, job.attempt,
+                                extra=_log_fields(job))
                 if row:
                     state = row[0]
                     key = {"available": "retried", "failed": "failed", "cancelled": "cancelled"}.get(state, "failed")
@@ -549,8 +685,12 @@ class Worker:
                         log.error("job %s %s %s: %s", job.id, job.task, state, error, extra=_log_fields(job))
                 return
             except psycopg.Error as exc:
-                log.warning("job %s: could not record failure (%s); retrying", job.id, _first_line(exc))
-                time.sleep(min(0.1 * 2 ** attempt, 2))
+                # Until it is written, for as long as the database is away: a lost outcome would leave the
+                # job running under a live worker, which nobody rescues.
+                self._outage.failed(f"job {job.id}: recording its outcome: {_first_line(exc)}")
+                if self._hard_stop.wait(wait):
+                    return
+                wait = min(wait * 2, RETRY_MAX_DELAY)
 
     def _wake_waiting_runs(self, conn: psycopg.Connection, schedule_ids: list[int]) -> None:
         """A 'skip'/'queue' schedule runs one job at a time: when one ends and another of the same schedule is
@@ -588,19 +728,24 @@ class Worker:
         while True:
             try:
                 with self._pool().connection() as conn:
-                    conn.execute(self.q.complete_jobs, params)
+                    recorded = {r[0] for r in conn.execute(self.q.complete_jobs, params)}
                     with self._done_lock:
                         finished, self._finished_schedules = self._finished_schedules, set()
                     if finished:
                         self._wake_waiting_runs(conn, sorted(finished))
-                self.stats["completed"] += len(batch)
+                self._outage.ok()
+                self.stats["completed"] += len(recorded)
+                if len(recorded) < len(batch):
+                    refused = [b[0] for b in batch if b[0] not in recorded]
+                    log.warning("%d completion(s) refused (jobs %s): they were rescued after this worker's "
+                                "session ended, and another attempt owns them now", len(refused),
+                                ", ".join(map(str, refused[:20])))
                 return
             except psycopg.Error as exc:
-                log.warning("could not record %d completion(s): %s; retrying in %.2fs", len(batch),
-                            _first_line(exc), delay)
+                self._outage.failed(f"recording {len(batch)} completion(s): {_first_line(exc)}")
                 if self._hard_stop.wait(delay):
                     return
-                delay = min(delay * 2, 5)
+                delay = min(delay * 2, RETRY_MAX_DELAY)
 
 
 class _JsonbLoader(JsonbLoader):

@@ -103,7 +103,7 @@ def db_url(template_db: str) -> Iterator[str]:
 
 @pytest.fixture
 def settings(db_url: str) -> Settings:
-    return Settings.load(database_url=db_url, heartbeat_interval=0.5, rescue_after=3.0, maintenance_interval=0.5,
+    return Settings.load(database_url=db_url, heartbeat_interval=0.5, rescue_after=1.0, maintenance_interval=0.25,
                          poll_interval=1.0, catchup_grace=60.0, shutdown_grace=5.0)
 
 
@@ -132,8 +132,8 @@ class WorkerProcs:
             **os.environ,
             "PGJOBS_DATABASE_URL": self.db_url,
             "PGJOBS_HEARTBEAT_INTERVAL": "0.5",
-            "PGJOBS_RESCUE_AFTER": "3",
-            "PGJOBS_MAINTENANCE_INTERVAL": "0.5",
+            "PGJOBS_RESCUE_AFTER": "1",
+            "PGJOBS_MAINTENANCE_INTERVAL": "0.25",
             "PGJOBS_POLL_INTERVAL": "1",
             "PGJOBS_SHUTDOWN_GRACE": "5",
             "PYTHONPATH": os.pathsep.join([str(ROOT), str(ROOT / "tests")]),

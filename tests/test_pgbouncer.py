@@ -1,5 +1,6 @@
 """Behind a real PgBouncer in transaction mode: jobs and cron slots work when the session-bound connections
-(leader lock, LISTEN) use a direct URL, and a pooled lock connection is reported."""
+(leader lock, LISTEN) use a direct URL; without one, a worker refuses to start (exit 2, one line) and never
+campaigns for leadership through the pooler."""
 
 from __future__ import annotations
 
@@ -96,8 +97,17 @@ def test_worker_behind_pgbouncer_transaction_mode_with_a_direct_lock_url(admin: 
     assert "leader-lock connection goes through a pooler" not in logs
 
 
-def test_a_lock_connection_through_pgbouncer_is_reported(db_url, workers, pgbouncer) -> None:
+def test_without_a_direct_lock_url_a_worker_exits_2_with_one_line_and_takes_no_lock(db_url, db, workers,
+                                                                                  pgbouncer) -> None:
     pooled = _via(db_url, pgbouncer)
-    workers.start(env={"PGJOBS_DATABASE_URL": pooled})
-    wait_for(lambda: "leader-lock connection goes through a pooler" in workers.logs(), 15, "the warning")
-    assert "PGJOBS_LOCK_DATABASE_URL" in workers.logs()
+    for env in ({"PGJOBS_DATABASE_URL": pooled}, {"PGJOBS_DATABASE_URL": pooled, "PGJOBS_LOCK_DATABASE_URL": pooled}):
+        proc = workers.start(env=env)
+        assert proc.wait(30) == 2
+        lines = [line for line in workers.logs().splitlines() if line.strip()]
+        assert len(lines) == 1, lines
+        assert lines[0].startswith("pgjobs: error: ") and "PGJOBS_LOCK_DATABASE_URL" in lines[0], lines[0]
+        for log in workers.log_dir.glob("worker-*.log"):
+            log.unlink()
+    print(f"\nrefused: {lines[0]}")
+    assert lock_holder_backend(db) is None, "nobody campaigned through the pooler"
+    assert db.execute("SELECT count(*) FROM pgjobs.workers").fetchone()[0] == 0

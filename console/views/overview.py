@@ -46,7 +46,8 @@ def render() -> None:
                 f"cancelled {last.get('cancelled', 0)}")
 
     if workers:
-        ui.table([{**w, "age": ui.seconds_text(w["heartbeat_age"]), "leads": "leader" if w["leader_since"] else ""}
+        leader_id = leader["id"] if leader else None
+        ui.table([{**w, "age": ui.seconds_text(w["heartbeat_age"]), "leads": "leader" if w["id"] == leader_id else ""}
                   for w in workers],
                  {"name": "Worker", "host": "Host", "pid": "PID", "age": "Heartbeat age", "running": "Running",
                   "leads": "Role"}, key="overview_workers")
