@@ -1,9 +1,9 @@
 """Faults of Postgres itself, on throwaway servers (tests/pgserver.py), with real worker processes.
 
 - a clean restart: nothing lost or doubled, jobs again within seconds;
-- outages of 10 s and 90 s: jobs run again within 2 s of Postgres answering, no slot doubled, a job that
-  was running through the outage is recorded once, by the worker that ran it, and no live worker is
-  declared dead;
+- outages of 10 s and 90 s (the second is `slow`): jobs run again within 2 s of Postgres answering, no
+  slot doubled, a job that was running through the outage is recorded once, by the worker that ran it, and
+  no live worker is declared dead;
 - a primary failover to a streaming standby promoted for real: the schedule runs on the new primary within
   10 s of the promotion, through a multi-host URL with target_session_attrs=read-write.
 
@@ -12,6 +12,7 @@ Each test prints its figures (`pytest -s`).
 
 from __future__ import annotations
 
+import time
 from datetime import datetime, timedelta
 
 import psycopg
@@ -84,6 +85,54 @@ def test_workers_recover_from_a_postgres_restart_without_losing_or_doubling_slot
         recovery = (first - up).total_seconds()
         print(f"\nPostgres restart: first job claimed {recovery:.2f}s after the server started")
         assert recovery < 2.0
+
+
+@pytest.mark.parametrize("outage", [10, pytest.param(90, marks=pytest.mark.slow)])
+def test_an_outage_loses_doubles_and_kills_nothing(pg_server, server_workers, outage):
+    """Postgres down for `outage` seconds while workers run a 1-second schedule and a job longer than the
+    outage: after it, jobs run within 2 s, every slot has one job, the long job is recorded once, at
+    attempt 1, and no worker was declared dead."""
+    url, workers = server_workers
+    admin = Admin(Settings.load(database_url=url), actor="test")
+    admin.add_schedule("every-second", cron="1 seconds", task="pgjobs.noop", overlap="allow", catchup="all",
+                       catchup_max=1000)
+    procs = [workers.start() for _ in range(2)]
+    with psycopg.connect(url, autocommit=True) as db:
+        wait_for(lambda: db.execute("SELECT count(*) FROM pgjobs.jobs WHERE state = 'completed'").fetchone()[0] >= 2,
+                 30, "jobs before the outage")
+        long_job = admin.enqueue("pgjobs.sleep", {"seconds": outage + 4}, max_attempts=3)
+        wait_for(lambda: db.execute("SELECT state = 'running' FROM pgjobs.jobs WHERE id = %s",
+                                    (long_job,)).fetchone()[0], 20, "the long job to start")
+        workers_before = {r[0] for r in db.execute("SELECT id FROM pgjobs.workers")}
+        start = _db_now(db).replace(microsecond=0) + timedelta(seconds=1)
+    pg_server.stop("fast")
+    down_at = time.monotonic()
+    time.sleep(outage)  # the fault itself: Postgres stays down this long (nothing to wait for)
+    pg_server.start()
+    with _connect(url) as db:
+        up = db.execute("SELECT pg_postmaster_start_time()").fetchone()[0]
+        first = wait_for(lambda: _first_start_after(db, up), 30, "a job after the outage")
+        recovery = (first - up).total_seconds()
+        end = _db_now(db).replace(microsecond=0) + timedelta(seconds=3)
+        wait_for(lambda: _db_now(db) > end + timedelta(seconds=1), 15, "slots after the outage")
+        wait_for(lambda: _settled(db, end), 60, "every slot's job to complete")
+        wait_for(lambda: db.execute("SELECT state = 'completed' FROM pgjobs.jobs WHERE id = %s",
+                                    (long_job,)).fetchone()[0], 30, "the long job to complete")
+        bad_slots = _slot_counts(db, "every-second", start, end)
+        attempt = db.execute("SELECT attempt FROM pgjobs.jobs WHERE id = %s", (long_job,)).fetchone()[0]
+        workers_after = {r[0] for r in db.execute("SELECT id FROM pgjobs.workers")}
+        audit = db.execute("SELECT count(*) FROM pgjobs.jobs WHERE state = 'running'").fetchone()[0]
+    logs = workers.logs()
+    print(f"\noutage of {outage}s (down {time.monotonic() - down_at:.0f}s in all): first job claimed "
+          f"{recovery:.2f}s after Postgres started; long job at attempt {attempt}; "
+          f"workers kept {len(workers_before & workers_after)}/{len(workers_before)}")
+    assert bad_slots == [], f"slots without exactly one job: {bad_slots[:10]}"
+    assert attempt == 1, "the job that ran through the outage was rescued and run again"
+    assert "removed dead worker" not in logs, "a live worker was declared dead"
+    assert workers_before <= workers_after, "a live worker's row was removed"
+    assert all(p.poll() is None for p in procs), "a worker exited during the outage"
+    assert audit == 0
+    assert recovery < 2.0, f"jobs ran again only {recovery:.2f}s after Postgres answered"
 
 
 def test_primary_failover_to_a_promoted_standby(pg_server: PgServer, tmp_path):
