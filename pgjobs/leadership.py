@@ -122,6 +122,7 @@ class Leadership:
         self._thread: threading.Thread | None = None
         self.is_leader = threading.Event()
         self.pooled_warning: str | None = None
+        self.session_started: float | None = None  # monotonic time the current lock session was opened
 
     # ------------------------------------------------------------------ public
     def start(self) -> None:
@@ -202,6 +203,7 @@ class Leadership:
                                prepare_threshold=None, **KEEPALIVES)
         with self._conn_lock:
             self._conn = conn
+            self.session_started = time.monotonic()
         reason = pooled_reason(conn, self._q)
         if reason:
             raise PooledConnection(pooled_message(reason))

@@ -5,8 +5,10 @@
   lock connection, see worker.py) is not in pg_locks. The leader looks every `maintenance_interval` seconds
   (one pg_locks read); a worker seen without its lock, and still without it `rescue_after` seconds later, is
   dead: its running jobs go back to `available` (or to `failed` when out of attempts) and its row is removed.
-  Heartbeat age plays no part. A new leader waits SETTLE seconds before it declares anyone dead, so that after
-  an outage every live worker has reconnected and taken its lock back first.
+  Heartbeat age plays no part. A leader whose own lock session is younger than SETTLE seconds (it reconnected
+  just now: after an outage, everyone did) declares nobody dead until its session is that old, so that every
+  live worker has reconnected and taken its lock back first. A follower that had been connected all along and
+  takes over from a killed leader rescues that leader's jobs at once.
 - Pruner: finished jobs older than their retention are deleted in batches of `PRUNE_BATCH`, a few batches
   per minute, so a 1-second schedule keeps bounded history.
 
@@ -32,8 +34,9 @@ log = logging.getLogger("pgjobs.maintenance")
 
 PRUNE_BATCH = 5000
 PRUNE_EVERY = 60.0
-# Seconds a new leader observes before declaring a worker dead: several times the lock connection's longest
-# reconnect pause (leadership.RECONNECT_MAX_DELAY), so every live worker has its lock back after an outage.
+# How old the leader's own lock session must be before it declares a worker dead: several times the lock
+# connection's longest reconnect pause (leadership.RECONNECT_MAX_DELAY), so that after an outage (which renewed
+# every session, the leader's too) every live worker has its lock back first.
 SETTLE = 3.0
 HORIZON_LOG_EVERY = 60.0   # one warning a minute per holder while it holds the xmin horizon
 HORIZON_EVERY = 5.0        # the horizon check's own cadence (the liveness check runs several times a second)
@@ -50,13 +53,15 @@ class LeaderDuties:
         self._stop = threading.Event()
         self.rescued_total = 0
         self.pruned_total = 0
-        self._term_start = time.monotonic()
+        self._settled_at = time.monotonic() + SETTLE
         self._free_since: dict[int, float] = {}  # worker id -> when this leader first saw its lock free
         self._horizon_logged: dict[tuple[Any, ...], float] = {}
 
     def start(self) -> None:
         self._stop.clear()
-        self._term_start = time.monotonic()
+        leadership = getattr(self._worker, "leadership", None)
+        session_start = getattr(leadership, "session_started", None) or time.monotonic()
+        self._settled_at = session_start + SETTLE
         self._free_since.clear()
         if self._worker is not None:
             try:
@@ -122,8 +127,9 @@ class LeaderDuties:
                 self.scheduler.wake.wait(wait)
 
     def dead_workers(self, conn: Any, now: float) -> list[int]:
-        """Worker ids whose liveness lock this leader has seen free for `rescue_after` seconds, SETTLE seconds
-        or more into its term. One read of pg_locks; a lock seen held again forgets the worker's free time."""
+        """Worker ids whose liveness lock this leader has seen free for `rescue_after` seconds, once its own
+        lock session is SETTLE seconds old. One read of pg_locks; a lock seen held again forgets the worker's
+        free time."""
         sessions = conn.execute(self._q.worker_sessions, self._q.lock).fetchall()
         known = set()
         for worker_id, alive in sessions:
@@ -135,7 +141,7 @@ class LeaderDuties:
         for worker_id in list(self._free_since):
             if worker_id not in known:
                 del self._free_since[worker_id]
-        if now - self._term_start < SETTLE:
+        if now < self._settled_at:
             return []
         grace = self._settings.rescue_after
         return sorted(w for w, since in self._free_since.items() if now - since >= grace)
