@@ -55,6 +55,16 @@ def wait_for(predicate: Callable[[], Any], timeout: float = 10.0, what: str = "c
         time.sleep(interval)
 
 
+def job_row(db: psycopg.Connection, job_id: int) -> dict[str, Any]:
+    """The job's row as a dict (every column), for assertions."""
+    cur = db.execute("SELECT * FROM pgjobs.jobs WHERE id = %s", (job_id,))
+    return dict(zip([c.name for c in cur.description], cur.fetchone(), strict=True))
+
+
+def job_state(db: psycopg.Connection, job_id: int) -> str:
+    return db.execute("SELECT state FROM pgjobs.jobs WHERE id = %s", (job_id,)).fetchone()[0]
+
+
 def _create_database(name: str, template: str | None = None) -> None:
     from psycopg import sql
 

@@ -17,6 +17,8 @@ import time
 import psycopg
 import tasks_for_tests  # noqa: F401 - registers the test tasks in this process too
 
+from conftest import job_row as _job
+from conftest import job_state as _state
 from conftest import lock_holder_backend, wait_for, worker_pid_of_leader
 from pgjobs.admin import Admin
 
@@ -24,14 +26,6 @@ IMPORT = ("--import", "tasks_for_tests")
 HOST = socket.gethostname()
 
 
-def _job(db: psycopg.Connection, job_id: int) -> dict:
-    cur = db.execute("SELECT state, attempt, max_attempts, last_error, errors, worker, worker_id, result "
-                     "FROM pgjobs.jobs WHERE id = %s", (job_id,))
-    return dict(zip([c.name for c in cur.description], cur.fetchone(), strict=True))
-
-
-def _state(db: psycopg.Connection, job_id: int) -> str:
-    return db.execute("SELECT state FROM pgjobs.jobs WHERE id = %s", (job_id,)).fetchone()[0]
 
 
 def _worker_id(db: psycopg.Connection, pid: int) -> int | None:

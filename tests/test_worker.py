@@ -6,10 +6,11 @@ import signal
 import threading
 import time
 
-import psycopg
 import pytest
 import tasks_for_tests  # noqa: F401 - registers the test tasks in this process too
 
+from conftest import job_row as _job
+from conftest import job_state as _state
 from conftest import lock_holder_backend, wait_for, worker_pid_of_leader
 from pgjobs.admin import Admin, AdminError
 from pgjobs.config import Settings
@@ -20,14 +21,6 @@ from pgjobs.worker import backoff_delay
 IMPORT = ("--import", "tasks_for_tests")
 
 
-def _job(db: psycopg.Connection, job_id: int) -> dict:
-    cur = db.execute("SELECT state, attempt, max_attempts, last_error, errors, worker, started_at, finished_at "
-                     "FROM pgjobs.jobs WHERE id = %s", (job_id,))
-    return dict(zip([c.name for c in cur.description], cur.fetchone(), strict=True))
-
-
-def _state(db: psycopg.Connection, job_id: int) -> str:
-    return db.execute("SELECT state FROM pgjobs.jobs WHERE id = %s", (job_id,)).fetchone()[0]
 
 
 def _in_state(db, job_id, *states):
