@@ -226,7 +226,9 @@ def test_a_killed_workers_sql_stops_running_in_postgres(admin: Admin, db, worker
     job_id = admin.enqueue("tests.sql_sleep", {"seconds": 120}, max_attempts=1)
     backend = wait_for(lambda: db.execute("SELECT max(backend_pid) FROM pgjobs.jobs WHERE id = %s AND state = 'running'",
                                           (job_id,)).fetchone()[0], 15, "the SQL job's backend")
-    assert db.execute("SELECT state FROM pg_stat_activity WHERE pid = %s", (backend,)).fetchone()[0] == "active"
+    # The pid is recorded as the task's connection opens, a moment before its statement starts: wait for it.
+    wait_for(lambda: db.execute("SELECT state = 'active' AND query LIKE '%%pg_sleep%%' FROM pg_stat_activity "
+                                "WHERE pid = %s", (backend,)).fetchone()[0], 15, "the job's pg_sleep to run")
     proc.send_signal(signal.SIGKILL)
     killed = time.monotonic()
     wait_for(lambda: not db.execute("SELECT 1 FROM pg_stat_activity WHERE pid = %s", (backend,)).fetchone(), 10,
