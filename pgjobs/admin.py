@@ -25,7 +25,7 @@ from psycopg.types.json import Jsonb
 from pgjobs import cron
 from pgjobs.config import ConfigError, Settings, parse_queues
 from pgjobs.queries import Queries, queries
-from pgjobs.states import CATCHUP_POLICIES, JOB_STATES, OVERLAP_POLICIES
+from pgjobs.states import CATCHUP_POLICIES, JOB_STATES, OVERLAP_ALIASES, OVERLAP_POLICIES
 from pgjobs.tasks import TaskError, check_args, ensure_builtins, get_task
 
 
@@ -139,6 +139,7 @@ def validate_schedule_fields(fields: dict[str, Any]) -> dict[str, Any]:
         out["timeout_seconds"] = t
     if out["catchup"] not in CATCHUP_POLICIES:
         raise AdminError(f"catchup '{out['catchup']}': use one of {', '.join(CATCHUP_POLICIES)}")
+    out["overlap"] = OVERLAP_ALIASES.get(out["overlap"], out["overlap"])
     if out["overlap"] not in OVERLAP_POLICIES:
         raise AdminError(f"overlap '{out['overlap']}': use one of {', '.join(OVERLAP_POLICIES)}")
     if not isinstance(out["enabled"], bool):

@@ -18,6 +18,7 @@ import psycopg
 
 from pgjobs.admin import Admin, AdminError, describe_cron, describe_horizon_holder
 from pgjobs.config import ConfigError, Settings
+from pgjobs.states import OVERLAP_ALIASES, OVERLAP_POLICIES
 from pgjobs.tasks import TaskError, ensure_builtins, import_modules
 
 
@@ -88,7 +89,8 @@ def _schedule_options(p: argparse.ArgumentParser, required: bool) -> None:
     p.add_argument("--timeout", type=float, help="seconds a run may take")
     p.add_argument("--catchup", choices=["latest", "all", "none"], help="what to run after downtime")
     p.add_argument("--catchup-max", type=int, help="with --catchup all: at most this many missed slots")
-    p.add_argument("--overlap", choices=["skip", "queue", "allow"], help="a slot while the last run is unfinished")
+    p.add_argument("--overlap", choices=[*OVERLAP_POLICIES, *OVERLAP_ALIASES],
+                   help="a slot while the last run is unfinished (queue = buffer_all)")
     p.add_argument("--description")
 
 

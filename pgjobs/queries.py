@@ -67,7 +67,7 @@ def _claim_jobs(queue_match: str, *, async_commit: bool = False) -> str:
         WITH """ + commit_mode + """next AS (
             SELECT id FROM {s}.jobs AS j
             WHERE state = 'available' AND """ + queue_match + """ AND scheduled_at <= now()
-              -- Overlap 'skip' and 'queue': a schedule runs one job at a time, oldest first. A queued slot
+              -- Every overlap but 'allow': a schedule runs one job at a time, oldest first. A buffered slot
               -- (or a catch-up backlog) waits here until the run before it has finished. Evaluated only
               -- for rows of a schedule (schedule_id IS NULL short-circuits), through pk_schedules and
               -- ix_jobs_schedule_unfinished.
@@ -213,9 +213,13 @@ TEMPLATES: dict[str, str] = {
     "claim_leadership_row": """
         UPDATE {s}.workers SET leader_since = CASE WHEN id = %(id)s THEN now() END
         WHERE id = %(id)s OR leader_since IS NOT NULL""",
+    # The jobs this worker runs that it must stop: an operator (or overlap cancel_previous) asked to cancel
+    # them (`ours`: the worker stops them and records `cancelled`), or they were cancelled and taken from it
+    # (overlap terminate_previous; not `ours`: their outcome would be refused, the worker abandons them).
     "cancel_requested_jobs": """
-        SELECT id FROM {s}.jobs
-        WHERE worker_id = %(worker_id)s AND state = 'running' AND cancel_requested""",
+        SELECT id, state = 'running' AS ours FROM {s}.jobs
+        WHERE id = ANY(%(ids)s) AND cancel_requested
+          AND ((state = 'running' AND worker_id = %(worker_id)s) OR (state = 'cancelled' AND worker_id IS NULL))""",
     "unregister_worker": "DELETE FROM {s}.workers WHERE id = %(id)s",
     # ---------------------------------------------------------------- job claim / outcome (workers)
     # A worker of one queue (the usual case) claims with `queue = %(queue)s`, which walks ix_jobs_claim
@@ -323,6 +327,31 @@ TEMPLATES: dict[str, str] = {
         JOIN {s}.schedules AS sc ON sc.id = d.schedule_id
         ON CONFLICT (schedule_id, slot) DO NOTHING
         RETURNING id, schedule_id, slot, state""",
+    # Overlap cancel_previous / terminate_previous: a new slot replaces its schedule's unfinished runs. A
+    # waiting run is cancelled outright; a running one is asked to stop (cancel: the worker records it
+    # `cancelled`) or is cancelled now and taken from its worker (terminate: worker_id cleared, so its late
+    # outcome is refused). Returns the old state and backend pid, to signal the run's SQL after the commit.
+    "replace_previous_runs": """
+        WITH old AS (
+            SELECT j.id, j.state, j.backend_pid, d.terminate
+            FROM {s}.jobs AS j JOIN unnest(%(ids)s::bigint[], %(terminate)s::bool[]) AS d(schedule_id, terminate)
+                 ON j.schedule_id = d.schedule_id
+            WHERE j.state IN ('available', 'running') AND NOT (j.id = ANY(%(new)s::bigint[]))
+            FOR UPDATE OF j
+        )
+        UPDATE {s}.jobs AS j
+        SET state = CASE WHEN old.state = 'available' OR old.terminate THEN 'cancelled' ELSE j.state END,
+            finished_at = CASE WHEN old.state = 'available' OR old.terminate THEN now() END,
+            cancel_requested = true,
+            worker_id = CASE WHEN old.terminate THEN NULL ELSE j.worker_id END,
+            backend_pid = CASE WHEN old.terminate THEN NULL ELSE j.backend_pid END,
+            last_error = CASE WHEN old.state = 'available' OR old.terminate
+                              THEN 'cancelled: replaced by a newer slot (overlap '
+                                   || CASE WHEN old.terminate THEN 'terminate_previous' ELSE 'cancel_previous' END
+                                   || ')'
+                              ELSE j.last_error END
+        FROM old WHERE j.id = old.id
+        RETURNING j.id, old.state, old.backend_pid, old.terminate""",
     "advance_schedules": """
         UPDATE {s}.schedules AS sc
         SET next_run_at = d.next_run_at, last_slot_at = coalesce(d.last_slot_at, sc.last_slot_at)
@@ -481,6 +510,7 @@ TEMPLATES: dict[str, str] = {
     "delete_jobs": """
         DELETE FROM {s}.jobs WHERE id = ANY(%(ids)s) AND state <> 'running' RETURNING id""",
     "cancel_backend": "SELECT pg_cancel_backend(%(pid)s)",
+    "terminate_backend": "SELECT pg_terminate_backend(%(pid)s)",
     # ---------------------------------------------------------------- admin: status and stats
     # `alive`: the worker's session holds its liveness lock (what the leader decides on); heartbeat_age is shown.
     "list_workers": """

@@ -50,6 +50,7 @@ class Plan:
     slots: list[PlannedSlot]
     next_run_at: datetime
     dropped: int = 0        # missed slots the catch-up policy chose not to run
+    replace: bool = False   # cancel/terminate the unfinished runs (overlap cancel_previous/terminate_previous)
 
 
 def _last_slots(spec: cron.CronSpec, tz: Any, first: datetime, until: datetime, count: int) -> list[datetime]:
@@ -85,9 +86,9 @@ def plan_slots(
       catch-up policy decides among all due slots: `latest` plans only the most recent one, `all` the most
       recent `catchup_max`, `none` none; then the schedule is back on cadence.
     - Overlap compares with jobs of this schedule that were unfinished before this pass: `skip` records every
-      planned slot as skipped while one is unfinished; `queue` keeps at most one waiting job; `allow` runs all.
-      Running one job of a `skip`/`queue` schedule at a time, oldest first, is the claim query's part
-      (`claim_jobs`): slots planned in one pass (a catch-up backlog) run one after another.
+      planned slot as skipped while one is unfinished; the other policies are in `overlap_states`. Running
+      one job of a non-`allow` schedule at a time, oldest first, is the claim query's part (`claim_jobs`):
+      slots planned in one pass (a catch-up backlog) run one after another.
     """
     if next_run_at is None:  # never planned (new schedule written by SQL): start from the next slot
         return Plan([], cron.next_slot(spec, tz, now))
@@ -107,15 +108,35 @@ def plan_slots(
         if cron.slots_between(spec, tz, before_first, first_kept - timedelta(microseconds=1), limit=1):
             dropped = -1
 
+    planned = overlap_states(slots, overlap, running, waiting)
+    replace = (overlap in REPLACING and bool(running or waiting)
+               and any(p.state == "available" for p in planned))
+    return Plan(planned, upcoming, dropped, replace)
+
+
+REPLACING = ("cancel_previous", "terminate_previous")
+
+
+def overlap_states(slots: list[datetime], overlap: str, running: int, waiting: int) -> list[PlannedSlot]:
+    """The overlap policy over slots planned together, given the runs unfinished before them. Pure.
+
+    `skip`: every slot is skipped while a run is unfinished. `buffer_one`: at most one run waits (the first
+    slot while one runs; none while one already waits). `buffer_all`: every slot waits its turn.
+    `cancel_previous` / `terminate_previous`: the latest slot replaces the unfinished runs (`Plan.replace`),
+    earlier slots of the same pass are skipped as replaced. `allow`: all run. Only `allow` runs two at once:
+    the claim query runs one job of any other schedule at a time, oldest first.
+    """
     planned: list[PlannedSlot] = []
     for i, slot in enumerate(slots):
         if overlap == "skip" and (running or waiting):
             planned.append(PlannedSlot(slot, "skipped", "skipped: the previous run is still unfinished"))
-        elif overlap == "queue" and (waiting or (running and i > 0)):
+        elif overlap == "buffer_one" and (waiting or (running and i > 0)):
             planned.append(PlannedSlot(slot, "skipped", "skipped: a run is already waiting"))
+        elif overlap in REPLACING and i < len(slots) - 1:
+            planned.append(PlannedSlot(slot, "skipped", "skipped: replaced by a later slot of the same pass"))
         else:
             planned.append(PlannedSlot(slot, "available"))
-    return Plan(planned, upcoming, dropped)
+    return planned
 
 
 class Scheduler:
@@ -155,6 +176,8 @@ class Scheduler:
             unfinished = {r[0]: (r[1], r[2]) for r in conn.execute(q.unfinished_by_schedule, {"ids": ids})}
             cols: dict[str, list[Any]] = {k: [] for k in ("schedule_id", "slot", "state", "note")}
             adv_ids, adv_next, adv_last = [], [], []
+            replace_ids: list[int] = []
+            replace_terminate: list[bool] = []
             # One `now` for the batch: the latest row's clock, so every row's next_run_at <= now. Schedules with
             # the same cron, time zone, due time, policies and unfinished counts get the same plan, computed
             # once (10,000 schedules due in the same minute are usually a handful of distinct crons).
@@ -181,6 +204,9 @@ class Scheduler:
                 if plan.dropped:
                     log.warning("schedule %s: missed slots before %s dropped by catch-up policy '%s'",
                                 name, now - timedelta(seconds=self._grace), catchup)
+                if plan.replace:
+                    replace_ids.append(sid)
+                    replace_terminate.append(overlap == "terminate_previous")
                 for p in plan.slots:
                     cols["schedule_id"].append(sid)
                     cols["slot"].append(p.slot)
@@ -190,16 +216,40 @@ class Scheduler:
                 adv_next.append(plan.next_run_at)
                 adv_last.append(plan.slots[-1].slot if plan.slots else None)
             inserted = 0
+            new_ids: list[int] = []
             if cols["slot"]:
-                inserted = len(conn.execute(q.insert_due_slots, cols).fetchall())
+                new_ids = [r[0] for r in conn.execute(q.insert_due_slots, cols).fetchall()]
+                inserted = len(new_ids)
                 if inserted < len(cols["slot"]):
                     self.duplicates_dropped += len(cols["slot"]) - inserted
                     log.warning("%d slot(s) were already scheduled (another scheduler ran them): dropped",
                                 len(cols["slot"]) - inserted)
             conn.execute(q.advance_schedules, {"ids": adv_ids, "next": adv_next, "last": adv_last})
+            replaced = []
+            if replace_ids:
+                replaced = conn.execute(q.replace_previous_runs, {
+                    "ids": replace_ids, "terminate": replace_terminate, "new": new_ids}).fetchall()
+        if replaced:
+            self._signal_replaced(replaced)
         if inserted:
             log.debug("inserted %d slot job(s) for %d schedule(s)", inserted, len(rows))
         return inserted, len(rows) == self._batch
+
+    def _signal_replaced(self, replaced: list[Any]) -> None:
+        """After the replacement committed: stop the SQL of the replaced runs that were running.
+        `cancel_previous` cancels the statement (the worker records the run `cancelled`, as an operator's
+        cancel); `terminate_previous` ends its session (the run is already `cancelled` and no longer the
+        worker's: its outcome is refused, and a Python task is abandoned by its worker at its next heartbeat)."""
+        for job_id, old_state, pid, terminate in replaced:
+            log.warning("job %s (%s): %s by a newer slot of its schedule", job_id, old_state,
+                        "terminated" if terminate else "cancelled")
+            if old_state == "running" and pid:
+                try:
+                    with self._pool.connection() as conn:
+                        conn.execute(self._q.terminate_backend if terminate else self._q.cancel_backend,
+                                     {"pid": pid})
+                except Exception as exc:  # noqa: BLE001 - the run is replaced in the database either way
+                    log.warning("job %s: could not signal backend %s: %s", job_id, pid, exc)
 
     def seconds_until_due(self) -> float:
         """Seconds until the earliest enabled schedule is due, on the database's clock (0 if one is due)."""

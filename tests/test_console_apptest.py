@@ -201,13 +201,13 @@ def test_create_a_schedule_with_a_live_preview(console: None, admin: Admin) -> N
     at.selectbox(key="form_timezone").select("America/New_York").run()
     assert "Runs at 02:30 every day (America/New_York)" in texts(at)
     assert texts(at).count("02:30:00 E") == 5  # five fire times, in the schedule's zone (EST / EDT)
-    at.selectbox(key="form_overlap").select("queue")
+    at.selectbox(key="form_overlap").select("buffer_one")
     at.selectbox(key="form_catchup").select("none")
     at.button(key="form_save").click().run()
     assert not errors(at), errors(at)
     sc = admin.get_schedule("refresh traces")
     assert (sc["cron"], sc["timezone"], sc["overlap"], sc["catchup"]) == ("30 2 * * *", "America/New_York",
-                                                                         "queue", "none")
+                                                                         "buffer_one", "none")
     assert sc["args"] == {"view": "otel_trace_summaries"}
     assert "Created 'refresh traces'" in texts(at)
     assert admin.audit(limit=1)[0]["actor"] == "console:alice"
