@@ -36,6 +36,9 @@ log = logging.getLogger("pgjobs.scheduler")
 PASS_BATCH = 10_000
 MAX_SLEEP = 60.0           # re-check at least this often even when nothing is due
 RECENT_LIMIT = 10_000      # slots enumerated inside the catch-up grace window, per schedule and pass
+# A run of missed cron slots is counted up to this many (enumerating them bounds the pass's time); beyond it the
+# ledger row says "more than" (slot_count NULL). An interval schedule ('N seconds') is always counted exactly.
+MISSED_COUNT_CAP = 20_000
 
 
 @dataclass(frozen=True)
@@ -51,6 +54,8 @@ class Plan:
     next_run_at: datetime
     dropped: int = 0        # missed slots the catch-up policy chose not to run
     replace: bool = False   # cancel/terminate the unfinished runs (overlap cancel_previous/terminate_previous)
+    # The due slots that were not planned, as one range: (first, last, count; None = more than MISSED_COUNT_CAP).
+    missed: tuple[datetime, datetime, int | None] | None = None
 
 
 def _last_slots(spec: cron.CronSpec, tz: Any, first: datetime, until: datetime, count: int) -> list[datetime]:
@@ -98,20 +103,25 @@ def plan_slots(
 
     before_first = next_run_at - timedelta(microseconds=1)
     dropped = 0
+    missed = None
     if now - next_run_at <= timedelta(seconds=grace):
         slots = cron.slots_between(spec, tz, before_first, now, limit=RECENT_LIMIT)
     else:
         keep = {"latest": 1, "all": max(1, catchup_max), "none": 0}[catchup]
         slots = _last_slots(spec, tz, next_run_at, now, keep) if keep else []
-        # Was any due slot left out? (-1 = "some": counting them would mean enumerating the downtime)
+        # Was any due slot left out? (-1 = "some"; `missed` says which and how many, counted up to a cap)
         first_kept = slots[0] if slots else now + timedelta(microseconds=1)
-        if cron.slots_between(spec, tz, before_first, first_kept - timedelta(microseconds=1), limit=1):
+        first_missed = cron.slots_between(spec, tz, before_first, first_kept - timedelta(microseconds=1), limit=1)
+        if first_missed:
             dropped = -1
+            last_missed = _last_slots(spec, tz, next_run_at, first_kept - timedelta(microseconds=1), 1)[0]
+            missed = (first_missed[0], last_missed,
+                      cron.count_slots(spec, tz, first_missed[0], last_missed, MISSED_COUNT_CAP))
 
     planned = overlap_states(slots, overlap, running, waiting)
     replace = (overlap in REPLACING and bool(running or waiting)
                and any(p.state == "available" for p in planned))
-    return Plan(planned, upcoming, dropped, replace)
+    return Plan(planned, upcoming, dropped, replace, missed)
 
 
 REPLACING = ("cancel_previous", "terminate_previous")
@@ -137,6 +147,14 @@ def overlap_states(slots: list[datetime], overlap: str, running: int, waiting: i
         else:
             planned.append(PlannedSlot(slot, "available"))
     return planned
+
+
+def _missed_reason(paused: bool, catchup: str, kept: int) -> str:
+    why = "the schedule was paused" if paused else "no worker was leading (downtime)"
+    policy = {"latest": "catch-up 'latest' ran only the latest due slot",
+              "all": f"catch-up 'all' ran the latest {kept} (catchup_max)",
+              "none": "catch-up 'none' ran none of them"}.get(catchup, f"catch-up '{catchup}'")
+    return f"{why}; {policy}"
 
 
 class Scheduler:
@@ -177,13 +195,15 @@ class Scheduler:
             cols: dict[str, list[Any]] = {k: [] for k in ("schedule_id", "slot", "state", "note")}
             adv_ids, adv_next, adv_last = [], [], []
             replace_ids: list[int] = []
+            ranges: dict[str, list[Any]] = {k: [] for k in ("schedule_id", "first", "last", "count", "outcome",
+                                                               "reason")}
             replace_terminate: list[bool] = []
             # One `now` for the batch: the latest row's clock, so every row's next_run_at <= now. Schedules with
             # the same cron, time zone, due time, policies and unfinished counts get the same plan, computed
             # once (10,000 schedules due in the same minute are usually a handful of distinct crons).
             now = max(r[-1] for r in rows)
             plans: dict[tuple[Any, ...], Plan | ValueError] = {}
-            for sid, name, expr, tzname, catchup, catchup_max, overlap, next_run_at, _row_now in rows:
+            for sid, name, expr, tzname, catchup, catchup_max, overlap, next_run_at, paused_since, _row_now in rows:
                 running, waiting = unfinished.get(sid, (0, 0))
                 key = (expr, tzname, next_run_at, catchup, catchup_max, overlap, running, waiting)
                 plan = plans.get(key)
@@ -201,9 +221,17 @@ class Scheduler:
                     adv_next.append(now + timedelta(seconds=60))
                     adv_last.append(None)
                     continue
-                if plan.dropped:
-                    log.warning("schedule %s: missed slots before %s dropped by catch-up policy '%s'",
-                                name, now - timedelta(seconds=self._grace), catchup)
+                if plan.missed:
+                    first, last, count = plan.missed
+                    paused = paused_since is not None
+                    log.warning("schedule %s: %s slot(s) from %s to %s %s, not run (catch-up policy '%s')",
+                                name, count if count is not None else f"more than {MISSED_COUNT_CAP}", first,
+                                last, "passed while it was paused" if paused else "missed (no leader ran them)",
+                                catchup)
+                    for key, value in (("schedule_id", sid), ("first", first), ("last", last), ("count", count),
+                                       ("outcome", "paused" if paused else "missed"),
+                                       ("reason", _missed_reason(paused, catchup, len(plan.slots)))):
+                        ranges[key].append(value)
                 if plan.replace:
                     replace_ids.append(sid)
                     replace_terminate.append(overlap == "terminate_previous")
@@ -225,6 +253,8 @@ class Scheduler:
                     log.warning("%d slot(s) were already scheduled (another scheduler ran them): dropped",
                                 len(cols["slot"]) - inserted)
             conn.execute(q.advance_schedules, {"ids": adv_ids, "next": adv_next, "last": adv_last})
+            if ranges["first"]:
+                conn.execute(q.insert_slot_ranges, ranges)
             replaced = []
             if replace_ids:
                 replaced = conn.execute(q.replace_previous_runs, {

@@ -17,3 +17,8 @@ CATCHUP_POLICIES = ("latest", "all", "none")
 OVERLAP_POLICIES = ("skip", "buffer_one", "buffer_all", "cancel_previous", "terminate_previous", "allow")
 # Older names still accepted on input (migration 0005 converted the stored rows).
 OVERLAP_ALIASES = {"queue": "buffer_all"}
+# The slot ledger's stored outcomes (`slots.outcome`; NULL while the slot's job is unfinished, shown as
+# `waiting` or `running` from the job). `missed` and `paused` rows are ranges of slots.
+SLOT_OUTCOMES = ("completed", "failed", "cancelled", "skipped", "missed", "paused")
+# What `schedule slots` reports: the stored outcomes and the two live ones.
+SLOT_REPORTED = ("completed", "failed", "cancelled", "skipped", "missed", "paused", "running", "waiting")

@@ -561,7 +561,9 @@ class Worker:
         if telemetry.active():
             for job in jobs:
                 telemetry.emit("job.claimed", task=job.task, queue=job.queue,
-                               lateness=(job.started_at - job.slot).total_seconds() if job.slot else None,
+                               # Lateness is the first attempt's: a retry's delay is not lateness.
+                               lateness=((job.started_at - job.slot).total_seconds()
+                                         if job.slot and job.attempt == 1 else None),
                                wait=(job.started_at - job.scheduled_at).total_seconds())
         return jobs
 

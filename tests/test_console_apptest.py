@@ -268,6 +268,26 @@ def test_schedule_detail_shows_stats_and_runs_with_errors(console: None, admin: 
     assert len(admin.list_jobs(schedule="every-minute")) == 5
 
 
+def test_schedule_detail_shows_the_slot_ledger_with_the_reason_for_every_gap(console: None, admin: Admin,
+                                                                               db_url: str) -> None:
+    sc = admin.add_schedule("ledgered", cron="* * * * *", task="pgjobs.noop")
+    with psycopg.connect(db_url, autocommit=True) as conn:
+        conn.execute("""
+            INSERT INTO pgjobs.slots (schedule_id, slot, last_slot, slot_count, outcome, reason) VALUES
+              (%(id)s, '2026-12-01 00:00+00', '2026-12-01 09:59+00', 600, 'missed',
+               'no worker was leading (downtime); catch-up ''latest'' ran only the latest due slot'),
+              (%(id)s, '2026-12-01 10:01+00', NULL, 1, 'skipped', 'skipped: the previous run is still unfinished')
+            """, {"id": sc["id"]})
+    at = sign_in()
+    at.session_state["detail_schedule"] = "ledgered"
+    at.switch_page("views/schedule_detail.py").run()
+    assert not at.exception
+    shown = frames(at)
+    assert "Slot ledger" in texts(at)
+    assert "missed" in shown and "600 slots, until" in shown and "downtime" in shown
+    assert "skipped" in shown and "still unfinished" in shown
+
+
 # ---------------------------------------------------------------------- jobs: actions
 def test_jobs_filter_page_and_act_on_one_or_many(console: None, admin: Admin, db_url: str) -> None:
     waiting = [admin.enqueue("pgjobs.noop", {"n": i}) for i in range(3)]
