@@ -10,7 +10,8 @@
   live worker has reconnected and taken its lock back first. A follower that had been connected all along and
   takes over from a killed leader rescues that leader's jobs at once.
 - Ledger: every SETTLE_EVERY seconds the slots whose job has finished take its outcome (`settle_slots`, one
-  write per slot), and the settled outcomes are emitted (`slot.settled`: metrics).
+  write per slot), and the settled outcomes are emitted (`slot.settled`: metrics). A schedule with
+  `pause_after_failures` N whose last N slots that ran all failed is paused (audited as actor `pgjobs`).
 - Pruner: finished jobs older than their retention are deleted in batches of `PRUNE_BATCH`, a few batches
   per minute, so a 1-second schedule keeps bounded history. The ledger is settled first, so pruning a job
   never loses what happened to its slot; ledger rows go after `retention_slots`.
@@ -206,8 +207,31 @@ class LeaderDuties:
                 telemetry.emit("slot.settled", schedule_id=schedule_id, slot=slot, outcome=outcome,
                                lateness=lateness)
             total += len(rows)
+            failed = sorted({r[0] for r in rows if r[2] == "failed"})
+            if failed:
+                self.pause_failing(failed)
             if len(rows) < SETTLE_BATCH:
                 return total
+
+    def pause_failing(self, schedule_ids: list[int]) -> list[str]:
+        """Pause the schedules whose last `pause_after_failures` slots all failed: through the admin API, so
+        the pause is audited (actor `pgjobs`) and notified like an operator's; logged at ERROR."""
+        from pgjobs.admin import Admin, AdminError
+
+        with self._pool.connection() as conn:
+            failing = conn.execute(self._q.failing_schedules, {"ids": schedule_ids}).fetchall()
+        paused = []
+        for _sid, name, count in failing:
+            try:
+                Admin(self._settings, actor="pgjobs", pool=self._pool).pause_for_failures(name, count)
+            except AdminError as exc:  # removed meanwhile
+                log.warning("schedule %s: could not pause it after %d failed slots: %s", name, count, exc)
+                continue
+            log.error("schedule %s paused: its last %d slots failed (pause_after_failures); resume it with "
+                      "`pgjobs schedule resume %s`", name, count, name)
+            telemetry.emit("schedule.paused", schedule=name, reason="failures")
+            paused.append(name)
+        return paused
 
     def prune(self) -> int:
         s = self._settings
