@@ -497,6 +497,41 @@ class Admin:
         if cols["first"]:
             conn.execute(self.q.insert_slot_ranges, cols)
 
+    def overdue_schedules(self, *, intervals: float | None = None, limit: int = 10_000) -> dict[str, Any]:
+        """The dead man's switch: every enabled schedule (up to `limit`) with its last success, and `overdue`,
+        those with no successful slot within `intervals` of their intervals (default
+        `Settings.overdue_intervals`): no completed slot at or after their Nth latest slot. A schedule
+        created or edited after that slot is not overdue yet."""
+        from pgjobs.scheduler import last_slots
+
+        n = float(intervals if intervals is not None else self.settings.overdue_intervals)
+        if not (math.isfinite(n) and 1 <= n <= 1000):
+            raise AdminError(f"intervals: {n:g} is outside 1..1000")
+        with self._conn() as conn:
+            now = self._db_now(conn)
+            rows = conn.execute(self.q.schedule_successes, {"limit": _int_in("limit", limit, 1, 100_000)}).fetchall()
+        out = []
+        for r in rows:
+            spec, tz = cron.parse_cron(r["cron"]), cron.load_timezone(r["timezone"])
+            recent = last_slots(spec, tz, now - timedelta(days=3660), now, math.ceil(n) + 1)
+            # The deadline: n intervals back from the latest slot (fractional n interpolates the last gap).
+            whole = math.floor(n)
+            if len(recent) <= whole:
+                deadline = None
+            else:
+                deadline = recent[-1 - whole]
+                if n > whole and len(recent) > whole + 1:
+                    deadline -= (recent[-1 - whole] - recent[-2 - whole]) * (n - whole)
+            since = max(r["created_at"], r["updated_at"])
+            overdue = (deadline is not None and deadline >= since and
+                       (r["last_success_slot"] is None or r["last_success_slot"] < deadline))
+            out.append({"name": r["name"], "cron": r["cron"], "timezone": r["timezone"],
+                        "last_success_slot": r["last_success_slot"], "last_success_at": r["last_success_at"],
+                        "deadline": deadline, "overdue": overdue,
+                        "overdue_seconds": (now - deadline).total_seconds() if overdue and deadline else 0.0})
+        return {"intervals": n, "checked_at": now, "schedules": out,
+                "overdue": [s for s in out if s["overdue"]]}
+
     def get_schedule(self, name: str) -> dict[str, Any]:
         with self._conn() as conn:
             row = conn.execute(self.q.get_schedule, {"name": name}).fetchone()

@@ -135,6 +135,9 @@ def build_parser() -> argparse.ArgumentParser:
     sl.add_argument("--since", help="ISO 8601 time (no zone = UTC) or a duration ago (2h); default: the latest")
     sl.add_argument("--limit", type=int, default=100)
     sl.add_argument("--json", action="store_true")
+    od = s.add_parser("overdue", help="enabled schedules with no success within N intervals (exit 1 if any)")
+    od.add_argument("--intervals", type=float, help="default PGJOBS_OVERDUE_INTERVALS (3)")
+    od.add_argument("--json", action="store_true")
     bf = s.add_parser("backfill", help="create jobs for the past slots in [--from, --to) that have none")
     bf.add_argument("name")
     bf.add_argument("--from", dest="start", required=True, help="ISO 8601 time (no zone = UTC) or a duration ago")
@@ -340,6 +343,18 @@ def cmd_schedule(args: argparse.Namespace, admin: Admin) -> int:
             _print_json(rows)
         else:
             _table([_slot_line(r) for r in rows], ["slot", "outcome", "slots", "started_at", "late", "job", "reason"])
+    elif a == "overdue":
+        report = admin.overdue_schedules(intervals=args.intervals)
+        if args.json:
+            _print_json({"intervals": report["intervals"], "checked_at": report["checked_at"],
+                         "overdue": report["overdue"]})
+        elif report["overdue"]:
+            _table([{**r, "behind": f"{r['overdue_seconds']:.0f}s"} for r in report["overdue"]],
+                   ["name", "cron", "last_success_at", "deadline", "behind"])
+        else:
+            print(f"no schedule is overdue ({len(report['schedules'])} enabled, "
+                  f"{report['intervals']:g} intervals)")
+        return 1 if report["overdue"] else 0
     elif a == "backfill":
         result = admin.backfill(args.name, start=parse_time("--from", args.start), end=parse_time("--to", args.end),
                                 dry_run=args.dry_run, overlap=args.overlap)

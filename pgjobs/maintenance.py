@@ -10,7 +10,7 @@
   live worker has reconnected and taken its lock back first. A follower that had been connected all along and
   takes over from a killed leader rescues that leader's jobs at once.
 - Ledger: every SETTLE_EVERY seconds the slots whose job has finished take its outcome (`settle_slots`, one
-  write per slot), and the settled outcomes are emitted (`slot.settled`: metrics). A schedule with
+  write per slot), and the settled outcomes are emitted (`slot.recorded`: metrics). A schedule with
   `pause_after_failures` N whose last N slots that ran all failed is paused (audited as actor `pgjobs`).
 - Pruner: finished jobs older than their retention are deleted in batches of `PRUNE_BATCH`, a few batches
   per minute, so a 1-second schedule keeps bounded history. The ledger is settled first, so pruning a job
@@ -203,9 +203,8 @@ class LeaderDuties:
         while True:
             with self._pool.connection() as conn:
                 rows = conn.execute(self._q.settle_slots, {"limit": SETTLE_BATCH}).fetchall()
-            for schedule_id, slot, outcome, lateness in rows:
-                telemetry.emit("slot.settled", schedule_id=schedule_id, slot=slot, outcome=outcome,
-                               lateness=lateness)
+            for _schedule_id, _slot, outcome, lateness, name in rows:
+                telemetry.emit("slot.recorded", schedule=name, outcome=outcome, count=1, lateness=lateness)
             total += len(rows)
             failed = sorted({r[0] for r in rows if r[2] == "failed"})
             if failed:

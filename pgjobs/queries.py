@@ -467,7 +467,8 @@ TEMPLATES: dict[str, str] = {
             reason = CASE WHEN done.gone THEN 'its job was deleted before it finished'
                           WHEN done.state <> 'completed' THEN left(done.last_error, 500) END
         FROM done WHERE l.schedule_id = done.schedule_id AND l.slot = done.slot
-        RETURNING l.schedule_id, l.slot, l.outcome, extract(epoch FROM l.started_at - l.slot)::float8 AS lateness""",
+        RETURNING l.schedule_id, l.slot, l.outcome, extract(epoch FROM l.started_at - l.slot)::float8 AS lateness,
+                  (SELECT name FROM {s}.schedules WHERE id = l.schedule_id) AS name""",
     # Pause after failures: the enabled schedules among %(ids)s whose last pause_after_failures slots that ran
     # (completed, failed or cancelled; skipped and missed slots do not break a streak) all failed. Reads the
     # newest ledger rows of each through the primary key.
@@ -583,6 +584,18 @@ TEMPLATES: dict[str, str] = {
         DELETE FROM {s}.slots
         WHERE schedule_id = %(schedule_id)s AND last_slot IS NOT NULL AND last_slot >= %(start)s AND slot < %(end)s
         RETURNING slot, last_slot, slot_count, outcome, reason""",
+    # The dead man's switch: every enabled schedule with its last successful slot (the newest completed
+    # ledger row, through the primary key), for `schedule overdue`, the console and /metrics.
+    "schedule_successes": """
+        SELECT sc.name, sc.cron, sc.timezone, sc.created_at, sc.updated_at, last.slot AS last_success_slot,
+               last.finished_at AS last_success_at
+        FROM {s}.schedules AS sc
+        LEFT JOIN LATERAL (
+            SELECT l.slot, l.finished_at FROM {s}.slots AS l
+            WHERE l.schedule_id = sc.id AND l.outcome = 'completed' ORDER BY l.slot DESC LIMIT 1
+        ) AS last ON true
+        WHERE sc.enabled
+        ORDER BY sc.name LIMIT %(limit)s""",
     # ---------------------------------------------------------------- admin: jobs
     "get_job": "SELECT " + _JOB_COLUMNS + ", errors, result, backend_pid FROM {s}.jobs WHERE id = %(id)s",
     # Newest first, in three arms that partition the table (ck_jobs_finished), so that no arm walks another's

@@ -24,7 +24,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from pgjobs import cron
+from pgjobs import cron, telemetry
 from pgjobs.queries import Queries
 
 log = logging.getLogger("pgjobs.scheduler")
@@ -170,6 +170,14 @@ def overlap_states(slots: list[datetime], overlap: str, running: int, waiting: i
     return planned
 
 
+def _count_skipped(cols: dict[str, list[Any]]) -> dict[int, int]:
+    counts: dict[int, int] = {}
+    for sid, state in zip(cols["schedule_id"], cols["state"], strict=True):
+        if state == "skipped":
+            counts[sid] = counts.get(sid, 0) + 1
+    return counts
+
+
 def _missed_reason(paused: bool, catchup: str, kept: int, window: float | None = None) -> str:
     why = "the schedule was paused" if paused else "no worker was leading (downtime)"
     if window is not None:
@@ -282,10 +290,17 @@ class Scheduler:
             conn.execute(q.advance_schedules, {"ids": adv_ids, "next": adv_next, "last": adv_last})
             if ranges["first"]:
                 conn.execute(q.insert_slot_ranges, ranges)
+            names = {r[0]: r[1] for r in rows}
             replaced = []
             if replace_ids:
                 replaced = conn.execute(q.replace_previous_runs, {
                     "ids": replace_ids, "terminate": replace_terminate, "new": new_ids}).fetchall()
+        if telemetry.active():
+            for sid, count in _count_skipped(cols).items():
+                telemetry.emit("slot.recorded", schedule=names[sid], outcome="skipped", count=count, lateness=None)
+            for sid, outcome, count in zip(ranges["schedule_id"], ranges["outcome"], ranges["count"], strict=True):
+                telemetry.emit("slot.recorded", schedule=names[sid], outcome=outcome, count=count or 1,
+                               lateness=None)
         if replaced:
             self._signal_replaced(replaced)
         if inserted:

@@ -288,6 +288,16 @@ def test_schedule_detail_shows_the_slot_ledger_with_the_reason_for_every_gap(con
     assert "skipped" in shown and "still unfinished" in shown
 
 
+def test_overview_lists_overdue_schedules(console: None, admin: Admin, db_url: str) -> None:
+    admin.add_schedule("stalled", cron="* * * * *", task="pgjobs.noop")
+    with psycopg.connect(db_url, autocommit=True) as conn:  # an old schedule that never succeeded
+        conn.execute("UPDATE pgjobs.schedules SET created_at = now() - interval '1 hour', "
+                     "updated_at = now() - interval '1 hour' WHERE name = 'stalled'")
+    at = sign_in()
+    assert not at.exception
+    assert "Overdue schedules" in texts(at) and "stalled" in frames(at)
+
+
 # ---------------------------------------------------------------------- jobs: actions
 def test_jobs_filter_page_and_act_on_one_or_many(console: None, admin: Admin, db_url: str) -> None:
     waiting = [admin.enqueue("pgjobs.noop", {"n": i}) for i in range(3)]
