@@ -44,7 +44,8 @@ PRUNE_EVERY = 60.0
 SETTLE = 3.0
 HORIZON_LOG_EVERY = 60.0   # one warning a minute per holder while it holds the xmin horizon
 HORIZON_EVERY = 5.0        # the horizon check's own cadence (the liveness check runs several times a second)
-SETTLE_EVERY = 1.0         # the slot ledger takes the outcomes of finished slot jobs this often
+SETTLE_EVERY = 1.0         # the slot ledger takes the outcomes of finished slot jobs this often, while some are
+SETTLE_IDLE_EVERY = 10.0   # pending (or the scheduler inserted slots); with none pending, this often
 SETTLE_BATCH = 5000
 
 
@@ -62,6 +63,7 @@ class LeaderDuties:
         self._settled_at = time.monotonic() + SETTLE
         self._free_since: dict[int, float] = {}  # worker id -> when this leader first saw its lock free
         self._horizon_logged: dict[tuple[Any, ...], float] = {}
+        self.pending = True  # slots may wait for their outcome (settle() knows)
 
     def start(self) -> None:
         self._stop.clear()
@@ -104,6 +106,7 @@ class LeaderDuties:
         next_prune = time.monotonic() + 5.0
         next_horizon = 0.0
         next_settle = 0.0
+        settled_at_inserts = -1
         delay = 0.05
         while not self._stop.is_set():
             try:
@@ -120,9 +123,12 @@ class LeaderDuties:
                 if now >= next_horizon:
                     self.watch_horizon()
                     next_horizon = now + HORIZON_EVERY
-                if now >= next_settle:
+                if now >= next_settle or settled_at_inserts != self.scheduler.inserted_total:
+                    settled_at_inserts = self.scheduler.inserted_total
                     self.settle()
-                    next_settle = now + SETTLE_EVERY
+                    # An idle leader reads the ledger every SETTLE_IDLE_EVERY only (a backfill's slots, from
+                    # another process, are settled then); new slots or pending ones make it every second.
+                    next_settle = now + (SETTLE_EVERY if self.pending else SETTLE_IDLE_EVERY)
                 if now >= next_prune:
                     self.prune()
                     next_prune = now + PRUNE_EVERY
@@ -198,7 +204,8 @@ class LeaderDuties:
         return holders
 
     def settle(self) -> int:
-        """Write the outcome of every slot whose job has finished into the ledger; returns how many."""
+        """Write the outcome of every slot whose job has finished into the ledger; returns how many. Sets
+        `pending`: whether slots still wait for their job's outcome."""
         total = 0
         while True:
             with self._pool.connection() as conn:
@@ -210,6 +217,8 @@ class LeaderDuties:
             if failed:
                 self.pause_failing(failed)
             if len(rows) < SETTLE_BATCH:
+                with self._pool.connection() as conn:
+                    self.pending = bool(conn.execute(self._q.pending_slots_exist).fetchone()[0])
                 return total
 
     def pause_failing(self, schedule_ids: list[int]) -> list[str]:

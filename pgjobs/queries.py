@@ -479,6 +479,7 @@ TEMPLATES: dict[str, str] = {
                    SELECT l.outcome FROM {s}.slots AS l
                    WHERE l.schedule_id = sc.id AND l.outcome IN ('completed', 'failed', 'cancelled')
                    ORDER BY l.slot DESC LIMIT sc.pause_after_failures) AS r) = sc.pause_after_failures""",
+    "pending_slots_exist": "SELECT EXISTS (SELECT 1 FROM {s}.slots WHERE outcome IS NULL)",
     # Ledger retention: per schedule through the primary key, the oldest first, bounded per round.
     "prune_slots": """
         DELETE FROM {s}.slots AS l USING (
