@@ -512,8 +512,11 @@ class Admin:
             rows = conn.execute(self.q.schedule_successes, {"limit": _int_in("limit", limit, 1, 100_000)}).fetchall()
         out = []
         for r in rows:
-            spec, tz = cron.parse_cron(r["cron"]), cron.load_timezone(r["timezone"])
-            recent = last_slots(spec, tz, now - timedelta(days=3660), now, math.ceil(n) + 1)
+            try:
+                spec, tz = cron.parse_cron(r["cron"]), cron.load_timezone(r["timezone"])
+                recent = last_slots(spec, tz, now - timedelta(days=3660), now, math.ceil(n) + 1)
+            except ValueError:  # a cron or zone written by SQL that does not parse: the scheduler logs it
+                continue
             # The deadline: n intervals back from the latest slot (fractional n interpolates the last gap).
             whole = math.floor(n)
             if len(recent) <= whole:
