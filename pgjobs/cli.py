@@ -91,6 +91,12 @@ def _schedule_options(p: argparse.ArgumentParser, required: bool) -> None:
     p.add_argument("--catchup-max", type=int, help="with --catchup all: at most this many missed slots")
     p.add_argument("--overlap", choices=[*OVERLAP_POLICIES, *OVERLAP_ALIASES],
                    help="a slot while the last run is unfinished (queue = buffer_all)")
+    p.add_argument("--catchup-window", metavar="DURATION",
+                   help="after downtime, slots older than this are not run (recorded as missed), e.g. 1h")
+    p.add_argument("--jitter", metavar="DURATION",
+                   help="each slot's job starts at an offset in [0, DURATION) derived from (schedule, slot)")
+    p.add_argument("--pause-after-failures", type=int, metavar="N",
+                   help="pause the schedule after N consecutive failed slots")
     p.add_argument("--description")
 
 
@@ -129,6 +135,17 @@ def build_parser() -> argparse.ArgumentParser:
     sl.add_argument("--since", help="ISO 8601 time (no zone = UTC) or a duration ago (2h); default: the latest")
     sl.add_argument("--limit", type=int, default=100)
     sl.add_argument("--json", action="store_true")
+    od = s.add_parser("overdue", help="enabled schedules with no success within N intervals (exit 1 if any)")
+    od.add_argument("--intervals", type=float, help="default PGJOBS_OVERDUE_INTERVALS (3)")
+    od.add_argument("--json", action="store_true")
+    bf = s.add_parser("backfill", help="create jobs for the past slots in [--from, --to) that have none")
+    bf.add_argument("name")
+    bf.add_argument("--from", dest="start", required=True, help="ISO 8601 time (no zone = UTC) or a duration ago")
+    bf.add_argument("--to", dest="end", required=True, help="ISO 8601 time (no zone = UTC) or a duration ago")
+    bf.add_argument("--overlap", choices=[*OVERLAP_POLICIES, *OVERLAP_ALIASES],
+                    help="the overlap policy for this backfill (default: the schedule's)")
+    bf.add_argument("--dry-run", action="store_true", help="show what it would create; write nothing")
+    bf.add_argument("--json", action="store_true")
     edit = s.add_parser("edit", help="change a schedule (only the given options)")
     edit.add_argument("name")
     _schedule_options(edit, required=False)
@@ -153,6 +170,7 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--max-attempts", type=int)
     e.add_argument("--unique-key")
     e.add_argument("--timeout", type=float)
+    e.add_argument("--scheduled-at", help="run at this time (ISO 8601, no zone = UTC), not now")
 
     j = sub.add_parser("jobs", help="inspect and manage jobs").add_subparsers(dest="action", required=True)
     jl = j.add_parser("list")
@@ -275,6 +293,8 @@ def _schedule_fields(args: argparse.Namespace) -> dict[str, Any]:
         "args": args.args, "timezone": args.timezone, "queue": args.queue, "priority": args.priority,
         "max_attempts": args.max_attempts, "timeout_seconds": args.timeout, "catchup": args.catchup,
         "catchup_max": args.catchup_max, "overlap": args.overlap, "description": args.description,
+        "catchup_window_seconds": args.catchup_window, "jitter_seconds": args.jitter,
+        "pause_after_failures": args.pause_after_failures,
     }
 
 
@@ -323,6 +343,29 @@ def cmd_schedule(args: argparse.Namespace, admin: Admin) -> int:
             _print_json(rows)
         else:
             _table([_slot_line(r) for r in rows], ["slot", "outcome", "slots", "started_at", "late", "job", "reason"])
+    elif a == "overdue":
+        report = admin.overdue_schedules(intervals=args.intervals)
+        if args.json:
+            _print_json({"intervals": report["intervals"], "checked_at": report["checked_at"],
+                         "overdue": report["overdue"]})
+        elif report["overdue"]:
+            _table([{**r, "behind": f"{r['overdue_seconds']:.0f}s"} for r in report["overdue"]],
+                   ["name", "cron", "last_success_at", "deadline", "behind"])
+        else:
+            print(f"no schedule is overdue ({len(report['schedules'])} enabled, "
+                  f"{report['intervals']:g} intervals)")
+        return 1 if report["overdue"] else 0
+    elif a == "backfill":
+        result = admin.backfill(args.name, start=parse_time("--from", args.start), end=parse_time("--to", args.end),
+                                dry_run=args.dry_run, overlap=args.overlap)
+        if args.json:
+            _print_json(result)
+        else:
+            verb = "would create" if args.dry_run else "created"
+            print(f"backfill of '{args.name}' [{_fmt(result['from'])}, {_fmt(result['to'])}), overlap "
+                  f"{result['overlap']}: {result['slots']} slot(s), {result['existing']} already had a job; "
+                  f"{verb} {len(result['created'])} job(s)"
+                  + (f", {len(result['skipped'])} recorded skipped" if result["skipped"] else ""))
     elif a == "pause":
         admin.pause_schedule(args.name)
         print(f"schedule '{args.name}' paused")
@@ -366,8 +409,10 @@ def _slot_line(r: dict[str, Any]) -> dict[str, Any]:
 
 
 def cmd_enqueue(args: argparse.Namespace, admin: Admin) -> int:
+    scheduled_at = parse_time("--scheduled-at", args.scheduled_at) if args.scheduled_at else None
     job_id = admin.enqueue(args.task, args.args, queue=args.queue, priority=args.priority,
-                           max_attempts=args.max_attempts, unique_key=args.unique_key, timeout=args.timeout)
+                           max_attempts=args.max_attempts, unique_key=args.unique_key, timeout=args.timeout,
+                           scheduled_at=scheduled_at)
     print(f"enqueued job {job_id}")
     return 0
 

@@ -69,6 +69,11 @@ def build_metadata(schema: str = "pgjobs") -> MetaData:
         Column("catchup", Text, nullable=False, server_default="latest"),
         Column("catchup_max", Integer, nullable=False, server_default=text("100")),
         Column("overlap", Text, nullable=False, server_default="skip"),
+        # Migration 0007: slots older than the window are missed, not run; each slot's job is due at slot + an
+        # offset in [0, jitter) derived from (schedule, slot); N consecutive failed slots pause the schedule.
+        Column("catchup_window_seconds", Double, nullable=True),
+        Column("jitter_seconds", Double, nullable=False, server_default=text("0")),
+        Column("pause_after_failures", Integer, nullable=True),
         Column("description", Text, nullable=False, server_default=""),
         Column("next_run_at", DateTime(timezone=True), nullable=True),
         Column("last_slot_at", DateTime(timezone=True), nullable=True),
@@ -84,6 +89,9 @@ def build_metadata(schema: str = "pgjobs") -> MetaData:
         CheckConstraint("catchup_max >= 1", name="catchup_max"),
         CheckConstraint("timeout_seconds IS NULL OR timeout_seconds > 0", name="timeout"),
         CheckConstraint("jsonb_typeof(args) = 'object'", name="args_object"),
+        CheckConstraint("catchup_window_seconds IS NULL OR catchup_window_seconds > 0", name="catchup_window"),
+        CheckConstraint("jitter_seconds >= 0", name="jitter"),
+        CheckConstraint("pause_after_failures IS NULL OR pause_after_failures >= 1", name="pause_after_failures"),
         Index("ix_schedules_due", "next_run_at", postgresql_where=text("enabled")),
     )
 
@@ -185,6 +193,8 @@ def build_metadata(schema: str = "pgjobs") -> MetaData:
         CheckConstraint("outcome IS NOT NULL OR job_id IS NOT NULL", name="pending_job"),
         # The slots whose outcome is still to be read from their job: few (the unfinished jobs).
         Index("ix_slots_pending", "job_id", postgresql_where=text("outcome IS NULL")),
+        # The ranges (missed, paused: rare), for a backfill to find the ones it overlaps (migration 0007).
+        Index("ix_slots_ranges", "schedule_id", "last_slot", postgresql_where=text("last_slot IS NOT NULL")),
     )
 
     Table(

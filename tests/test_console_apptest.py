@@ -288,6 +288,31 @@ def test_schedule_detail_shows_the_slot_ledger_with_the_reason_for_every_gap(con
     assert "skipped" in shown and "still unfinished" in shown
 
 
+def test_the_schedule_form_sets_window_jitter_and_pause_after_failures(console: None, admin: Admin) -> None:
+    at = sign_in(page="views/schedules.py")
+    at.button(key="sch_new").click().run()
+    at.text_input(key="form_name").input("spread")
+    at.selectbox(key="form_overlap").select("cancel_previous")
+    at.number_input(key="form_catchup_window").set_value(3600.0)
+    at.number_input(key="form_jitter").set_value(30.0)
+    at.number_input(key="form_pause_after").set_value(2)
+    at.button(key="form_save").click().run()
+    assert not errors(at), errors(at)
+    sc = admin.get_schedule("spread")
+    assert (sc["overlap"], sc["catchup_window_seconds"], sc["jitter_seconds"], sc["pause_after_failures"]) == (
+        "cancel_previous", 3600.0, 30.0, 2)
+
+
+def test_overview_lists_overdue_schedules(console: None, admin: Admin, db_url: str) -> None:
+    admin.add_schedule("stalled", cron="* * * * *", task="pgjobs.noop")
+    with psycopg.connect(db_url, autocommit=True) as conn:  # an old schedule that never succeeded
+        conn.execute("UPDATE pgjobs.schedules SET created_at = now() - interval '1 hour', "
+                     "updated_at = now() - interval '1 hour' WHERE name = 'stalled'")
+    at = sign_in()
+    assert not at.exception
+    assert "Overdue schedules" in texts(at) and "stalled" in frames(at)
+
+
 # ---------------------------------------------------------------------- jobs: actions
 def test_jobs_filter_page_and_act_on_one_or_many(console: None, admin: Admin, db_url: str) -> None:
     waiting = [admin.enqueue("pgjobs.noop", {"n": i}) for i in range(3)]

@@ -15,7 +15,8 @@ from pgjobs.states import CATCHUP_POLICIES, OVERLAP_POLICIES
 SORTS = {"name": "Name", "task": "Task", "next_run": "Next run", "last_slot": "Last slot"}
 ENABLED = {"all": None, "enabled": True, "paused": False}
 FIELDS = ("task", "args", "cron", "timezone", "enabled", "queue", "priority", "max_attempts", "timeout_seconds",
-          "catchup", "catchup_max", "overlap", "description")
+          "catchup", "catchup_max", "overlap", "description", "catchup_window_seconds", "jitter_seconds",
+          "pause_after_failures")
 
 st.title("Schedules")
 
@@ -153,7 +154,16 @@ def form(admin: Any, mode: tuple[str, ...]) -> None:
                                       key="form_catchup_max")
         overlap = st.selectbox("When the previous run is still going", OVERLAP_POLICIES,
                                index=OVERLAP_POLICIES.index(current["overlap"]), key="form_overlap",
-                               help="skip: record the slot as skipped; queue: run after it; allow: run at once")
+                               help="skip: record the slot as skipped; buffer_one: at most one waits; buffer_all: "
+                                    "all wait; cancel_previous / terminate_previous: stop it, then run; "
+                                    "allow: run at once")
+        window = st.number_input("Catch-up window in seconds (0 = none)", 0.0, 366 * 86400.0,
+                                 float(current.get("catchup_window_seconds") or 0.0), key="form_catchup_window",
+                                 help="after downtime, slots older than this are recorded as missed, not run")
+        jitter = st.number_input("Jitter in seconds", 0.0, 86400.0, float(current.get("jitter_seconds") or 0.0),
+                                 key="form_jitter", help="each slot starts at an offset in [0, jitter)")
+        pause_after = st.number_input("Pause after N failed slots (0 = never)", 0, 1000,
+                                      int(current.get("pause_after_failures") or 0), key="form_pause_after")
 
     st.markdown("**Preview**")
     try:
@@ -173,7 +183,9 @@ def form(admin: Any, mode: tuple[str, ...]) -> None:
         fields = {"task": task, "args": args, "cron": cron, "timezone": timezone, "enabled": enabled,
                   "queue": queue, "priority": int(priority), "max_attempts": int(max_attempts),
                   "timeout_seconds": float(timeout) or None, "catchup": catchup, "catchup_max": int(catchup_max),
-                  "overlap": overlap, "description": description}
+                  "overlap": overlap, "description": description,
+                  "catchup_window_seconds": float(window) or None, "jitter_seconds": float(jitter),
+                  "pause_after_failures": int(pause_after) or None}
         if creating:
             saved = ui.run("create", admin.add_schedule, name.strip(), **fields)
         else:
