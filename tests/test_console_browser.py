@@ -333,3 +333,21 @@ def test_a_raw_websocket_upgrade_with_a_foreign_host_or_origin_is_refused(consol
     assert raw_upgrade(port, f"127.0.0.1:{port}", "null") == "HTTP/1.1 403 Forbidden"
     assert raw_upgrade(port, f"127.0.0.1:{port}", f"http://127.0.0.1:{port}") == "HTTP/1.1 101 Switching Protocols"
     assert raw_upgrade(port, f"localhost:{port}", None) == "HTTP/1.1 101 Switching Protocols"
+
+
+def test_with_a_token_the_console_needs_it_once_in_the_url_then_a_cookie(consoles: Consoles, browser_page) -> None:
+    page = browser_page
+    token = "t0ken-for-the-browser-test"
+    url = consoles.start(PGJOBS_CONSOLE_TOKEN=token)  # its health check answers without the token
+    response = page.goto(url + "/")
+    assert response is not None and response.status == 403 and "needs the token" in page.content()
+    response = page.goto(f"{url}/?token=wrong-token-0000000")
+    assert response is not None and response.status == 403
+    page.goto(f"{url}/?token={token}")
+    page.get_by_role("heading", name="Overview", exact=True).wait_for()
+    assert "token=" not in page.url  # the redirect dropped it from the address bar
+    go(page, "Workers")  # the websocket and static files go on with the cookie
+    page.reload()
+    page.get_by_role("heading", name="Workers", exact=True).wait_for()
+    port = int(url.rsplit(":", 1)[1])
+    assert raw_upgrade(port, f"127.0.0.1:{port}", None) == "HTTP/1.1 403 Forbidden"  # no cookie, no stream
