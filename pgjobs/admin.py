@@ -42,6 +42,10 @@ class PermissionDenied(AdminError):
 
 
 ROLES = ("admin", "viewer")
+# Console sign-in limits, kept in the database (table signin_attempts) so a new tab, browser or console
+# process starts no fresh count: at most SIGNIN_USER_FAILURES failed attempts per user name (since its last
+# success) and SIGNIN_CLIENT_FAILURES per client address, within SIGNIN_WINDOW.
+SIGNIN_USER_FAILURES, SIGNIN_CLIENT_FAILURES, SIGNIN_WINDOW = 5, 20, timedelta(minutes=5)
 # The xmin horizon report: its first rows, oldest first, and when an active replication slot counts as
 # holding the horizon back (an inactive one holding xmin always does).
 HORIZON_LIMIT = 5
@@ -609,6 +613,37 @@ class Admin:
             return conn.execute(self.q.list_audit, {
                 "limit": _int_in("limit", limit, 1, 10_000), "entity_name": entity_name,
                 "before_id": before_id}).fetchall()
+
+    # ---- console sign-in limits
+    def begin_signin(self, username: str, client: str) -> tuple[int, datetime | None]:
+        """Record a sign-in attempt before its password is checked: (attempt id, None) when the check may go
+        ahead, or (attempt id, retry_at) when a limit is reached (the attempt is then `blocked` and audited).
+        Recording first means attempts made in parallel count each other. Any role may call it."""
+        username, client = username[:64], (client or "unknown")[:64]
+        with self._conn() as conn:
+            conn.execute(self.q.prune_signin_attempts)
+            attempt_id = conn.execute(self.q.insert_signin_attempt,
+                                      {"username": username, "client": client}).fetchone()["id"]
+            conn.commit()
+            counts = conn.execute(self.q.signin_failures, {"username": username, "client": client,
+                                                           "window": SIGNIN_WINDOW, "id": attempt_id}).fetchone()
+            retry_at = None
+            if counts["user_failures"] >= SIGNIN_USER_FAILURES:
+                retry_at = counts["user_retry_at"]
+            if counts["client_failures"] >= SIGNIN_CLIENT_FAILURES:
+                retry_at = max(filter(None, (retry_at, counts["client_retry_at"])))
+            if retry_at is not None:
+                conn.execute(self.q.set_signin_result, {"id": attempt_id, "result": "blocked"})
+                self._audit(conn, "sign-in-blocked", "console-user", username, None,
+                            {"client": client, "retry_at": retry_at})
+            return attempt_id, retry_at
+
+    def finish_signin(self, attempt_id: int, username: str, client: str, ok: bool) -> None:
+        """Record the checked attempt's result (`ok` or `failed`) and audit it."""
+        with self._conn() as conn:
+            conn.execute(self.q.set_signin_result, {"id": attempt_id, "result": "ok" if ok else "failed"})
+            self._audit(conn, "sign-in" if ok else "sign-in-failed", "console-user", username[:64], None,
+                        {"client": (client or "unknown")[:64]})
 
     # ---- console reads
     # What the Streamlit console shows, each read bounded (a page, a LIMIT, a window with a cap) so a page

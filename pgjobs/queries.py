@@ -533,6 +533,26 @@ TEMPLATES: dict[str, str] = {
     "insert_audit": """
         INSERT INTO {s}.audit (actor, action, entity, entity_name, before, after)
         VALUES (%(actor)s, %(action)s, %(entity)s, %(entity_name)s, %(before)s, %(after)s)""",
+    # ---------------------------------------------------------------- console sign-in limits
+    # The attempt is recorded (committed) before the password is checked, so parallel tries count each other.
+    "insert_signin_attempt": """
+        INSERT INTO {s}.signin_attempts (username, client, result) VALUES (%(username)s, %(client)s, 'pending')
+        RETURNING id""",
+    # Failures (and attempts still being checked) in the window: for the user since its last success, for the
+    # client address all of them. `retry_at` is when the oldest counted one leaves the window.
+    "signin_failures": """
+        SELECT count(*) FILTER (WHERE username = %(username)s AND at > coalesce((
+                   SELECT max(at) FROM {s}.signin_attempts
+                   WHERE username = %(username)s AND result = 'ok' AND at > now() - %(window)s), '-infinity'))
+                   AS user_failures,
+               count(*) FILTER (WHERE client = %(client)s) AS client_failures,
+               min(at) FILTER (WHERE username = %(username)s) + %(window)s AS user_retry_at,
+               min(at) FILTER (WHERE client = %(client)s) + %(window)s AS client_retry_at
+        FROM {s}.signin_attempts
+        WHERE at > now() - %(window)s AND result IN ('pending', 'failed') AND id <> %(id)s
+          AND (username = %(username)s OR client = %(client)s)""",
+    "set_signin_result": "UPDATE {s}.signin_attempts SET result = %(result)s WHERE id = %(id)s",
+    "prune_signin_attempts": "DELETE FROM {s}.signin_attempts WHERE at < now() - interval '1 day'",
     "list_audit": """
         SELECT id, at, actor, action, entity, entity_name, before, after FROM {s}.audit
         WHERE (%(entity_name)s::text IS NULL OR entity_name = %(entity_name)s)

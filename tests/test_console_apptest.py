@@ -100,6 +100,66 @@ def test_sign_in_is_required_and_a_wrong_password_is_refused(console: None) -> N
     assert "user" not in at.session_state
 
 
+def try_password(user: str, password: str) -> AppTest:
+    """A fresh browser session (a new tab) that tries one sign-in."""
+    at = AppTest.from_file(APP, default_timeout=30).run()
+    at.text_input(key="sign_in_user").input(user)
+    at.text_input(key="sign_in_password").input(password)
+    return at.button[0].click().run()
+
+
+def test_failed_sign_ins_are_limited_per_user_across_sessions_and_audited(console: None, admin: Admin) -> None:
+    from pgjobs.admin import SIGNIN_USER_FAILURES
+
+    for _ in range(SIGNIN_USER_FAILURES):
+        assert "Wrong user or password." in errors(try_password("alice", "wrong"))
+    at = try_password("alice", ADMIN_PW)  # a new tab, the right password: still refused until the window ends
+    assert "user" not in at.session_state
+    assert any("Too many failed sign-ins" in e for e in errors(at)), errors(at)
+    assert "user" in try_password("vic", VIEWER_PW).session_state  # another user is not locked out
+    actions = [(a["action"], a["entity_name"]) for a in admin.audit(limit=10)]
+    assert actions[:2] == [("sign-in", "vic"), ("sign-in-blocked", "alice")]
+    assert actions[2:2 + SIGNIN_USER_FAILURES] == [("sign-in-failed", "alice")] * SIGNIN_USER_FAILURES
+
+
+def test_failed_sign_ins_are_limited_per_client_address_across_user_names(admin: Admin) -> None:
+    from pgjobs.admin import SIGNIN_CLIENT_FAILURES
+
+    for i in range(SIGNIN_CLIENT_FAILURES):
+        attempt_id, retry_at = admin.begin_signin(f"guess{i}", "10.9.8.7")
+        assert retry_at is None
+        admin.finish_signin(attempt_id, f"guess{i}", "10.9.8.7", ok=False)
+    _, retry_at = admin.begin_signin("someone-new", "10.9.8.7")
+    assert retry_at is not None and retry_at > datetime.now(UTC)
+    assert admin.begin_signin("someone-new", "10.9.8.8")[1] is None  # another address is not limited
+    assert admin.audit(limit=1)[0]["action"] == "sign-in-blocked"
+
+
+def test_parallel_attempts_count_each_other(admin: Admin) -> None:
+    """Each attempt is recorded before its password is checked: attempts begun together are all counted."""
+    from pgjobs.admin import SIGNIN_USER_FAILURES
+
+    begun = [admin.begin_signin("alice", f"10.0.0.{i}") for i in range(SIGNIN_USER_FAILURES + 3)]
+    assert sum(retry_at is None for _, retry_at in begun) == SIGNIN_USER_FAILURES
+
+
+def test_a_session_cookie_names_its_user_until_it_expires_or_the_password_changes() -> None:
+    users = auth.load_users({"PGJOBS_CONSOLE_USERS": USERS})
+    key = auth.session_key(users, {})
+    cookie = auth.make_session(users["alice"], key, now=1000.0, ttl=60)
+    assert auth.read_session(cookie, users, key, now=1059.0) == users["alice"]
+    assert auth.read_session(cookie, users, key, now=1060.0) is None  # expired
+    name, role, expires, sig = cookie.split(":")
+    assert auth.read_session(f"{name}:viewer:{expires}:{sig}", users, key, now=1000.0) is None
+    assert auth.read_session(f"{name}:{role}:{int(expires) + 999}:{sig}", users, key, now=1000.0) is None
+    assert auth.read_session(f"vic:viewer:{expires}:{sig}", users, key, now=1000.0) is None
+    assert auth.read_session("garbage", users, key, now=1000.0) is None
+    changed = auth.load_users({"PGJOBS_CONSOLE_USERS": f"alice:admin:{auth.hash_password('new')}"})
+    assert auth.read_session(cookie, changed, auth.session_key(changed, {}), now=1000.0) is None
+    other_key = auth.session_key(users, {"PGJOBS_CONSOLE_SESSION_SECRET": "elsewhere"})
+    assert auth.read_session(cookie, users, other_key, now=1000.0) is None
+
+
 def test_without_users_a_public_console_refuses_to_serve(db_url: str, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("PGJOBS_DATABASE_URL", db_url)
     monkeypatch.delenv("PGJOBS_CONSOLE_USERS", raising=False)
@@ -244,7 +304,7 @@ def test_pause_resume_run_now_and_delete(console: None, admin: Admin) -> None:
     at.button(key="_confirm_yes_delete_hourly").click().run()
     with pytest.raises(NotFound):
         admin.get_schedule("hourly")
-    assert [a["action"] for a in admin.audit(limit=5)][:5] == ["remove", "run-now", "resume", "pause", "create"]
+    assert [a["action"] for a in admin.audit(limit=6)] == ["remove", "run-now", "resume", "pause", "sign-in", "create"]
     assert {a["actor"] for a in admin.audit(limit=4)} == {"console:alice"}
 
 
@@ -335,6 +395,8 @@ def test_audit_shows_who_changed_what_before_and_after(console: None, admin: Adm
     admin.add_schedule("nightly", cron="0 3 * * *", task="pgjobs.noop")
     admin.edit_schedule("nightly", cron="0 4 * * *")
     at = sign_in(page="views/audit.py")
+    assert at.dataframe[0].value["Action"].tolist()[0] == "sign-in"  # sign-ins are audited too
+    at.text_input(key="audit_entity").input("nightly").run()
     table = at.dataframe[0].value
     assert table["Action"].tolist()[:2] == ["edit", "create"] and table["Who"].tolist()[0] == "test"
     assert [json.loads(j.value)["cron"] for j in at.json[:2]] == ["0 3 * * *", "0 4 * * *"]

@@ -351,3 +351,31 @@ def test_with_a_token_the_console_needs_it_once_in_the_url_then_a_cookie(console
     page.get_by_role("heading", name="Workers", exact=True).wait_for()
     port = int(url.rsplit(":", 1)[1])
     assert raw_upgrade(port, f"127.0.0.1:{port}", None) == "HTTP/1.1 403 Forbidden"  # no cookie, no stream
+
+
+def test_a_signed_in_session_survives_a_reload_until_signing_out(console_url: str, browser_page) -> None:
+    from playwright.sync_api import expect
+
+    page = browser_page
+    page.goto(console_url)
+    set_text(page, "User", "ops")
+    page.get_by_label("Password", exact=True).fill(PASSWORD)
+    page.get_by_role("button", name="Sign in").click()
+    page.get_by_role("heading", name="Overview", exact=True).wait_for()
+    settled(page)
+    page.get_by_test_id("stSidebar").get_by_label("Times shown in", exact=True).click()
+    page.keyboard.type("Asia/Tokyo")  # a long, virtualized list: filter it
+    page.get_by_role("option", name="Asia/Tokyo", exact=True).click()
+    settled(page)
+    page.wait_for_function("() => document.cookie.includes('pgjobs_console_session=')")
+    page.reload()
+    page.get_by_role("heading", name="Overview", exact=True).wait_for()
+    settled(page)
+    expect(page.get_by_text("Signed in as ops (admin)")).to_be_visible()
+    expect(page.get_by_test_id("stSidebar").get_by_label("Times shown in", exact=True)).to_have_value(
+        "Asia/Tokyo")  # the zone too
+    page.get_by_role("button", name="Sign out").click()
+    page.get_by_role("button", name="Sign in").wait_for()
+    page.wait_for_function("() => !document.cookie.includes('pgjobs_console_session=')")
+    page.reload()
+    page.get_by_role("button", name="Sign in").wait_for()
