@@ -221,9 +221,20 @@ def sign_out() -> None:
 
 
 # ---------------------------------------------------------------------- sidebar: timezone, refresh
-@lru_cache(maxsize=1)
+@st.cache_resource(show_spinner=False, ttl=3600)
+def _server_timezones(conninfo: str) -> tuple[str, ...]:
+    s = settings()
+    return tuple(Admin(s, actor="console", role="viewer", pool=_pool(conninfo)).timezones())
+
+
 def timezones() -> list[str]:
-    return ["UTC", *sorted(z for z in zoneinfo.available_timezones() if z != "UTC" and "/" in z)]
+    """UTC first, then every timezone the database server knows (CET, GMT, EST5EDT and Japan included, so an
+    edit never silently turns such a schedule into UTC); Python's own list if the server cannot be asked."""
+    try:
+        names: Iterable[str] = _server_timezones(settings().require_database())
+    except Exception:  # noqa: BLE001 - the sidebar must draw even when the database is down
+        names = zoneinfo.available_timezones()
+    return ["UTC", *sorted(z for z in set(names) if z != "UTC")]
 
 
 def sidebar(user: dict[str, str]) -> None:

@@ -37,6 +37,17 @@ class NotFound(AdminError):
     pass
 
 
+class EditConflict(AdminError):
+    """The schedule changed since the caller read it: `current` is the row now, `actor` and `at` name the
+    newest change."""
+
+    def __init__(self, name: str, actor: str, at: datetime | None, current: dict[str, Any]) -> None:
+        when = at.astimezone(UTC).strftime("%Y-%m-%d %H:%M:%S UTC") if at else "an unknown time"
+        super().__init__(f"schedule '{name}' was changed by {actor} at {when} since you opened it; "
+                         "reload it and make your change again")
+        self.actor, self.at, self.current = actor, at, current
+
+
 class PermissionDenied(AdminError):
     pass
 
@@ -317,8 +328,10 @@ class Admin:
     def _first_run(values: dict[str, Any], now: datetime) -> datetime:
         return _next_slot(values["cron"], values["timezone"], now)
 
-    def edit_schedule(self, name: str, **changes: Any) -> dict[str, Any]:
-        """Change fields of a schedule; a new cron or timezone recomputes the next run from now."""
+    def edit_schedule(self, name: str, *, expected_version: int | None = None, **changes: Any) -> dict[str, Any]:
+        """Change fields of a schedule; a new cron or timezone recomputes the next run from now. Only the
+        fields given change. With `expected_version` (the `version` the caller read), EditConflict is raised
+        instead if anyone changed the schedule since."""
         self._require_admin()
         unknown = set(changes) - set(SCHEDULE_FIELDS)
         if unknown:
@@ -328,6 +341,9 @@ class Admin:
             before = conn.execute(self.q.get_schedule_for_update, {"name": name}).fetchone()
             if before is None:
                 raise NotFound(f"schedule '{name}' does not exist")
+            if expected_version is not None and before["version"] != expected_version:
+                last = conn.execute(self.q.last_schedule_change, {"name": name}).fetchone() or {}
+                raise EditConflict(name, last.get("actor", "someone"), last.get("at"), before)
             merged = validate_schedule_fields({**{k: before[k] for k in SCHEDULE_FIELDS}, **changes})
             next_run_at = before["next_run_at"]
             if (merged["cron"] != before["cron"] or merged["timezone"] != before["timezone"]
@@ -613,6 +629,19 @@ class Admin:
             return conn.execute(self.q.list_audit, {
                 "limit": _int_in("limit", limit, 1, 10_000), "entity_name": entity_name,
                 "before_id": before_id}).fetchall()
+
+    def timezones(self) -> list[str]:
+        """Every timezone name the server knows that Python's zoneinfo loads too (CET, GMT, Japan, ...)."""
+        with self._conn() as conn:
+            names = [r["name"] for r in conn.execute(self.q.list_timezones).fetchall()]
+        usable = []
+        for zone in names:
+            try:
+                cron.load_timezone(zone)
+            except cron.TimezoneError:  # a name only the server knows is left out
+                continue
+            usable.append(zone)
+        return usable
 
     # ---- console sign-in limits
     def begin_signin(self, username: str, client: str) -> tuple[int, datetime | None]:

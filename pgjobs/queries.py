@@ -60,7 +60,7 @@ _JOB_COLUMNS = """id, queue, task, args, state, priority, attempt, max_attempts,
 
 _SCHEDULE_COLUMNS = """id, name, task, args, cron, timezone, enabled, queue, priority, max_attempts,
     timeout_seconds, catchup, catchup_max, overlap, description, next_run_at, last_slot_at, created_at,
-    updated_at, paused_since"""
+    updated_at, paused_since, version"""
 
 
 def _claim_jobs(queue_match: str, *, async_commit: bool = False) -> str:
@@ -506,9 +506,15 @@ TEMPLATES: dict[str, str] = {
             timeout_seconds = %(timeout_seconds)s, catchup = %(catchup)s, catchup_max = %(catchup_max)s,
             overlap = %(overlap)s, description = %(description)s, next_run_at = %(next_run_at)s,
             paused_since = CASE WHEN NOT %(enabled)s THEN coalesce(paused_since, now()) ELSE paused_since END,
-            updated_at = now()
+            updated_at = now(), version = version + 1
         WHERE id = %(id)s
         RETURNING """ + _SCHEDULE_COLUMNS,
+    # Who made a schedule's newest change, and when (the edit conflict message).
+    "last_schedule_change": """
+        SELECT actor, at FROM {s}.audit WHERE entity_name = %(name)s AND entity = 'schedule'
+        ORDER BY id DESC LIMIT 1""",
+    # Every timezone the server knows (the console's list; names without a '/' like CET or Japan too).
+    "list_timezones": "SELECT name FROM pg_timezone_names ORDER BY name",
     "delete_schedule": "DELETE FROM {s}.schedules WHERE id = %(id)s",
     "get_schedule_for_update": "SELECT " + _SCHEDULE_COLUMNS + " FROM {s}.schedules WHERE name = %(name)s FOR UPDATE",
     "get_schedule": "SELECT " + _SCHEDULE_COLUMNS + " FROM {s}.schedules WHERE name = %(name)s",

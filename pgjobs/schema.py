@@ -77,6 +77,9 @@ def build_metadata(schema: str = "pgjobs") -> MetaData:
         Column("paused_since", DateTime(timezone=True), nullable=True),
         Column("created_at", DateTime(timezone=True), nullable=False, server_default=now),
         Column("updated_at", DateTime(timezone=True), nullable=False, server_default=now),
+        # Bumped by every change through the admin API (migration 0008): an edit based on an older version is
+        # refused (`Admin.edit_schedule(expected_version=...)`), so a form never overwrites a newer change.
+        Column("version", BigInteger, nullable=False, server_default=text("1")),
         UniqueConstraint("name"),
         CheckConstraint(_in("catchup", CATCHUP_POLICIES), name="catchup"),
         CheckConstraint(_in("overlap", OVERLAP_POLICIES), name="overlap"),

@@ -279,14 +279,51 @@ def test_edit_with_a_bad_cron_shows_the_error_and_changes_nothing(console: None,
     at.selectbox(key="sch_selected").select("nightly")
     at.button(key="sch_edit").click().run()
     at.text_input(key="form_cron").input("*/61 * * * *").run()
-    assert any("minute field '*/61': step '61' must be 1-59" in e for e in errors(at))
-    at.button(key="form_save").click().run()
-    assert any("must be 1-59" in e for e in errors(at))
+    assert [e for e in errors(at) if "must be 1-59" in e] == [
+        "cron '*/61 * * * *': minute field '*/61': step '61' must be 1-59"]  # once, in the preview
+    assert at.button(key="form_save").disabled
     assert admin.get_schedule("nightly")["cron"] == "0 3 * * *"
-    at.text_input(key="form_cron").input("15 4 * * 1-5")
+    at.text_input(key="form_cron").input("15 4 * * 1-5").run()
+    assert not at.button(key="form_save").disabled
     at.button(key="form_save").click().run()
     assert admin.get_schedule("nightly")["cron"] == "15 4 * * 1-5"
     assert admin.audit(limit=1)[0]["action"] == "edit"
+
+
+def test_save_sends_only_changed_fields_and_keeps_a_timezone_without_a_slash(console: None, admin: Admin) -> None:
+    admin.add_schedule("berlin-ish", cron="0 3 * * *", task="pgjobs.noop", timezone="CET")
+    at = sign_in(page="views/schedules.py")
+    zones = at.selectbox(key="tz").options
+    assert {"CET", "GMT", "EST5EDT", "Japan", "Europe/Berlin", "UTC"} <= set(zones)
+    at.selectbox(key="sch_selected").select("berlin-ish")
+    at.button(key="sch_edit").click().run()
+    assert at.selectbox(key="form_timezone").value == "CET"
+    at.number_input(key="form_priority").set_value(5)
+    at.button(key="form_save").click().run()
+    assert not errors(at), errors(at)
+    sc = admin.get_schedule("berlin-ish")
+    assert (sc["timezone"], sc["priority"], sc["version"]) == ("CET", 5, 2)
+    edit = admin.audit(limit=1)[0]
+    changed = {k for k in edit["after"] if edit["before"].get(k) != edit["after"][k]}
+    assert changed <= {"priority", "version", "updated_at"}, changed
+
+
+def test_saving_over_a_newer_version_fails_and_shows_the_difference(console: None, admin: Admin,
+                                                                      settings: Settings) -> None:
+    admin.add_schedule("nightly", cron="0 3 * * *", task="pgjobs.noop")
+    at = sign_in(page="views/schedules.py")
+    at.selectbox(key="sch_selected").select("nightly")
+    at.button(key="sch_edit").click().run()
+    Admin(settings, actor="cli:bob").pause_schedule("nightly")  # from another terminal, while the form is open
+    at.text_input(key="form_cron").input("15 4 * * *").run()
+    at.button(key="form_save").click().run()
+    assert any(re.match(r"Not saved: 'nightly' was changed by cli:bob at \d{4}-\d\d-\d\d \d\d:\d\d:\d\d "
+                        r"\(UTC\) since you opened it\.$", e) for e in errors(at)), errors(at)
+    diff = next(df.value for df in at.dataframe if "Field" in df.value.columns)
+    assert diff.set_index("Field").loc["enabled"].tolist() == ["True", "False", "(not changed)"]
+    assert diff.set_index("Field").loc["cron"].tolist() == ["0 3 * * *", "0 3 * * *", "15 4 * * *"]
+    sc = admin.get_schedule("nightly")
+    assert (sc["cron"], sc["enabled"]) == ("0 3 * * *", False)  # the pause stands, nothing overwritten
 
 
 def test_pause_resume_run_now_and_delete(console: None, admin: Admin) -> None:

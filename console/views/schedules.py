@@ -9,7 +9,7 @@ from typing import Any
 import streamlit as st
 
 from console import ui
-from pgjobs.admin import DEFAULTS, AdminError, describe_cron
+from pgjobs.admin import DEFAULTS, AdminError, EditConflict, describe_cron
 from pgjobs.states import CATCHUP_POLICIES, OVERLAP_POLICIES
 
 SORTS = {"name": "Name", "task": "Task", "next_run": "Next run", "last_slot": "Last slot"}
@@ -118,7 +118,9 @@ def form(admin: Any, mode: tuple[str, ...]) -> None:
     else:
         st.subheader("Edit schedule")
         st.text(mode[1])
-        current = ui.run("load", admin.get_schedule, mode[1])
+        if "form_opened" not in st.session_state:  # the version the user edits: read once, when opened
+            st.session_state["form_opened"] = ui.run("load", admin.get_schedule, mode[1])
+        current = st.session_state["form_opened"]
         if current is None:
             st.session_state.pop("sch_mode", None)
             return
@@ -126,6 +128,8 @@ def form(admin: Any, mode: tuple[str, ...]) -> None:
     if current["task"] not in tasks:
         tasks = [current["task"], *tasks]
     zones = ui.timezones()
+    if current["timezone"] not in zones:  # never offer a different zone than the schedule's own
+        zones = [current["timezone"], *zones]
     left, right = st.columns(2)
     with left:
         name = st.text_input("Name", key="form_name") if creating else mode[1]
@@ -133,8 +137,7 @@ def form(admin: Any, mode: tuple[str, ...]) -> None:
         args = st.text_area("Arguments (JSON object)", json.dumps(current["args"] or {}), key="form_args")
         cron = st.text_input("Cron", current["cron"], key="form_cron",
                              help="5 fields (m h dom mon dow), 6 with seconds first, @daily, or 'N seconds'")
-        timezone = st.selectbox("Timezone", zones, index=zones.index(current["timezone"])
-                                if current["timezone"] in zones else 0, key="form_timezone")
+        timezone = st.selectbox("Timezone", zones, index=zones.index(current["timezone"]), key="form_timezone")
         enabled = st.checkbox("Enabled", bool(current["enabled"]), key="form_enabled")
         description = st.text_input("Description", current["description"] or "", key="form_description")
     with right:
@@ -156,6 +159,7 @@ def form(admin: Any, mode: tuple[str, ...]) -> None:
                                help="skip: record the slot as skipped; queue: run after it; allow: run at once")
 
     st.markdown("**Preview**")
+    preview = None
     try:
         preview = describe_cron(cron, timezone, count=5)
     except AdminError as exc:
@@ -169,21 +173,67 @@ def form(admin: Any, mode: tuple[str, ...]) -> None:
     if cancel.button("Cancel", key="form_cancel"):
         st.session_state.pop("sch_mode", None)
         st.rerun()
-    if save.button("Create schedule" if creating else "Save changes", key="form_save", type="primary"):
-        fields = {"task": task, "args": args, "cron": cron, "timezone": timezone, "enabled": enabled,
-                  "queue": queue, "priority": int(priority), "max_attempts": int(max_attempts),
-                  "timeout_seconds": float(timeout) or None, "catchup": catchup, "catchup_max": int(catchup_max),
-                  "overlap": overlap, "description": description}
+    fields = {"task": task, "args": args, "cron": cron, "timezone": timezone, "enabled": enabled,
+              "queue": queue, "priority": int(priority), "max_attempts": int(max_attempts),
+              "timeout_seconds": float(timeout) or None, "catchup": catchup, "catchup_max": int(catchup_max),
+              "overlap": overlap, "description": description}
+    # a bad cron's error is shown once, in the preview above, and Save waits for a good one
+    if save.button("Create schedule" if creating else "Save changes", key="form_save", type="primary",
+                   disabled=preview is None):
         if creating:
             saved = ui.run("create", admin.add_schedule, name.strip(), **fields)
         else:
-            saved = ui.run("save", admin.edit_schedule, mode[1], **fields)
+            saved = save_changes(admin, mode[1], current, fields)
         if saved is not None:
             ui.flash(f"{'Created' if creating else 'Saved'} '{saved['name']}': next run "
                      f"{ui.when(saved['next_run_at'])} ({st.session_state.get('tz', 'UTC')}).")
             st.session_state.pop("sch_mode", None)
             st.session_state["sch_selected"] = saved["name"]
             st.rerun()
+
+
+def changed_fields(opened: dict[str, Any], fields: dict[str, Any]) -> dict[str, Any]:
+    """The form's fields whose value differs from the schedule as it was when the form opened: only these are
+    sent, so a field nobody touched never changes."""
+    def same(key: str, value: Any) -> bool:
+        before = opened.get(key)
+        if key == "args":
+            try:
+                return json.loads(value or "{}") == (before or {})
+            except ValueError:
+                return False  # not JSON: send it, the admin API says what is wrong
+        if key == "description":
+            return (value or "") == (before or "")
+        if key == "timeout_seconds":
+            return (value or None) == (float(before) if before else None)
+        return value == before
+    return {k: v for k, v in fields.items() if not same(k, v)}
+
+
+def save_changes(admin: Any, name: str, opened: dict[str, Any], fields: dict[str, Any]) -> dict[str, Any] | None:
+    changes = changed_fields(opened, fields)
+    if not changes:
+        ui.flash(f"Nothing changed in '{name}'.", "warning")
+        st.session_state.pop("sch_mode", None)
+        st.rerun()
+    try:
+        return admin.edit_schedule(name, expected_version=opened["version"], **changes)
+    except EditConflict as exc:
+        ui.show_error(f"Not saved: '{name}' was changed by {exc.actor} at {ui.when(exc.at)} "
+                      f"({st.session_state.get('tz', 'UTC')}) since you opened it.")
+        shown = sorted(set(changes) | {k for k in FIELDS if opened.get(k) != exc.current.get(k)})
+        ui.table([{"field": k, "opened": _show(opened.get(k)), "now": _show(exc.current.get(k)),
+                   "yours": _show(changes[k]) if k in changes else "(not changed)"} for k in shown],
+                 {"field": "Field", "opened": "When you opened it", "now": "Now", "yours": "Your change"},
+                 key="form_conflict")
+        st.caption("Cancel and edit again to start from the current version.")
+    except Exception as exc:  # noqa: BLE001 - shown like every other admin error
+        ui.show_error(exc if isinstance(exc, AdminError) else f"save failed: {type(exc).__name__}: {exc}")
+    return None
+
+
+def _show(value: Any) -> str:
+    return json.dumps(value, sort_keys=True) if isinstance(value, dict | list) else "" if value is None else str(value)
 
 
 def render() -> None:
