@@ -311,6 +311,27 @@ def seconds_text(seconds: float | None) -> str:
     return f"{s / 86400:.1f} d"
 
 
+def job_state_text(job: dict[str, Any], now: datetime | None = None) -> str:
+    """A job's state as an operator reads it: a job waiting for its retry is not just 'available'."""
+    state = job.get("state")
+    if state == "available" and (job.get("attempt") or 0) >= 1:
+        nxt, total = job["attempt"] + 1, job.get("max_attempts")
+        at = job.get("scheduled_at")
+        if at is not None and at > (now or datetime.now(UTC)):
+            return f"retry at {when(at)} (attempt {nxt} of {total})"
+        return f"waiting to retry (attempt {nxt} of {total})"
+    return str(state or "")
+
+
+def job_duration_text(job: dict[str, Any], now: datetime | None = None) -> str:
+    """How long the job ran ('12 ms', '3.4 s'), '' before it started; a running one counts up."""
+    started, finished = job.get("started_at"), job.get("finished_at")
+    if started is None or (finished is None and job.get("state") != "running"):
+        return ""
+    seconds = ((finished or now or datetime.now(UTC)) - started).total_seconds()
+    return seconds_text(seconds) + ("" if finished else " so far")
+
+
 @lru_cache(maxsize=4096)
 def cron_text(expr: str, timezone: str = "UTC") -> str:
     """The human description of a cron ('every 2 minutes'), or the error text."""

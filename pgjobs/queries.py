@@ -646,7 +646,7 @@ TEMPLATES: dict[str, str] = {
         SELECT state, count(*) FROM {s}.jobs
         WHERE state = ANY(%(states)s) AND finished_at >= %(since)s GROUP BY state""",
     "schedule_history": """
-        SELECT id, state, attempt, slot, scheduled_at, inserted_at, started_at, finished_at,
+        SELECT id, state, attempt, max_attempts, slot, scheduled_at, inserted_at, started_at, finished_at,
                extract(epoch FROM finished_at - started_at) AS duration,
                extract(epoch FROM coalesce(first_started_at, started_at) - coalesce(slot, scheduled_at)) AS lateness,
                worker, last_error

@@ -467,3 +467,37 @@ def test_overview_warns_about_a_transaction_holding_the_horizon(console: None, d
         assert f"pg_terminate_backend({holder.info.backend_pid})" in shown
     finally:
         holder.close()
+
+
+def test_jobs_show_retry_state_duration_and_no_none_for_successes(console: None, admin: Admin,
+                                                                   db_url: str) -> None:
+    done = admin.enqueue("pgjobs.noop", {})
+    set_job(db_url, done, "completed", seconds=2.5)
+    retrying = admin.enqueue("pgjobs.noop", {}, max_attempts=3)
+    with psycopg.connect(db_url, autocommit=True) as conn:  # as a worker leaves a job after a failed attempt
+        conn.execute("UPDATE pgjobs.jobs SET attempt = 1, started_at = now() - interval '3 s', "
+                     "scheduled_at = now() + interval '1 hour', last_error = 'ValueError: flaky' WHERE id = %s",
+                     (retrying,))
+    at = sign_in(page="views/jobs.py")
+    table = at.dataframe[0].value.set_index("Job")
+    assert table.loc[done, "State"] == "completed" and table.loc[done, "Duration"] == "2.5 s"
+    assert table.loc[done, "Error"] == "" and table.loc[done, "Worker"] == "w1"
+    assert re.fullmatch(r"retry at \d{4}-\d\d-\d\d \d\d:\d\d:\d\d \(attempt 2 of 3\)", table.loc[retrying, "State"])
+    assert table.loc[retrying, "Duration"] == ""
+    assert "None" not in table.astype(str).to_csv()
+
+
+def test_error_details_default_to_the_newest_real_error(console: None, admin: Admin, db_url: str) -> None:
+    admin.add_schedule("flaky", cron="0 0 1 1 *", task="pgjobs.noop")
+    old = admin.run_now("flaky")
+    set_job(db_url, old, "failed", error="OldError: first")
+    new = admin.run_now("flaky")
+    set_job(db_url, new, "failed", error="NewError: latest")
+    skipped = admin.run_now("flaky")
+    set_job(db_url, skipped, "skipped", error="skipped: the previous run was still going")
+    at = sign_in()
+    st_state = at.session_state
+    st_state["detail_schedule"] = "flaky"
+    at.switch_page("views/schedule_detail.py").run()
+    assert at.selectbox(key="detail_error_job").value == new
+    assert "Traceback: NewError: latest" in texts(at)

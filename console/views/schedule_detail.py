@@ -142,13 +142,17 @@ def history(admin: Any, name: str) -> None:
     if not runs:
         st.text("No runs in this window.")
         return
-    ui.table([{**r, "duration_text": ui.seconds_text(r["duration"]), "lateness_text": ui.seconds_text(r["lateness"])}
+    ui.table([{**r, "duration_text": ui.seconds_text(r["duration"]), "lateness_text": ui.seconds_text(r["lateness"]),
+               "state_text": ui.job_state_text(r), "error_text": r["last_error"] or "", "worker_text": r["worker"] or ""}
               for r in runs],
-             {"id": "Job", "state": "State", "slot": "Slot", "inserted_at": "Enqueued", "started_at": "Started",
+             {"id": "Job", "state_text": "State", "slot": "Slot", "inserted_at": "Enqueued", "started_at": "Started",
               "finished_at": "Finished", "duration_text": "Duration", "lateness_text": "Late by",
-              "attempt": "Attempts", "worker": "Worker", "last_error": "Error"},
+              "attempt": "Attempts", "worker_text": "Worker", "error_text": "Error"},
              times=["slot", "inserted_at", "started_at", "finished_at"], key="detail_runs")
-    with_errors = [r["id"] for r in runs if r["last_error"]]
+    # newest real error first (a skipped slot's reason is not an error); skipped ones after
+    errored = [r for r in runs if r["last_error"]]
+    errored.sort(key=lambda r: (r["state"] == "skipped", -(r["finished_at"] or r["inserted_at"]).timestamp()))
+    with_errors = [r["id"] for r in errored]
     if with_errors:
         job_id = st.selectbox("Error details for job", with_errors, key="detail_error_job")
         job = ui.run("job", admin.get_job, job_id)
