@@ -191,7 +191,13 @@ def main(argv: list[str] | None = None) -> int:
     import getpass
 
     args = sys.argv[1:] if argv is None else argv
-    if args[:1] != ["hash"]:
+    if args[:1] == ["hash"] and any(a in ("-h", "--help") for a in args[1:]):
+        print("usage: python -m console hash-password   (or python -m console.auth hash)\n\n"
+              "Prints an scrypt hash of a password for PGJOBS_CONSOLE_USERS or\n"
+              "PGJOBS_CONSOLE_ADMIN_PASSWORD_HASH. Prompts twice on a terminal; reads one line from stdin\n"
+              "when piped: echo -n 'secret' | python -m console hash-password")
+        return 0
+    if args[:1] != ["hash"] or len(args) > 1:
         print("usage: python -m console.auth hash   (prompts for a password; or pipe it on stdin)",
               file=sys.stderr)
         return 2
