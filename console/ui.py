@@ -274,6 +274,11 @@ def when(value: datetime | None) -> str:
     return value.astimezone(tz()).strftime("%Y-%m-%d %H:%M:%S")
 
 
+def when_short(value: datetime | None) -> str:
+    """A timestamp in the chosen timezone to the minute ('2026-12-02 13:31'), for narrow table columns."""
+    return when(value)[:16]
+
+
 def when_text(value: str | None) -> str:
     """An ISO timestamp stored as JSON text (job errors) in the chosen timezone."""
     if not value:

@@ -132,6 +132,7 @@ def settled(page) -> None:
         "      !== 'running'"
         " && !document.querySelector('[data-testid=\"stStatusWidget\"]')"
         " && document.querySelectorAll('[data-stale=\"true\"]').length === 0"
+        " && !document.querySelector('[data-testid=\"stSkeleton\"]')"
         " && [...document.querySelectorAll('[data-testid=\"stVegaLiteChart\"]')]"
         "      .every(chart => chart.querySelector('canvas, svg'))", timeout=TIMEOUT_MS)
 
@@ -379,3 +380,37 @@ def test_a_signed_in_session_survives_a_reload_until_signing_out(console_url: st
     page.wait_for_function("() => !document.cookie.includes('pgjobs_console_session=')")
     page.reload()
     page.get_by_role("button", name="Sign in").wait_for()
+
+
+@pytest.mark.parametrize("width", [1280, 1440])
+def test_every_page_at_laptop_widths_with_no_request_leaving_the_machine(
+        console_url: str, browser_page, admin: Admin, width: int) -> None:
+    """Screenshots of every page at 1280 and 1440 px (test-artifacts/console/width-*), and every request
+    the browser makes goes to the console itself: favicon, fonts and icons are served locally."""
+    from urllib.parse import urlsplit
+
+    page = browser_page
+    page.set_viewport_size({"width": width, "height": 1100})
+    admin.add_schedule("refresh otel_trace_summaries", cron="*/2 * * * *", task="pgjobs.noop",
+                       timezone="Europe/Berlin", description="refresh the traces view")
+    admin.add_schedule("nightly report", cron="0 3 * * 1-5", task="pgjobs.noop", timezone="CET")
+    admin.run_now("nightly report")
+    requests: list[str] = []
+    page.on("request", lambda request: requests.append(request.url))
+    page.goto(console_url)
+    set_text(page, "User", "ops")
+    page.get_by_label("Password", exact=True).fill(PASSWORD)
+    page.get_by_role("button", name="Sign in").click()
+    page.get_by_role("heading", name="Overview", exact=True).wait_for()
+    shot(page, f"width-{width}-1-overview")
+    for n, title in enumerate(["Schedules", "Schedule detail", "Jobs", "Workers", "Audit log"], start=2):
+        go(page, title)
+        shot(page, f"width-{width}-{n}-{title.lower().replace(' ', '-')}")
+    go(page, "Schedules")
+    page.get_by_role("button", name="New schedule").click()
+    settled(page)
+    page.get_by_role("button", name="Create schedule").wait_for()
+    shot(page, f"width-{width}-7-schedule-form")
+    foreign = {urlsplit(u).hostname for u in requests if urlsplit(u).scheme in ("http", "https", "ws", "wss")}
+    assert foreign <= {"127.0.0.1"}, sorted(u for u in requests if urlsplit(u).hostname != "127.0.0.1")
+    assert any(u.endswith(".png") or "media" in u for u in requests)  # the favicon, from the console

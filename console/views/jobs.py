@@ -55,7 +55,7 @@ def page_of_jobs(admin: Any, chosen: dict[str, Any]) -> list[dict[str, Any]]:
                      "started_at": "Started", "finished_at": "Finished", "duration_text": "Duration",
                      "worker_text": "Worker", "error_text": "Error"},
              times=["inserted_at", "started_at", "finished_at"], key="jobs_table")
-    prev, _, size_col, nxt = st.columns([1, 4, 1, 1])
+    prev, _, size_col, nxt = st.columns([2, 5, 2, 2])
     if prev.button("Newer", icon=":material/chevron_left:", key="jobs_prev", disabled=not cursors):
         cursors.pop()
         st.rerun()

@@ -44,13 +44,14 @@ def schedule_table(admin: Any) -> list[dict[str, Any]]:
     total = ui.run("count", admin.count_schedules, search.strip() or None)
     st.caption(f"{total} schedules match · page {page + 1} · success rate over the last 7 days (at most 200 "
                f"runs each) · times in {st.session_state.get('tz', 'UTC')}")
-    ui.table([{**r, "description_text": ui.cron_text(r["cron"], r["timezone"]), "rate": success_rate(r),
-               "state": "enabled" if r["enabled"] else "paused"} for r in rows],
-             {"name": "Name", "task": "Task", "cron": "Cron", "description_text": "Runs", "timezone": "Timezone",
-              "state": "Enabled", "last_state": "Last run", "last_run_at": "Last run at",
-              "next_run_at": "Next run", "rate": "Success rate", "catchup": "Catch-up", "overlap": "Overlap"},
-             times=["last_run_at", "next_run_at"], key="sch_table")
-    prev, _, nxt = st.columns([1, 6, 1])
+    # Every column fits at 1280 px: the task and the cron in words are shown for the selected schedule below.
+    ui.table([{**r, "rate": success_rate(r), "state": "enabled" if r["enabled"] else "paused",
+               "last": f"{r['last_state']}, {ui.when_short(r['last_run_at'])}" if r["last_state"] else "",
+               "next": ui.when_short(r["next_run_at"]), "policies": f"{r['catchup']} / {r['overlap']}"}
+              for r in rows],
+             {"name": "Name", "cron": "Cron", "timezone": "Timezone", "state": "State", "last": "Last run",
+              "next": "Next run", "rate": "Success (7 d)", "policies": "Catch-up / overlap"}, key="sch_table")
+    prev, _, nxt = st.columns([2, 6, 2])
     if prev.button("Previous", key="sch_prev", disabled=page == 0, icon=":material/chevron_left:"):
         st.session_state["sch_page"] = page - 1
         st.rerun()
@@ -70,6 +71,8 @@ def actions(admin: Any, rows: list[dict[str, Any]]) -> None:
     st.subheader("Selected schedule")
     name = st.selectbox("Schedule", list(by_name), key="sch_selected")
     row = by_name[name]
+    st.text(f"Task {row['task']} · runs {ui.cron_text(row['cron'], row['timezone'])} ({row['timezone']}) · "
+            f"next run {ui.when(row['next_run_at']) or 'none'}")
     buttons = st.columns(6)
     if buttons[0].button("Details", key="sch_details"):
         st.session_state["detail_schedule"] = name
