@@ -501,3 +501,24 @@ def test_error_details_default_to_the_newest_real_error(console: None, admin: Ad
     at.switch_page("views/schedule_detail.py").run()
     assert at.selectbox(key="detail_error_job").value == new
     assert "Traceback: NewError: latest" in texts(at)
+
+
+def test_a_young_schedules_charts_default_to_its_life_and_a_1_h_window_exists(console: None, admin: Admin,
+                                                                               db_url: str) -> None:
+    admin.add_schedule("young", cron="* * * * *", task="pgjobs.noop")
+    set_job(db_url, admin.run_now("young"), "completed")
+    at = sign_in()
+    at.session_state["detail_schedule"] = "young"
+    at.switch_page("views/schedule_detail.py").run()
+    window = at.selectbox(key="detail_window")
+    assert window.value == "since created" and "1 h" in window.options
+    assert any("Execution history · since created" in s.value for s in at.subheader)
+    assert not at.exception
+    with psycopg.connect(db_url, autocommit=True) as conn:  # a schedule older than a day: 24 h by default
+        conn.execute("UPDATE pgjobs.schedules SET created_at = now() - interval '3 days'")
+    at = sign_in()
+    at.session_state["detail_schedule"] = "young"
+    at.switch_page("views/schedule_detail.py").run()
+    assert at.selectbox(key="detail_window").value == "24 h"
+    at.selectbox(key="detail_window").select("1 h").run()
+    assert any("last 1 h · 60.0 s buckets" in s.value for s in at.subheader), [s.value for s in at.subheader]
