@@ -32,7 +32,7 @@ from sqlalchemy import (
 )
 from sqlalchemy.dialects.postgresql import ARRAY, JSONB
 
-from pgjobs.states import CATCHUP_POLICIES, FINISHED_STATES, JOB_STATES, OVERLAP_POLICIES
+from pgjobs.states import CATCHUP_POLICIES, FINISHED_STATES, JOB_STATES, OVERLAP_POLICIES, SLOT_OUTCOMES
 
 NAMING = {
     "ix": "ix_%(table_name)s_%(column_0_N_name)s",
@@ -69,11 +69,22 @@ def build_metadata(schema: str = "pgjobs") -> MetaData:
         Column("catchup", Text, nullable=False, server_default="latest"),
         Column("catchup_max", Integer, nullable=False, server_default=text("100")),
         Column("overlap", Text, nullable=False, server_default="skip"),
+        # Migration 0007: slots older than the window are missed, not run; each slot's job is due at slot + an
+        # offset in [0, jitter) derived from (schedule, slot); N consecutive failed slots pause the schedule.
+        Column("catchup_window_seconds", Double, nullable=True),
+        Column("jitter_seconds", Double, nullable=False, server_default=text("0")),
+        Column("pause_after_failures", Integer, nullable=True),
         Column("description", Text, nullable=False, server_default=""),
         Column("next_run_at", DateTime(timezone=True), nullable=True),
         Column("last_slot_at", DateTime(timezone=True), nullable=True),
+        # Set when the schedule is paused, cleared by the first scheduling pass after it is resumed: the slots
+        # that pass drops are recorded in the ledger as `paused`, not `missed` (migration 0006).
+        Column("paused_since", DateTime(timezone=True), nullable=True),
         Column("created_at", DateTime(timezone=True), nullable=False, server_default=now),
         Column("updated_at", DateTime(timezone=True), nullable=False, server_default=now),
+        # Bumped by every change through the admin API (migration 0008): an edit based on an older version is
+        # refused (`Admin.edit_schedule(expected_version=...)`), so a form never overwrites a newer change.
+        Column("version", BigInteger, nullable=False, server_default=text("1")),
         UniqueConstraint("name"),
         CheckConstraint(_in("catchup", CATCHUP_POLICIES), name="catchup"),
         CheckConstraint(_in("overlap", OVERLAP_POLICIES), name="overlap"),
@@ -81,6 +92,9 @@ def build_metadata(schema: str = "pgjobs") -> MetaData:
         CheckConstraint("catchup_max >= 1", name="catchup_max"),
         CheckConstraint("timeout_seconds IS NULL OR timeout_seconds > 0", name="timeout"),
         CheckConstraint("jsonb_typeof(args) = 'object'", name="args_object"),
+        CheckConstraint("catchup_window_seconds IS NULL OR catchup_window_seconds > 0", name="catchup_window"),
+        CheckConstraint("jitter_seconds >= 0", name="jitter"),
+        CheckConstraint("pause_after_failures IS NULL OR pause_after_failures >= 1", name="pause_after_failures"),
         Index("ix_schedules_due", "next_run_at", postgresql_where=text("enabled")),
     )
 
@@ -116,6 +130,9 @@ def build_metadata(schema: str = "pgjobs") -> MetaData:
         Column("unique_key", Text, nullable=True),
         Column("inserted_at", DateTime(timezone=True), nullable=False, server_default=now),
         Column("started_at", DateTime(timezone=True), nullable=True),
+        # When the first attempt started (migration 0006): a slot's lateness is this minus the slot; retry
+        # delays are not lateness.
+        Column("first_started_at", DateTime(timezone=True), nullable=True),
         Column("finished_at", DateTime(timezone=True), nullable=True),
         Column("worker_id", BigInteger, nullable=True),
         Column("worker", Text, nullable=True),
@@ -155,6 +172,34 @@ def build_metadata(schema: str = "pgjobs") -> MetaData:
         Index("ix_jobs_available_id", "id", postgresql_where=text("state = 'available'")),
     )
 
+    # The slot ledger (migration 0006): what happened to every slot of a schedule, kept apart from the jobs so
+    # that pruning job history does not erase it. Compact and low-churn: one row inserted per slot (with its
+    # job, in the scheduler's transaction), one outcome write when the job has finished (`settle_slots`, by
+    # the leader, in batches), and a run of missed or paused slots is ONE row (slot = the first, last_slot,
+    # slot_count). job_id is not a foreign key: the job may be pruned, the row stays.
+    Table(
+        "slots", md,
+        Column("schedule_id", BigInteger, ForeignKey("schedules.id", ondelete="CASCADE"), primary_key=True),
+        Column("slot", DateTime(timezone=True), primary_key=True),
+        Column("last_slot", DateTime(timezone=True), nullable=True),
+        Column("slot_count", Integer, nullable=True, server_default=text("1")),  # NULL: too many to count
+        Column("outcome", Text, nullable=True),
+        Column("backfilled", Boolean, nullable=False, server_default=text("false")),
+        Column("job_id", BigInteger, nullable=True),
+        Column("started_at", DateTime(timezone=True), nullable=True),
+        Column("finished_at", DateTime(timezone=True), nullable=True),
+        Column("reason", Text, nullable=True),
+        Column("recorded_at", DateTime(timezone=True), nullable=False, server_default=now),
+        CheckConstraint(f"outcome IS NULL OR {_in('outcome', SLOT_OUTCOMES)}", name="outcome"),
+        CheckConstraint("(slot_count IS NULL OR slot_count >= 1) AND (last_slot IS NULL OR last_slot >= slot)",
+                        name="range"),
+        CheckConstraint("outcome IS NOT NULL OR job_id IS NOT NULL", name="pending_job"),
+        # The slots whose outcome is still to be read from their job: few (the unfinished jobs).
+        Index("ix_slots_pending", "job_id", postgresql_where=text("outcome IS NULL")),
+        # The ranges (missed, paused: rare), for a backfill to find the ones it overlaps (migration 0007).
+        Index("ix_slots_ranges", "schedule_id", "last_slot", postgresql_where=text("last_slot IS NOT NULL")),
+    )
+
     Table(
         "audit", md,
         Column("id", BigInteger, Identity(always=False), primary_key=True),
@@ -167,5 +212,21 @@ def build_metadata(schema: str = "pgjobs") -> MetaData:
         Column("after", JSONB, nullable=True),
         Index("ix_audit_at", "at"),
         Index("ix_audit_entity_name_id", "entity_name", "id"),  # the audit log's name filter (0002)
+    )
+
+    # Console sign-in attempts (migration 0007): the failure limits per user and per client address hold
+    # across browser sessions and console processes. Rows older than a day are deleted as new ones arrive.
+    Table(
+        "signin_attempts", md,
+        Column("id", BigInteger, Identity(always=False), primary_key=True),
+        Column("at", DateTime(timezone=True), nullable=False, server_default=now),
+        Column("username", Text, nullable=False),
+        Column("client", Text, nullable=False),
+        Column("result", Text, nullable=False),
+        CheckConstraint("result IN ('pending', 'ok', 'failed', 'blocked')", name="result"),
+        CheckConstraint("length(username) <= 64 AND length(client) <= 64", name="sizes"),
+        Index("ix_signin_attempts_user", "username", "at"),
+        Index("ix_signin_attempts_client", "client", "at"),
+        Index("ix_signin_attempts_at", "at"),
     )
     return md

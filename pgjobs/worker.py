@@ -12,6 +12,10 @@ Threads and their single duties:
 - supervisor: no queries; releases jobs a runner claimed but could not start within HOLD_LIMIT (its current
   job turned out slow) and abandons jobs past their timeout;
 - heartbeat: refreshes this worker's row (its age is for display only) and delivers cancel requests;
+- due timer: a job whose run time is in the future (a retry's backoff, `scheduled_at`, jitter) starts on
+  time, not at the next poll: whenever a runner goes idle (after a NOTIFY, a poll, a finished batch) the timer
+  reads the earliest future run time of this worker's queues and sleeps until then, then wakes a runner;
+  a retry NOTIFYs every worker so that they read it too;
 - elector (`leadership.py`) and, while leading, the leader duties (`maintenance.py`: scheduler, rescuer,
   pruner).
 
@@ -84,6 +88,10 @@ RETRY_MAX_DELAY = 0.5
 NEVER = 10 * 365 * 86400.0   # the pool's reconnect_timeout: a worker does not give up on its database
 FOREIGN_LEADER_CHECK_EVERY = 10.0
 SHUTDOWN_WRITE_GRACE = 10.0
+# The due timer (on-time future jobs) reads the earliest future run time at most this often, and at least
+# every DUE_MAX_SLEEP when nothing wakes it.
+DUE_MIN_INTERVAL = 0.02
+DUE_MAX_SLEEP = 60.0
 
 
 class _CappedBackoff(AttemptWithBackoff):
@@ -176,6 +184,7 @@ class Worker:
         self._done: list[tuple[int, int, float, float, Any]] = []
         self._done_lock = threading.Lock()
         self._done_event = threading.Event()
+        self._due_recheck = threading.Event()
         self._flush_lock = threading.Lock()
         self.pool: ConnectionPool | None = None
         # Set while this worker holds its liveness lock and its row exists: runners claim only then.
@@ -225,6 +234,7 @@ class Worker:
             threading.Thread(target=self._listen_loop, name="pgjobs-listener", daemon=True),
             threading.Thread(target=self._complete_loop, name="pgjobs-completer", daemon=True),
             threading.Thread(target=self._supervise_loop, name="pgjobs-supervisor", daemon=True),
+            threading.Thread(target=self._due_loop, name="pgjobs-due-timer", daemon=True),
         ]
         for t in threads:
             t.start()
@@ -379,13 +389,36 @@ class Worker:
                 self._next_foreign_check = time.monotonic() + FOREIGN_LEADER_CHECK_EVERY
                 self._report_foreign_leader(conn)
             if self._running:
-                for (job_id,) in conn.execute(self.q.cancel_requested_jobs, {"worker_id": self.worker_id}):
+                with self._running_lock:
+                    ids = list(self._running)
+                for job_id, ours in conn.execute(self.q.cancel_requested_jobs,
+                                                 {"worker_id": self.worker_id, "ids": ids}):
                     with self._running_lock:
                         entry = self._running.get(job_id)
-                    if entry and not entry[1].cancel_event.is_set():
+                    if entry and not ours:
+                        self._disown(*entry)
+                    elif entry and not entry[1].cancel_event.is_set():
                         log.info("job %s: cancel requested", job_id)
                         entry[1].cancel_reason = "operator"
                         entry[1].cancel_event.set()
+
+    def _disown(self, job: ClaimedJob, ctx: JobContext) -> None:
+        """A running job that is no longer this worker's attempt (cancelled and taken from it by overlap
+        terminate_previous): ask it to stop, record nothing for it, and give its runner's place to a new runner, so
+        a task that ignores the request (a Python loop) does not hold a slot of this worker's concurrency."""
+        with self._running_lock:
+            if self._running.pop(job.id, None) is None:
+                return
+        ctx.cancel_reason = "disowned"
+        ctx.cancel_event.set()
+        log.warning("job %s (%s): terminated by a newer slot of its schedule; abandoning it",
+                    job.id, job.task, extra=_log_fields(job))
+        for runner in list(self._runners):
+            if runner.current is not None and runner.current[0] is job and not runner.retired:
+                runner.retired = True
+                self._release_pending(runner, "its runner was retired")
+                self._start_runner()
+                break
 
     def _report_foreign_leader(self, conn: psycopg.Connection) -> None:
         """A session that is not a live worker holds the leader lock: no worker can lead until it ends. Say
@@ -511,6 +544,28 @@ class Worker:
                 self._stopping.wait(delay)
                 delay = min(delay * 2, RETRY_MAX_DELAY)
 
+    def _due_loop(self) -> None:
+        """Sleep until the earliest future job of this worker's queues is due, then wake a runner. Re-read
+        whenever a runner went idle (`_due_recheck`), at most every DUE_MIN_INTERVAL."""
+        queues = list(self.settings.queues)
+        delay = 0.05
+        while not self._stopping.is_set():
+            self._due_recheck.clear()
+            try:
+                with self._pool().connection() as conn:
+                    due_in = conn.execute(self.q.next_due_in, {"queues": queues}).fetchone()[0]
+                delay = 0.05
+            except psycopg.Error:
+                due_in = None  # the runners' own retries report the outage
+                self._stopping.wait(delay)
+                delay = min(delay * 2, RETRY_MAX_DELAY)
+            wait = DUE_MAX_SLEEP if due_in is None else min(DUE_MAX_SLEEP, max(0.0, due_in) + 0.001)
+            if not self._due_recheck.wait(wait):
+                if due_in is not None and not self._stopping.is_set():
+                    self._signal_work()
+            else:
+                self._stopping.wait(DUE_MIN_INTERVAL)  # bounds the reads when runners go idle often
+
     # ------------------------------------------------------------------ claiming and running
     def _start_runner(self) -> None:
         with self._runners_lock:
@@ -538,7 +593,9 @@ class Worker:
         if telemetry.active():
             for job in jobs:
                 telemetry.emit("job.claimed", task=job.task, queue=job.queue,
-                               lateness=(job.started_at - job.slot).total_seconds() if job.slot else None,
+                               # Lateness is the first attempt's: a retry's delay is not lateness.
+                               lateness=((job.started_at - job.slot).total_seconds()
+                                         if job.slot and job.attempt == 1 else None),
                                wait=(job.started_at - job.scheduled_at).total_seconds())
         return jobs
 
@@ -560,6 +617,7 @@ class Worker:
                 delay = min(delay * 2, RETRY_MAX_DELAY)
                 continue
             if not jobs:
+                self._due_recheck.set()  # idle: the due timer reads the next future run time
                 with self._work:
                     while gen == self._work_gen and not self._stopping.is_set():
                         self._work.wait()
@@ -620,12 +678,17 @@ class Worker:
                 raise TaskError(f"task '{job.task}' returned an awaitable; register a plain function")
         except SkipJob as exc:
             outcome = "skipped"
-            self._finish_special(job, "skipped", str(exc), time.monotonic() - started)
+            if ctx.cancel_reason == "disowned":
+                outcome = "abandoned"
+            else:
+                self._finish_special(job, "skipped", str(exc), time.monotonic() - started)
         except BaseException as exc:  # noqa: BLE001 - a task's failure is data, not a worker crash
             seconds = time.monotonic() - started
             interrupted = ctx.cancelled and isinstance(exc, JobCancelled | psycopg.errors.QueryCanceled)
             reason = ctx.cancel_reason if ctx.cancelled else None
-            if reason == "timeout":
+            if reason == "disowned":
+                outcome = "abandoned"  # no longer this worker's attempt: nothing to record
+            elif reason == "timeout":
                 outcome = "timed out"  # the supervisor recorded it: failed, retried while attempts remain
             elif interrupted and reason == "shutdown":
                 outcome = "interrupted"  # the shutdown requeues it, attempt refunded
@@ -639,11 +702,15 @@ class Worker:
             if isinstance(exc, KeyboardInterrupt | SystemExit):
                 raise
         else:
-            with self._done_lock:
-                self._done.append((job.id, job.attempt, job.waited, time.monotonic() - started, _jsonable(result)))
-                if job.schedule_id is not None:
-                    self._finished_schedules.add(job.schedule_id)
-            self._done_event.set()
+            if ctx.cancel_reason == "disowned":
+                outcome = "abandoned"
+            else:
+                with self._done_lock:
+                    self._done.append((job.id, job.attempt, job.waited, time.monotonic() - started,
+                                       _jsonable(result)))
+                    if job.schedule_id is not None:
+                        self._finished_schedules.add(job.schedule_id)
+                self._done_event.set()
         finally:
             runner.current = None
             with self._running_lock:
@@ -668,6 +735,8 @@ class Worker:
                         "traceback": tb[-8000:]}).fetchone()
                     if row and job.schedule_id is not None:
                         self._wake_waiting_runs(conn, [job.schedule_id])
+                    if row and row[0] == "available":  # a retry: every worker's due timer reads its run time
+                        conn.execute(self.q.notify_jobs, {"channel": self.q.jobs_channel})
                 self._outage.ok()
                 if row is None:
                     log.warning("job %s: the outcome of attempt %d was refused: the job was rescued after this "
