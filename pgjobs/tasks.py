@@ -1,6 +1,7 @@
 """Task registry: Python callables registered by name with `@task`, and the context a running job sees.
 
-A task is called as `fn(**args)`, or `fn(ctx, **args)` when registered with `pass_context=True`.
+A task is called as `fn(**args)`, or `fn(ctx, **args)` when registered with `pass_context=True`; an `async def`
+task is awaited on the worker's event loop (async_runner.py).
 Workers load tasks with `--import module` (repeatable); the CLI and console load the same modules so that
 "the task must be registered" is checked before a schedule or job is written.
 """
@@ -8,6 +9,7 @@ Workers load tasks with `--import module` (repeatable); the CLI and console load
 from __future__ import annotations
 
 import importlib
+import inspect
 import re
 import threading
 import time
@@ -41,6 +43,7 @@ class Task:
     timeout: float | None = None
     validate: Callable[[dict[str, Any]], None] | None = None
     description: str = ""
+    is_async: bool = False  # an `async def` function: runs on the worker's event loop (async_runner.py)
 
 
 _registry: dict[str, Task] = {}
@@ -73,7 +76,8 @@ def task(
             if existing is not None and existing.fn is not fn and existing.fn.__qualname__ != fn.__qualname__:
                 raise TaskError(f"task '{task_name}' is registered twice ({existing.fn!r} and {fn!r})")
             _registry[task_name] = Task(
-                task_name, fn, pass_context, max_attempts, timeout, validate, (fn.__doc__ or "").strip()
+                task_name, fn, pass_context, max_attempts, timeout, validate, (fn.__doc__ or "").strip(),
+                is_async=inspect.iscoroutinefunction(inspect.unwrap(fn)),
             )
         return fn
 
