@@ -14,6 +14,8 @@ Invariants:
   and retried while attempts remain; an operator cancel (delivered by the heartbeat, seen by the loop's tick
   within TICK seconds) ends it `cancelled`; on shutdown, jobs get the grace period, then are cancelled and
   requeued by the worker; a job no longer this worker's attempt (`disowned`) is cancelled and nothing recorded.
+- `ctx.aconnection()` (pass_context=True) draws from an AsyncConnectionPool of this loop, opened on first use
+  and sized ASYNC_POOL_MAX: a task waiting for a connection waits within its own timeout.
 - A task that blocks the loop (sync work inside `async def`) is named in a warning: the loop's tick stamps the
   time every TICK seconds; a watchdog thread that sees no stamp for more than `async_lag_warn` seconds logs the
   job and task the loop is running at that moment.
@@ -27,7 +29,9 @@ import logging
 import threading
 import time
 import traceback
+from collections.abc import AsyncIterator
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import asynccontextmanager
 from typing import TYPE_CHECKING, Any
 
 from pgjobs.tasks import JobContext, SkipJob, TaskError, get_task
@@ -39,6 +43,7 @@ log = logging.getLogger("pgjobs.worker")
 
 TICK = 0.05            # seconds between the loop's stamps and its look at cancel requests
 STOP_WAIT = 2.0        # seconds the loop gets to end cancelled tasks on shutdown
+ASYNC_POOL_MAX = 20    # most connections ctx.aconnection() holds at once in one worker
 
 
 class AsyncRunner:
@@ -61,6 +66,8 @@ class AsyncRunner:
         self._beat = time.monotonic()
         # Outcomes other than success block on the database: written on these threads, never on the loop.
         self._executor = ThreadPoolExecutor(max_workers=4, thread_name_prefix="pgjobs-async-record")
+        self._apool: Any = None          # psycopg_pool.AsyncConnectionPool, opened on first aconnection()
+        self._apool_lock: asyncio.Lock | None = None
 
     # ------------------------------------------------------------------ lifecycle
     def start(self) -> None:
@@ -81,6 +88,11 @@ class AsyncRunner:
         """Give the loop STOP_WAIT seconds to end the tasks the shutdown cancelled, then stop it."""
         self._idle.wait(STOP_WAIT)
         self._stopped.set()
+        if self._apool is not None and self.loop.is_running():
+            try:
+                asyncio.run_coroutine_threadsafe(self._apool.close(timeout=1), self.loop).result(STOP_WAIT)
+            except Exception as exc:  # noqa: BLE001 - closing on shutdown: the process ends anyway
+                log.warning("closing the async connection pool: %s", exc)
         if self.loop.is_running():
             self.loop.call_soon_threadsafe(self.loop.stop)
         self.thread.join(STOP_WAIT)
@@ -124,6 +136,7 @@ class AsyncRunner:
         started = time.monotonic()
         job.waited = max(0.0, started - job.claimed) if job.claimed else 0.0
         ctx = w._job_context(job, started)
+        ctx._aconnect = self._aconnect
         with w._running_lock:
             w._running[job.id] = (job, ctx)
         self.loop.call_soon_threadsafe(self._start, job, ctx)
@@ -132,6 +145,48 @@ class AsyncRunner:
     def _start(self, job: ClaimedJob, ctx: JobContext) -> None:
         t = self.loop.create_task(self._run(job, ctx), name=f"pgjobs job {job.id} {job.task}")
         self._tasks[t] = (job, ctx)
+
+    # ------------------------------------------------------------------ connections for tasks (on the loop)
+    @asynccontextmanager
+    async def _aconnect(self) -> AsyncIterator[Any]:
+        pool = self._apool or await self._open_pool()
+        async with pool.connection() as conn:
+            yield conn
+
+    async def _open_pool(self) -> Any:
+        from psycopg_pool import AsyncConnectionPool
+
+        from pgjobs.leadership import CLIENT_CHECK_MS, KEEPALIVES, pooler_suspected
+
+        if self._apool_lock is None:
+            self._apool_lock = asyncio.Lock()
+        async with self._apool_lock:
+            if self._apool is not None:
+                return self._apool
+            w = self.worker
+            q = w.q
+
+            def probe() -> bool:
+                with w._pool().connection() as conn:
+                    return pooler_suspected(conn, q) is not None
+
+            pooled = await asyncio.to_thread(probe)
+
+            async def configure(conn: Any) -> None:
+                if pooled:  # behind a transaction pooler: no server-side prepared statements
+                    conn.prepare_threshold = None
+                else:  # a session of our own: a task's SQL ends server-side when this process dies
+                    await conn.execute(q.set_server_keepalives)
+                    if conn.info.server_version >= 140000:
+                        await conn.execute(q.set_client_connection_check, {"ms": str(CLIENT_CHECK_MS)})
+
+            pool = AsyncConnectionPool(
+                w.settings.require_database(), min_size=1, max_size=max(1, min(self.concurrency, ASYNC_POOL_MAX)),
+                open=False, name="pgjobs-async", configure=configure, timeout=30,
+                kwargs={"application_name": f"pgjobs worker {w.name} async", "autocommit": True, **KEEPALIVES})
+            await pool.open(wait=True, timeout=30)
+            self._apool = pool
+            return pool
 
     # ------------------------------------------------------------------ running (on the loop)
     async def _record(self, fn: Any, *args: Any, **kwargs: Any) -> None:

@@ -8,13 +8,14 @@ Workers load tasks with `--import module` (repeatable); the CLI and console load
 
 from __future__ import annotations
 
+import asyncio
 import importlib
 import inspect
 import re
 import threading
 import time
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import AsyncIterator, Callable, Iterator
+from contextlib import asynccontextmanager, contextmanager
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
@@ -150,6 +151,7 @@ class JobContext:
     queries: Any = None
     _connect: Callable[[], Any] | None = None
     _on_backend: Callable[[int, int | None], None] | None = None
+    _aconnect: Callable[[], Any] | None = None  # async tasks: an async context manager giving an AsyncConnection
     _cancel: threading.Event | None = field(default=None, repr=False)
     # Why cancel_event was set: "operator" (ends the job `cancelled`), "timeout" (`failed`, retried while
     # attempts remain), "shutdown" (requeued) or "disowned" (no longer this attempt: terminated by a newer
@@ -215,3 +217,33 @@ class JobContext:
                     conn.execute(q.reset_statement_timeout)
                     conn.commit()
                     conn.autocommit = True
+
+    @asynccontextmanager
+    async def aconnection(self) -> AsyncIterator[Any]:
+        """For `async def` tasks: a psycopg AsyncConnection, like `connection()`: one transaction, committed
+        when the block ends, `statement_timeout` set to the time the job has left, the backend pid recorded so
+        that an operator's cancel reaches the running statement. Cancelling the task (timeout, cancel,
+        shutdown) cancels a running statement too (psycopg sends the server a cancel request)."""
+        if self._aconnect is None:
+            raise RuntimeError("this job context has no async connection (only async tasks get one)")
+        q = self.queries
+        async with self._aconnect() as conn:
+            await conn.set_autocommit(False)
+            pid = conn.info.backend_pid
+            if self._on_backend:
+                await asyncio.to_thread(self._on_backend, self.id, pid)
+            try:
+                remaining = self.remaining()
+                await conn.execute(q.set_statement_timeout, {"ms": str(int(remaining * 1000)) if remaining else "0"})
+                await conn.commit()
+                yield conn
+                if not conn.closed:
+                    await conn.commit()
+            finally:
+                if self._on_backend:
+                    await asyncio.to_thread(self._on_backend, self.id, None)
+                if not conn.closed:
+                    await conn.rollback()
+                    await conn.execute(q.reset_statement_timeout)
+                    await conn.commit()
+                    await conn.set_autocommit(True)

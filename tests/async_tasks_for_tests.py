@@ -43,3 +43,19 @@ async def span(seconds: float = 0.5) -> dict:
     start = time.time()
     await asyncio.sleep(seconds)
     return {"start": start, "end": time.time()}
+
+
+@task("atests.statement_timeout", pass_context=True)
+async def statement_timeout(ctx: JobContext) -> dict:
+    """What `ctx.aconnection()` sets: the job's remaining time as statement_timeout, in a transaction."""
+    async with ctx.aconnection() as conn:
+        cur = await conn.execute("SELECT current_setting('statement_timeout'), pg_backend_pid(), "
+                                 "(SELECT backend_pid FROM pgjobs.jobs WHERE id = %s)", (ctx.id,))
+        setting, pid, recorded = await cur.fetchone()
+    return {"statement_timeout": setting, "pid_recorded": pid == recorded}
+
+
+@task("atests.sql_sleep", pass_context=True)
+async def sql_sleep(ctx: JobContext, seconds: float = 30) -> None:
+    async with ctx.aconnection() as conn:
+        await conn.execute("SELECT pg_sleep(%s)", (seconds,))

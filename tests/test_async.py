@@ -132,3 +132,26 @@ def test_the_cli_refuses_a_bad_async_concurrency_with_exit_2(db_url: str) -> Non
                           "--async-concurrency", "0"], capture_output=True, text=True, cwd=ROOT, timeout=30)
     assert out.returncode == 2
     assert out.stderr.strip().splitlines() == ["pgjobs: error: async concurrency 0: must be between 1 and 10000"], out.stderr
+
+
+def test_an_async_tasks_connection_carries_the_jobs_statement_timeout(admin: Admin, db, workers) -> None:
+    _started(db, workers)
+    job_id = admin.enqueue("atests.statement_timeout", timeout=30)
+    wait_for(lambda: _state(db, job_id) == "completed", 15, "the async SQL job to complete")
+    result = _job(db, job_id)["result"]
+    assert result["pid_recorded"], "the backend pid was recorded on the job while its SQL ran"
+    setting = result["statement_timeout"]
+    ms = int(setting[:-2]) if setting.endswith("ms") else int(setting[:-1]) * 1000
+    assert 25_000 < ms <= 30_000, f"statement_timeout {setting} is not the job's remaining time"
+
+
+def test_cancelling_an_async_job_stops_its_running_sql(admin: Admin, db, workers) -> None:
+    _started(db, workers)
+    job_id = admin.enqueue("atests.sql_sleep", {"seconds": 60}, max_attempts=3)
+    sleeping = ("SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() "
+                "AND query LIKE 'SELECT pg_sleep%%' AND state = 'active'")
+    wait_for(lambda: db.execute(sleeping).fetchone()[0] == 1, 15, "the async job's SQL to run")
+    admin.cancel_jobs([job_id])
+    wait_for(lambda: _state(db, job_id) == "cancelled", 5, "the async SQL job to be cancelled")
+    wait_for(lambda: db.execute(sleeping).fetchone()[0] == 0, 2, "its statement to end in Postgres")
+    assert _job(db, job_id)["attempt"] == 1
