@@ -137,6 +137,13 @@ class Settings:
         "PGJOBS_SCHEMA", "Postgres schema holding pgjobs' tables and its Alembic version table."))
     concurrency: int = field(default=4, metadata=_doc(
         "PGJOBS_CONCURRENCY", "Jobs one worker process runs at once (threads)."))
+    async_concurrency: int = field(default=100, metadata=_doc(
+        "PGJOBS_ASYNC_CONCURRENCY",
+        "Async (`async def`) jobs one worker process runs at once on its event loop (started only when an async "
+        "task is registered)."))
+    async_lag_warn: float = field(default=0.5, metadata=_doc(
+        "PGJOBS_ASYNC_LAG_WARN",
+        "Seconds the event loop may go without running before a warning names the async task blocking it."))
     queues: tuple[str, ...] = field(default=("default",), metadata=_doc(
         "PGJOBS_QUEUES", "Comma-separated queues a worker claims from."))
     poll_interval: float = field(default=5.0, metadata=_doc(
@@ -207,6 +214,8 @@ class Settings:
             "lock_database_url": os.environ.get("PGJOBS_LOCK_DATABASE_URL", ""),
             "schema": os.environ.get("PGJOBS_SCHEMA", "pgjobs"),
             "concurrency": _int("PGJOBS_CONCURRENCY", 4),
+            "async_concurrency": _int("PGJOBS_ASYNC_CONCURRENCY", 100),
+            "async_lag_warn": _float("PGJOBS_ASYNC_LAG_WARN", 0.5),
             "queues": parse_queues(os.environ.get("PGJOBS_QUEUES")),
             "poll_interval": _float("PGJOBS_POLL_INTERVAL", 5.0),
             "heartbeat_interval": _float("PGJOBS_HEARTBEAT_INTERVAL", 5.0),
@@ -243,6 +252,10 @@ class Settings:
             raise ConfigError(f"schema '{self.schema}': use lower-case letters, digits and '_' (max 63)")
         if not 1 <= self.concurrency <= 1000:
             raise ConfigError(f"concurrency {self.concurrency}: must be between 1 and 1000")
+        if not 1 <= self.async_concurrency <= 10000:
+            raise ConfigError(f"async concurrency {self.async_concurrency}: must be between 1 and 10000")
+        if not (math.isfinite(self.async_lag_warn) and 0.01 <= self.async_lag_warn <= 3600):
+            raise ConfigError(f"async lag warn {self.async_lag_warn!r}: must be between 0.01 and 3600 seconds")
         if isinstance(self.queues, str):
             object.__setattr__(self, "queues", parse_queues(self.queues))
         else:

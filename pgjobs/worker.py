@@ -68,6 +68,7 @@ from pgjobs.tasks import (
     ensure_builtins,
     get_task,
     import_modules,
+    registered,
 )
 
 log = logging.getLogger("pgjobs.worker")
@@ -200,6 +201,7 @@ class Worker:
         self.duties: LeaderDuties | None = None
         self.stats = {"claimed": 0, "completed": 0, "failed": 0, "retried": 0, "skipped": 0, "cancelled": 0}
         self.ready = threading.Event()
+        self._async: Any = None  # async_runner.AsyncRunner, only when an async task is registered
 
     # ------------------------------------------------------------------ lifecycle
     def run(self) -> None:
@@ -238,6 +240,11 @@ class Worker:
         ]
         for t in threads:
             t.start()
+        if any(t.is_async for t in registered()):  # sync-only workers start no event loop
+            from pgjobs.async_runner import AsyncRunner
+
+            self._async = AsyncRunner(self, s.async_concurrency, s.async_lag_warn)
+            self._async.start()
         for _ in range(s.concurrency):
             self._start_runner()
         log.info("worker %s started (queues %s, concurrency %d)", self.name, ",".join(s.queues), s.concurrency)
@@ -275,9 +282,13 @@ class Worker:
             t = runner.thread
             while t is not None and t.is_alive() and time.monotonic() < deadline and not self._hard_stop.is_set():
                 t.join(0.05)
+        if self._async is not None:
+            self._async.drain(deadline, self._hard_stop)
         for ctx in self._contexts():
             ctx.cancel_reason = ctx.cancel_reason or "shutdown"
             ctx.cancel_event.set()
+        if self._async is not None:
+            self._async.stop()  # the cancelled async jobs end (outcome `interrupted`) before the requeue
         self._flush_completions()
         if self.worker_id is not None:
             try:
@@ -635,6 +646,11 @@ class Worker:
                     if not runner.pending:
                         break
                     job = runner.pending.popleft()
+                if self._async is not None and self._async.owns(job.task):
+                    if not self._async.submit(job, runner):  # hands off at once while a slot is free
+                        break
+                    ran += 1
+                    continue
                 seconds = self._run_job(job, runner)
                 slowest = max(slowest, seconds)
                 ran += 1
@@ -720,6 +736,26 @@ class Worker:
             if log.isEnabledFor(logging.INFO):
                 log.info("job %s %s %s in %.3fs", job.id, job.task, outcome, seconds, extra=_log_fields(job))
         return seconds
+
+    def _job_context(self, job: ClaimedJob, started: float) -> JobContext:
+        return JobContext(
+            id=job.id, task=job.task, args=job.args, attempt=job.attempt, max_attempts=job.max_attempts,
+            queue=job.queue, schedule_id=job.schedule_id, slot=job.slot, worker=self.name, timeout=job.timeout,
+            started=started, queries=self.q, _connect=self._connect_for_task, _on_backend=self._set_backend,
+        )
+
+    def _record_success(self, job: ClaimedJob, seconds: float, result: Any) -> None:
+        """Hand a successful job to the completer (used by the async runner; the sync path inlines it)."""
+        with self._done_lock:
+            self._done.append((job.id, job.attempt, job.waited, seconds, _jsonable(result)))
+            if job.schedule_id is not None:
+                self._finished_schedules.add(job.schedule_id)
+        self._done_event.set()
+
+    def _job_ran(self, job: ClaimedJob, outcome: str, seconds: float) -> None:
+        telemetry.emit("job.ran", task=job.task, queue=job.queue, outcome=outcome, seconds=seconds)
+        if log.isEnabledFor(logging.INFO):
+            log.info("job %s %s %s in %.3fs", job.id, job.task, outcome, seconds, extra=_log_fields(job))
 
     def _record_failure(self, job: ClaimedJob, error: str, tb: str, seconds: float, *, retry: bool,
                         final_state: str = "failed") -> None:
