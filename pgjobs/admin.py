@@ -36,11 +36,26 @@ class NotFound(AdminError):
     pass
 
 
+class EditConflict(AdminError):
+    """The schedule changed since the caller read it: `current` is the row now, `actor` and `at` name the
+    newest change."""
+
+    def __init__(self, name: str, actor: str, at: datetime | None, current: dict[str, Any]) -> None:
+        when = at.astimezone(UTC).strftime("%Y-%m-%d %H:%M:%S UTC") if at else "an unknown time"
+        super().__init__(f"schedule '{name}' was changed by {actor} at {when} since you opened it; "
+                         "reload it and make your change again")
+        self.actor, self.at, self.current = actor, at, current
+
+
 class PermissionDenied(AdminError):
     pass
 
 
 ROLES = ("admin", "viewer")
+# Console sign-in limits, kept in the database (table signin_attempts) so a new tab, browser or console
+# process starts no fresh count: at most SIGNIN_USER_FAILURES failed attempts per user name (since its last
+# success) and SIGNIN_CLIENT_FAILURES per client address, within SIGNIN_WINDOW.
+SIGNIN_USER_FAILURES, SIGNIN_CLIENT_FAILURES, SIGNIN_WINDOW = 5, 20, timedelta(minutes=5)
 # The xmin horizon report: its first rows, oldest first, and when an active replication slot counts as
 # holding the horizon back (an inactive one holding xmin always does).
 HORIZON_LIMIT = 5
@@ -317,8 +332,10 @@ class Admin:
     def _first_run(values: dict[str, Any], now: datetime) -> datetime:
         return _next_slot(values["cron"], values["timezone"], now)
 
-    def edit_schedule(self, name: str, **changes: Any) -> dict[str, Any]:
-        """Change fields of a schedule; a new cron or timezone recomputes the next run from now."""
+    def edit_schedule(self, name: str, *, expected_version: int | None = None, **changes: Any) -> dict[str, Any]:
+        """Change fields of a schedule; a new cron or timezone recomputes the next run from now. Only the
+        fields given change. With `expected_version` (the `version` the caller read), EditConflict is raised
+        instead if anyone changed the schedule since."""
         self._require_admin()
         unknown = set(changes) - set(SCHEDULE_FIELDS)
         if unknown:
@@ -329,6 +346,9 @@ class Admin:
             before = conn.execute(self.q.get_schedule_for_update, {"name": name}).fetchone()
             if before is None:
                 raise NotFound(f"schedule '{name}' does not exist")
+            if expected_version is not None and before["version"] != expected_version:
+                last = conn.execute(self.q.last_schedule_change, {"name": name}).fetchone() or {}
+                raise EditConflict(name, last.get("actor", "someone"), last.get("at"), before)
             merged = validate_schedule_fields({**{k: before[k] for k in SCHEDULE_FIELDS}, **changes},
                                               max_args_bytes=self.settings.max_args_bytes)
             next_run_at = before["next_run_at"]
@@ -773,6 +793,50 @@ class Admin:
             return conn.execute(self.q.list_audit, {
                 "limit": _int_in("limit", limit, 1, 10_000), "entity_name": entity_name,
                 "before_id": before_id}).fetchall()
+
+    def timezones(self) -> list[str]:
+        """Every timezone name the server knows that Python's zoneinfo loads too (CET, GMT, Japan, ...)."""
+        with self._conn() as conn:
+            names = [r["name"] for r in conn.execute(self.q.list_timezones).fetchall()]
+        usable = []
+        for zone in names:
+            try:
+                cron.load_timezone(zone)
+            except cron.TimezoneError:  # a name only the server knows is left out
+                continue
+            usable.append(zone)
+        return usable
+
+    # ---- console sign-in limits
+    def begin_signin(self, username: str, client: str) -> tuple[int, datetime | None]:
+        """Record a sign-in attempt before its password is checked: (attempt id, None) when the check may go
+        ahead, or (attempt id, retry_at) when a limit is reached (the attempt is then `blocked` and audited).
+        Recording first means attempts made in parallel count each other. Any role may call it."""
+        username, client = username[:64], (client or "unknown")[:64]
+        with self._conn() as conn:
+            conn.execute(self.q.prune_signin_attempts)
+            attempt_id = conn.execute(self.q.insert_signin_attempt,
+                                      {"username": username, "client": client}).fetchone()["id"]
+            conn.commit()
+            counts = conn.execute(self.q.signin_failures, {"username": username, "client": client,
+                                                           "window": SIGNIN_WINDOW, "id": attempt_id}).fetchone()
+            retry_at = None
+            if counts["user_failures"] >= SIGNIN_USER_FAILURES:
+                retry_at = counts["user_retry_at"]
+            if counts["client_failures"] >= SIGNIN_CLIENT_FAILURES:
+                retry_at = max(filter(None, (retry_at, counts["client_retry_at"])))
+            if retry_at is not None:
+                conn.execute(self.q.set_signin_result, {"id": attempt_id, "result": "blocked"})
+                self._audit(conn, "sign-in-blocked", "console-user", username, None,
+                            {"client": client, "retry_at": retry_at})
+            return attempt_id, retry_at
+
+    def finish_signin(self, attempt_id: int, username: str, client: str, ok: bool) -> None:
+        """Record the checked attempt's result (`ok` or `failed`) and audit it."""
+        with self._conn() as conn:
+            conn.execute(self.q.set_signin_result, {"id": attempt_id, "result": "ok" if ok else "failed"})
+            self._audit(conn, "sign-in" if ok else "sign-in-failed", "console-user", username[:64], None,
+                        {"client": (client or "unknown")[:64]})
 
     # ---- console reads
     # What the Streamlit console shows, each read bounded (a page, a LIMIT, a window with a cap) so a page

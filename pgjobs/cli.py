@@ -57,9 +57,20 @@ def _table(rows: list[dict[str, Any]], columns: list[str]) -> None:
         return
     cells = [[_fmt(r.get(c)) for c in columns] for r in rows]
     widths = [max(len(c), *(len(row[i]) for row in cells)) for i, c in enumerate(columns)]
-    print("  ".join(c.upper().ljust(w) for c, w in zip(columns, widths, strict=True)))
+    print("  ".join(c.upper().ljust(w) for c, w in zip(columns, widths, strict=True)).rstrip())
     for row in cells:
-        print("  ".join(v.ljust(w) for v, w in zip(row, widths, strict=True)))
+        print("  ".join(v.ljust(w) for v, w in zip(row, widths, strict=True)).rstrip())
+
+
+def _age(seconds: float | None) -> str:
+    """A heartbeat age for people: '0.4s ago', '12s ago', '3m ago'."""
+    if seconds is None:
+        return "-"
+    if seconds < 10:
+        return f"{seconds:.1f}s ago"
+    if seconds < 120:
+        return f"{seconds:.0f}s ago"
+    return f"{seconds / 60:.0f}m ago"
 
 
 def _show(row: dict[str, Any], as_json: bool) -> None:
@@ -474,9 +485,14 @@ def cmd_status(args: argparse.Namespace, admin: Admin) -> int:
     if len(st["queues"]) > 1:
         _table(st["queues"], ["queue", "available", "scheduled", "running", "lag"])
     print(f"schema:   revision {st['schema_revision'] or 'not migrated'}")
-    print(f"workers:  {len(st['workers'])}")
-    _table(st["workers"], ["id", "name", "queues", "concurrency", "running", "alive", "heartbeat_age",
-                           "leader_since"])
+    dead = sum(1 for w in st["workers"] if not w.get("alive", True))
+    print(f"workers:  {len(st['workers']) - dead} live" + (f", {dead} dead (jobs being rescued)" if dead else ""))
+    leader_id = leader["id"] if leader else None
+    _table([{"id": w["id"], "name": w["name"], "queues": ", ".join(w["queues"] or []),
+             "threads": w["concurrency"], "running": w["running"],
+             "state": "stopping" if w.get("stopping") else "live" if w.get("alive", True) else "dead",
+             "heartbeat": _age(w["heartbeat_age"]), "role": "leader" if w["id"] == leader_id else ""}
+            for w in st["workers"]], ["id", "name", "queues", "threads", "running", "state", "heartbeat", "role"])
     return 0
 
 

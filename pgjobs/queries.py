@@ -60,7 +60,7 @@ _JOB_COLUMNS = """id, queue, task, args, state, priority, attempt, max_attempts,
 
 _SCHEDULE_COLUMNS = """id, name, task, args, cron, timezone, enabled, queue, priority, max_attempts,
     timeout_seconds, catchup, catchup_max, overlap, description, next_run_at, last_slot_at, created_at,
-    updated_at, paused_since, catchup_window_seconds, jitter_seconds, pause_after_failures"""
+    updated_at, paused_since, catchup_window_seconds, jitter_seconds, pause_after_failures, version"""
 
 
 def _claim_jobs(queue_match: str, *, async_commit: bool = False) -> str:
@@ -529,9 +529,15 @@ TEMPLATES: dict[str, str] = {
             catchup_window_seconds = %(catchup_window_seconds)s, jitter_seconds = %(jitter_seconds)s,
             pause_after_failures = %(pause_after_failures)s,
             paused_since = CASE WHEN NOT %(enabled)s THEN coalesce(paused_since, now()) ELSE paused_since END,
-            updated_at = now()
+            updated_at = now(), version = version + 1
         WHERE id = %(id)s
         RETURNING """ + _SCHEDULE_COLUMNS,
+    # Who made a schedule's newest change, and when (the edit conflict message).
+    "last_schedule_change": """
+        SELECT actor, at FROM {s}.audit WHERE entity_name = %(name)s AND entity = 'schedule'
+        ORDER BY id DESC LIMIT 1""",
+    # Every timezone the server knows (the console's list; names without a '/' like CET or Japan too).
+    "list_timezones": "SELECT name FROM pg_timezone_names ORDER BY name",
     "delete_schedule": "DELETE FROM {s}.schedules WHERE id = %(id)s",
     "get_schedule_for_update": "SELECT " + _SCHEDULE_COLUMNS + " FROM {s}.schedules WHERE name = %(name)s FOR UPDATE",
     "get_schedule": "SELECT " + _SCHEDULE_COLUMNS + " FROM {s}.schedules WHERE name = %(name)s",
@@ -557,6 +563,26 @@ TEMPLATES: dict[str, str] = {
     "insert_audit": """
         INSERT INTO {s}.audit (actor, action, entity, entity_name, before, after)
         VALUES (%(actor)s, %(action)s, %(entity)s, %(entity_name)s, %(before)s, %(after)s)""",
+    # ---------------------------------------------------------------- console sign-in limits
+    # The attempt is recorded (committed) before the password is checked, so parallel tries count each other.
+    "insert_signin_attempt": """
+        INSERT INTO {s}.signin_attempts (username, client, result) VALUES (%(username)s, %(client)s, 'pending')
+        RETURNING id""",
+    # Failures (and attempts still being checked) in the window: for the user since its last success, for the
+    # client address all of them. `retry_at` is when the oldest counted one leaves the window.
+    "signin_failures": """
+        SELECT count(*) FILTER (WHERE username = %(username)s AND at > coalesce((
+                   SELECT max(at) FROM {s}.signin_attempts
+                   WHERE username = %(username)s AND result = 'ok' AND at > now() - %(window)s), '-infinity'))
+                   AS user_failures,
+               count(*) FILTER (WHERE client = %(client)s) AS client_failures,
+               min(at) FILTER (WHERE username = %(username)s) + %(window)s AS user_retry_at,
+               min(at) FILTER (WHERE client = %(client)s) + %(window)s AS client_retry_at
+        FROM {s}.signin_attempts
+        WHERE at > now() - %(window)s AND result IN ('pending', 'failed') AND id <> %(id)s
+          AND (username = %(username)s OR client = %(client)s)""",
+    "set_signin_result": "UPDATE {s}.signin_attempts SET result = %(result)s WHERE id = %(id)s",
+    "prune_signin_attempts": "DELETE FROM {s}.signin_attempts WHERE at < now() - interval '1 day'",
     "list_audit": """
         SELECT id, at, actor, action, entity, entity_name, before, after FROM {s}.audit
         WHERE (%(entity_name)s::text IS NULL OR entity_name = %(entity_name)s)
@@ -667,7 +693,7 @@ TEMPLATES: dict[str, str] = {
         SELECT state, count(*) FROM {s}.jobs
         WHERE state = ANY(%(states)s) AND finished_at >= %(since)s GROUP BY state""",
     "schedule_history": """
-        SELECT id, state, attempt, slot, scheduled_at, inserted_at, started_at, finished_at,
+        SELECT id, state, attempt, max_attempts, slot, scheduled_at, inserted_at, started_at, finished_at,
                extract(epoch FROM finished_at - started_at) AS duration,
                extract(epoch FROM coalesce(first_started_at, started_at) - coalesce(slot, scheduled_at)) AS lateness,
                worker, last_error

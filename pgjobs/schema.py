@@ -82,6 +82,9 @@ def build_metadata(schema: str = "pgjobs") -> MetaData:
         Column("paused_since", DateTime(timezone=True), nullable=True),
         Column("created_at", DateTime(timezone=True), nullable=False, server_default=now),
         Column("updated_at", DateTime(timezone=True), nullable=False, server_default=now),
+        # Bumped by every change through the admin API (migration 0008): an edit based on an older version is
+        # refused (`Admin.edit_schedule(expected_version=...)`), so a form never overwrites a newer change.
+        Column("version", BigInteger, nullable=False, server_default=text("1")),
         UniqueConstraint("name"),
         CheckConstraint(_in("catchup", CATCHUP_POLICIES), name="catchup"),
         CheckConstraint(_in("overlap", OVERLAP_POLICIES), name="overlap"),
@@ -209,5 +212,21 @@ def build_metadata(schema: str = "pgjobs") -> MetaData:
         Column("after", JSONB, nullable=True),
         Index("ix_audit_at", "at"),
         Index("ix_audit_entity_name_id", "entity_name", "id"),  # the audit log's name filter (0002)
+    )
+
+    # Console sign-in attempts (migration 0007): the failure limits per user and per client address hold
+    # across browser sessions and console processes. Rows older than a day are deleted as new ones arrive.
+    Table(
+        "signin_attempts", md,
+        Column("id", BigInteger, Identity(always=False), primary_key=True),
+        Column("at", DateTime(timezone=True), nullable=False, server_default=now),
+        Column("username", Text, nullable=False),
+        Column("client", Text, nullable=False),
+        Column("result", Text, nullable=False),
+        CheckConstraint("result IN ('pending', 'ok', 'failed', 'blocked')", name="result"),
+        CheckConstraint("length(username) <= 64 AND length(client) <= 64", name="sizes"),
+        Index("ix_signin_attempts_user", "username", "at"),
+        Index("ix_signin_attempts_client", "client", "at"),
+        Index("ix_signin_attempts_at", "at"),
     )
     return md

@@ -36,9 +36,9 @@ def render() -> None:
     with workers_col:
         st.subheader("Workers")
         workers = status["workers"]
-        stale = [w for w in workers if (w["heartbeat_age"] or 0) > 3 * admin.settings.heartbeat_interval]
-        st.metric("Worker processes", len(workers), delta=f"{len(stale)} stale" if stale else None,
-                  delta_color="inverse")
+        dead = [w for w in workers if not w.get("alive", True)]  # session gone: jobs being rescued
+        st.metric("Live worker processes", len(workers) - len(dead),
+                  delta=f"{len(dead)} dead, jobs being rescued" if dead else None, delta_color="inverse")
     with jobs_col:
         st.subheader("Last 24 h")
         last = status["last_24h"]
