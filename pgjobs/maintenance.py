@@ -9,8 +9,10 @@
   just now: after an outage, everyone did) declares nobody dead until its session is that old, so that every
   live worker has reconnected and taken its lock back first. A follower that had been connected all along and
   takes over from a killed leader rescues that leader's jobs at once.
-- Pruner: finished jobs older than their retention are deleted in batches of `PRUNE_BATCH`, a few batches
-  per minute, so a 1-second schedule keeps bounded history.
+- Pruner: retention is mostly the storage duty's (`storage.Rotator`, its own thread): it TRUNCATEs and DROPs
+  whole days of history. The pruner deletes what is left older than its retention (rows of a day not yet
+  expired as a whole, rows written by hand) in batches of `PRUNE_BATCH`, and the cron fence of old slots.
+- Storage (`storage.py`): rotates the ring of hot segments and reclaims them by TRUNCATE.
 
 The duties start when leadership is gained and stop when it is lost; before each scheduling pass the
 leader confirms it still holds the lock.
@@ -29,6 +31,7 @@ from pgjobs import telemetry
 from pgjobs.config import Settings
 from pgjobs.queries import Queries
 from pgjobs.scheduler import Scheduler
+from pgjobs.storage import Rotator
 
 log = logging.getLogger("pgjobs.maintenance")
 
@@ -49,6 +52,7 @@ class LeaderDuties:
         self._settings = settings
         self._worker = worker
         self.scheduler = Scheduler(pool, queries, grace=settings.catchup_grace)
+        self.rotator = Rotator(pool, queries, settings)
         self._thread: threading.Thread | None = None
         self._stop = threading.Event()
         self.rescued_total = 0
@@ -69,12 +73,14 @@ class LeaderDuties:
                     conn.execute(self._q.claim_leadership_row, {"id": self._worker.worker_id})
             except psycopg.Error as exc:
                 log.warning("could not mark this worker as leader: %s", exc)
+        self.rotator.start()
         self._thread = threading.Thread(target=self._loop, name="pgjobs-leader", daemon=True)
         self._thread.start()
 
     def stop(self, reason: str = "") -> None:
         self._stop.set()
         self.scheduler.wake.set()
+        self.rotator.stop()
         t = self._thread
         if t is not None and t is not threading.current_thread():
             t.join(10)
@@ -198,6 +204,10 @@ class LeaderDuties:
                 total += n
                 if n < PRUNE_BATCH:
                     break
+        # The cron fence of slots whose jobs are past every retention (a slot that old is never planned again).
+        with self._pool.connection() as conn:
+            conn.execute(self._q.prune_job_slots, {"age": max(s.retention_completed, s.retention_failed),
+                                                   "batch": PRUNE_BATCH})
         if total:
             log.info("pruned %d finished job(s)", total)
         self.pruned_total += total
