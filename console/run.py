@@ -2,7 +2,9 @@
 
 It refuses to serve a console without sign-in on anything but a loopback address: with no users configured
 (see `console/auth.py`), `--server.address` must be 127.0.0.1 / ::1 / localhost unless `--insecure` is
-given. The address defaults to 127.0.0.1 (plain `streamlit run` would listen on every interface). The
+given. The address defaults to 127.0.0.1 (plain `streamlit run` would listen on every interface). Streamlit
+runs through `console.serve`, which refuses requests whose Host or Origin is not an allowed name (DNS
+rebinding, cross-site websockets; see `console/guard.py` and PGJOBS_CONSOLE_ALLOWED_HOSTS). The
 database comes from PGJOBS_DATABASE_URL like the rest of pgjobs. `python -m console hash-password` prints a
 password hash for the users configuration.
 """
@@ -15,7 +17,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from console import auth
+from console import auth, guard
 
 APP = Path(__file__).resolve().parent / "app.py"
 ROOT = APP.parent.parent
@@ -53,6 +55,10 @@ def plan(argv: list[str], env: dict[str, str]) -> tuple[list[str], dict[str, str
         users = auth.load_users(env)
     except auth.AuthConfigError as exc:
         raise SystemExit(f"pgjobs console: error: {exc}") from None
+    try:
+        guard.allowed_hosts(env)
+    except guard.GuardConfigError as exc:
+        raise SystemExit(f"pgjobs console: error: {exc}") from None
     address = _option(args, "--server.address") or env.get("STREAMLIT_SERVER_ADDRESS")
     if address is None:
         address = "127.0.0.1"
@@ -76,7 +82,7 @@ def plan(argv: list[str], env: dict[str, str]) -> tuple[list[str], dict[str, str
         child_env[INSECURE_ENV] = "1"
     else:
         child_env.pop(INSECURE_ENV, None)
-    return [sys.executable, "-m", "streamlit", "run", str(APP), *args], child_env
+    return [sys.executable, "-m", "console.serve", "run", str(APP), *args], child_env
 
 
 def main(argv: list[str] | None = None) -> int:

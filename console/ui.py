@@ -22,7 +22,7 @@ import pandas as pd
 import streamlit as st
 from psycopg_pool import ConnectionPool
 
-from console import auth
+from console import auth, guard
 from console.run import INSECURE_ENV, is_loopback
 from pgjobs.admin import Admin, AdminError, describe_cron
 from pgjobs.config import ConfigError, Settings
@@ -113,8 +113,24 @@ def run(label: str, fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
 
 
 # ---------------------------------------------------------------------- sign-in
+def refuse_foreign_page() -> None:
+    """Stop unless this session's Host and Origin are allowed names (the second line behind HostGuard, for
+    a console started with a plain `streamlit run`). No headers at all means no browser: AppTest."""
+    headers = {k.lower(): v for k, v in (getattr(st.context, "headers", None) or {}).items()}
+    if not headers:
+        return
+    try:
+        reason = guard.refusal(headers, guard.allowed_hosts(bound_address=st.get_option("server.address")))
+    except guard.GuardConfigError as exc:
+        reason = str(exc)
+    if reason is not None:
+        show_error(f"This console refuses this page: {reason}.")
+        st.stop()
+
+
 def require_user() -> dict[str, str]:
     """The signed-in user; renders the sign-in form and stops the script until there is one."""
+    refuse_foreign_page()
     if "user" in st.session_state:
         return st.session_state["user"]
     try:

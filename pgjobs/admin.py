@@ -25,7 +25,7 @@ from psycopg.types.json import Jsonb
 from pgjobs import cron
 from pgjobs.config import ConfigError, Settings, parse_queues
 from pgjobs.queries import Queries, queries
-from pgjobs.states import CATCHUP_POLICIES, JOB_STATES, OVERLAP_POLICIES
+from pgjobs.states import CATCHUP_POLICIES, JOB_STATES, OVERLAP_ALIASES, OVERLAP_POLICIES
 from pgjobs.tasks import TaskError, check_args, ensure_builtins, get_task
 
 
@@ -78,6 +78,41 @@ def args_json(value: Any) -> tuple[dict[str, Any], str]:
     except (TypeError, ValueError) as exc:
         raise AdminError(f"args: not representable as JSON ({exc})") from None
     return value, text
+
+
+_DURATION_RE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h|d)?\s*$")
+_UNIT_SECONDS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0}
+
+
+def parse_duration(label: str, value: Any) -> float:
+    """Seconds from a number or text like '90s', '15m', '2h', '1d', '250ms'; a one-line AdminError else."""
+    if isinstance(value, bool):
+        raise AdminError(f"{label}: expected a duration like 30s, 15m, 2h or 1d, got {value!r}")
+    if isinstance(value, int | float):
+        seconds = float(value)
+    else:
+        m = _DURATION_RE.match(str(value))
+        if not m:
+            raise AdminError(f"{label}: expected a duration like 30s, 15m, 2h or 1d, got {value!r}")
+        seconds = float(m[1]) * _UNIT_SECONDS[m[2] or "s"]
+    if not math.isfinite(seconds) or seconds < 0:
+        raise AdminError(f"{label}: {value!r} is not a duration")
+    return seconds
+
+
+def parse_time(label: str, value: Any, now: datetime | None = None) -> datetime:
+    """An aware datetime from ISO 8601 text (no zone = UTC) or a duration ago ('2h' = two hours ago)."""
+    if isinstance(value, datetime):
+        return value if value.tzinfo else value.replace(tzinfo=UTC)
+    text = str(value).strip()
+    if _DURATION_RE.match(text):
+        return (now or datetime.now(UTC)) - timedelta(seconds=parse_duration(label, text))
+    try:
+        when = datetime.fromisoformat(text)
+    except ValueError:
+        raise AdminError(f"{label}: expected an ISO 8601 time like 2026-12-01T09:00:00+00:00, or a duration ago "
+                         f"like 2h, got {text!r}") from None
+    return when if when.tzinfo else when.replace(tzinfo=UTC)
 
 
 def validate_name(name: Any) -> str:
@@ -139,6 +174,7 @@ def validate_schedule_fields(fields: dict[str, Any]) -> dict[str, Any]:
         out["timeout_seconds"] = t
     if out["catchup"] not in CATCHUP_POLICIES:
         raise AdminError(f"catchup '{out['catchup']}': use one of {', '.join(CATCHUP_POLICIES)}")
+    out["overlap"] = OVERLAP_ALIASES.get(out["overlap"], out["overlap"])
     if out["overlap"] not in OVERLAP_POLICIES:
         raise AdminError(f"overlap '{out['overlap']}': use one of {', '.join(OVERLAP_POLICIES)}")
     if not isinstance(out["enabled"], bool):
@@ -333,6 +369,20 @@ class Admin:
                 "unique_key": None, "schedule_id": sc["id"]}).fetchone()["id"]
             self._audit(conn, "run-now", "schedule", name, None, {"job_id": job_id})
         return job_id
+
+    def schedule_slots(self, name: str, *, since: datetime | None = None, limit: int = 100) -> list[dict[str, Any]]:
+        """The slot ledger of a schedule, oldest first: every slot since `since` (else the latest `limit`)
+        with its outcome (completed, failed, cancelled, running, waiting, skipped, missed, paused), whether a
+        backfill created it, its first attempt's start and lateness, and the reason for every gap. A run of
+        missed or paused slots is one row: `slot` (the first), `last_slot` and `slot_count` (None = more than
+        the scheduler counts)."""
+        limit = _int_in("limit", limit, 1, 100_000)
+        with self._conn() as conn:
+            schedule_id = self._schedule_id(conn, name)
+            if since is not None:
+                return conn.execute(self.q.list_slots_since, {
+                    "schedule_id": schedule_id, "since": since, "limit": limit}).fetchall()
+            return conn.execute(self.q.list_slots_latest, {"schedule_id": schedule_id, "limit": limit}).fetchall()
 
     def get_schedule(self, name: str) -> dict[str, Any]:
         with self._conn() as conn:

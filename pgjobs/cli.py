@@ -16,8 +16,9 @@ from typing import Any
 
 import psycopg
 
-from pgjobs.admin import Admin, AdminError, describe_cron, describe_horizon_holder
+from pgjobs.admin import Admin, AdminError, describe_cron, describe_horizon_holder, parse_time
 from pgjobs.config import ConfigError, Settings
+from pgjobs.states import OVERLAP_ALIASES, OVERLAP_POLICIES
 from pgjobs.tasks import TaskError, ensure_builtins, import_modules
 
 
@@ -88,7 +89,8 @@ def _schedule_options(p: argparse.ArgumentParser, required: bool) -> None:
     p.add_argument("--timeout", type=float, help="seconds a run may take")
     p.add_argument("--catchup", choices=["latest", "all", "none"], help="what to run after downtime")
     p.add_argument("--catchup-max", type=int, help="with --catchup all: at most this many missed slots")
-    p.add_argument("--overlap", choices=["skip", "queue", "allow"], help="a slot while the last run is unfinished")
+    p.add_argument("--overlap", choices=[*OVERLAP_POLICIES, *OVERLAP_ALIASES],
+                   help="a slot while the last run is unfinished (queue = buffer_all)")
     p.add_argument("--description")
 
 
@@ -122,6 +124,11 @@ def build_parser() -> argparse.ArgumentParser:
         a.add_argument("name")
         if action == "show":
             a.add_argument("--json", action="store_true")
+    sl = s.add_parser("slots", help="the slot ledger: every slot with its outcome, and why a slot did not run")
+    sl.add_argument("name")
+    sl.add_argument("--since", help="ISO 8601 time (no zone = UTC) or a duration ago (2h); default: the latest")
+    sl.add_argument("--limit", type=int, default=100)
+    sl.add_argument("--json", action="store_true")
     edit = s.add_parser("edit", help="change a schedule (only the given options)")
     edit.add_argument("name")
     _schedule_options(edit, required=False)
@@ -309,6 +316,13 @@ def cmd_schedule(args: argparse.Namespace, admin: Admin) -> int:
             _table(rows, SCHEDULE_COLUMNS)
     elif a == "show":
         _show(admin.get_schedule(args.name), args.json)
+    elif a == "slots":
+        since = parse_time("--since", args.since) if args.since else None
+        rows = admin.schedule_slots(args.name, since=since, limit=args.limit)
+        if args.json:
+            _print_json(rows)
+        else:
+            _table([_slot_line(r) for r in rows], ["slot", "outcome", "slots", "started_at", "late", "job", "reason"])
     elif a == "pause":
         admin.pause_schedule(args.name)
         print(f"schedule '{args.name}' paused")
@@ -335,6 +349,20 @@ def cmd_schedule(args: argparse.Namespace, admin: Admin) -> int:
         items = declarative.import_pg_cron(admin, dry_run=args.dry_run)
         print("\n".join(declarative.format_import(items, dry_run=args.dry_run)))
     return 0
+
+
+def _slot_line(r: dict[str, Any]) -> dict[str, Any]:
+    """One ledger row for the table: a range shows its last slot and count."""
+    outcome = r["outcome"] or "unknown"
+    if r["backfilled"]:
+        outcome += " (backfilled)"
+    slots = "1"
+    if r["last_slot"] is not None:
+        count = r["slot_count"] if r["slot_count"] is not None else "many"
+        slots = f"{count} until {_fmt(r['last_slot'])}"
+    late = f"{r['lateness']:.3f}s" if r["lateness"] is not None else None
+    return {"slot": r["slot"], "outcome": outcome, "slots": slots, "started_at": r["started_at"], "late": late,
+            "job": r["job_id"], "reason": (r["reason"] or "")[:120] or None}
 
 
 def cmd_enqueue(args: argparse.Namespace, admin: Admin) -> int:

@@ -160,6 +160,10 @@ class Settings:
         "PGJOBS_RETENTION_COMPLETED", "Seconds completed and skipped jobs are kept."))
     retention_failed: float = field(default=30 * 86400.0, metadata=_doc(
         "PGJOBS_RETENTION_FAILED", "Seconds failed and cancelled jobs are kept."))
+    retention_slots: float = field(default=90 * 86400.0, metadata=_doc(
+        "PGJOBS_RETENTION_SLOTS",
+        "Seconds the slot ledger (`schedule slots`: what happened to every slot) is kept; independent of job "
+        "retention, so pruning jobs does not erase it."))
     maintenance_interval: float = field(default=0.25, metadata=_doc(
         "PGJOBS_MAINTENANCE_INTERVAL",
         "Seconds between the leader's liveness checks (one read of pg_locks; pruning runs once a minute)."))
@@ -205,6 +209,7 @@ class Settings:
             "shutdown_grace": _float("PGJOBS_SHUTDOWN_GRACE", 30.0),
             "retention_completed": _float("PGJOBS_RETENTION_COMPLETED", 7 * 86400.0),
             "retention_failed": _float("PGJOBS_RETENTION_FAILED", 30 * 86400.0),
+            "retention_slots": _float("PGJOBS_RETENTION_SLOTS", 90 * 86400.0),
             "maintenance_interval": _float("PGJOBS_MAINTENANCE_INTERVAL", 0.25),
             "backoff_base": _float("PGJOBS_BACKOFF_BASE", 2.0),
             "backoff_max": _float("PGJOBS_BACKOFF_MAX", 3600.0),

@@ -318,8 +318,8 @@ def plan_pg_cron_import(admin: Admin, jobs: list[PgCronJob], database: str, user
         if refresh is not None:
             task, args, overlap = "pgjobs.refresh_materialized_view", refresh, "skip"
         elif sql_enabled:
-            # pg_cron never runs two instances of a job at once: it queues the next run, as 'queue' does.
-            task, args, overlap = "pgjobs.sql", {"sql": job.command}, "queue"
+            # pg_cron never runs two instances of a job at once: at most one run waits, as 'buffer_one' does.
+            task, args, overlap = "pgjobs.sql", {"sql": job.command}, "buffer_one"
         else:
             items.append(ImportItem(job, "skip", name, "not a REFRESH MATERIALIZED VIEW and SQL tasks are disabled "
                                     "(set PGJOBS_SQL_TASKS=1 to import it as a pgjobs.sql task)"))

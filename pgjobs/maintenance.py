@@ -9,9 +9,12 @@
   just now: after an outage, everyone did) declares nobody dead until its session is that old, so that every
   live worker has reconnected and taken its lock back first. A follower that had been connected all along and
   takes over from a killed leader rescues that leader's jobs at once.
+- Ledger: every SETTLE_EVERY seconds the slots whose job has finished take its outcome (`settle_slots`, one
+  write per slot), and the settled outcomes are emitted (`slot.settled`: metrics).
 - Pruner: retention is mostly the storage duty's (`storage.Rotator`, its own thread): it TRUNCATEs and DROPs
   whole days of history. The pruner deletes what is left older than its retention (rows of a day not yet
-  expired as a whole, rows written by hand) in batches of `PRUNE_BATCH`, and the cron fence of old slots.
+  expired as a whole, rows written by hand) in batches of `PRUNE_BATCH`, and the cron fence of old slots. The ledger is settled first, so pruning a job
+  never loses what happened to its slot; ledger rows go after `retention_slots`.
 - Storage (`storage.py`): rotates the ring of hot segments and reclaims them by TRUNCATE.
 
 The duties start when leadership is gained and stop when it is lost; before each scheduling pass the
@@ -43,6 +46,8 @@ PRUNE_EVERY = 60.0
 SETTLE = 3.0
 HORIZON_LOG_EVERY = 60.0   # one warning a minute per holder while it holds the xmin horizon
 HORIZON_EVERY = 5.0        # the horizon check's own cadence (the liveness check runs several times a second)
+SETTLE_EVERY = 1.0         # the slot ledger takes the outcomes of finished slot jobs this often
+SETTLE_BATCH = 5000
 
 
 class LeaderDuties:
@@ -103,6 +108,7 @@ class LeaderDuties:
         next_maintenance = 0.0
         next_prune = time.monotonic() + 5.0
         next_horizon = 0.0
+        next_settle = 0.0
         delay = 0.05
         while not self._stop.is_set():
             try:
@@ -119,10 +125,13 @@ class LeaderDuties:
                 if now >= next_horizon:
                     self.watch_horizon()
                     next_horizon = now + HORIZON_EVERY
+                if now >= next_settle:
+                    self.settle()
+                    next_settle = now + SETTLE_EVERY
                 if now >= next_prune:
                     self.prune()
                     next_prune = now + PRUNE_EVERY
-                wait = min(next_pass, next_maintenance, next_prune, next_horizon) - time.monotonic()
+                wait = min(next_pass, next_maintenance, next_prune, next_horizon, next_settle) - time.monotonic()
                 delay = 0.05
             except psycopg.Error as exc:
                 log.warning("leader pass failed: %s; retrying in %.2fs", str(exc).strip().splitlines()[0], delay)
@@ -193,8 +202,26 @@ class LeaderDuties:
         self._horizon_logged = {k: v for k, v in self._horizon_logged.items() if k in seen}
         return holders
 
+    def settle(self) -> int:
+        """Write the outcome of every slot whose job has finished into the ledger; returns how many."""
+        total = 0
+        while True:
+            with self._pool.connection() as conn:
+                rows = conn.execute(self._q.settle_slots, {"limit": SETTLE_BATCH}).fetchall()
+            for schedule_id, slot, outcome, lateness in rows:
+                telemetry.emit("slot.settled", schedule_id=schedule_id, slot=slot, outcome=outcome,
+                               lateness=lateness)
+            total += len(rows)
+            if len(rows) < SETTLE_BATCH:
+                return total
+
     def prune(self) -> int:
         s = self._settings
+        self.settle()  # a job's outcome is in the ledger before the job can go
+        with self._pool.connection() as conn:
+            slots = conn.execute(self._q.prune_slots, {"age": s.retention_slots, "batch": PRUNE_BATCH}).rowcount
+        if slots:
+            log.info("pruned %d slot ledger row(s) older than %.0f s", slots, s.retention_slots)
         total = 0
         for states, age in ((["completed", "skipped"], s.retention_completed),
                             (["failed", "cancelled"], s.retention_failed)):
@@ -206,7 +233,7 @@ class LeaderDuties:
                     break
         # The cron fence of slots whose jobs are past every retention (a slot that old is never planned again).
         with self._pool.connection() as conn:
-            conn.execute(self._q.prune_job_slots, {"age": max(s.retention_completed, s.retention_failed),
+            conn.execute(self._q.prune_job_slots, {"age": max(s.retention_completed, s.retention_failed, s.retention_slots),
                                                    "batch": PRUNE_BATCH})
         if total:
             log.info("pruned %d finished job(s)", total)

@@ -43,13 +43,24 @@ _HELD_WORKER_LOCKS = """held AS MATERIALIZED (
               AND l.database = (SELECT oid FROM pg_database WHERE datname = current_database()))"""
 
 
+# The slot ledger as `schedule slots` shows it (list_slots_since, list_slots_latest).
+_LEDGER_COLUMNS = """l.slot, l.last_slot, l.slot_count,
+                   coalesce(l.outcome, CASE j.state WHEN 'running' THEN 'running' WHEN 'available' THEN 'waiting'
+                                              ELSE j.state END) AS outcome,
+                   l.backfilled, l.job_id, coalesce(l.started_at, j.first_started_at) AS started_at,
+                   coalesce(l.finished_at, j.finished_at) AS finished_at,
+                   extract(epoch FROM coalesce(l.started_at, j.first_started_at) - l.slot)::float8 AS lateness,
+                   coalesce(l.reason, CASE WHEN j.state NOT IN ('completed', 'running', 'available')
+                                           THEN left(j.last_error, 500) END) AS reason
+            FROM {s}.slots AS l LEFT JOIN {s}.jobs AS j ON l.outcome IS NULL AND j.id = l.job_id"""
+
 _JOB_COLUMNS = """id, queue, task, args, state, priority, attempt, max_attempts, timeout_seconds, scheduled_at,
     schedule_id, slot, unique_key, inserted_at, started_at, finished_at, worker_id, worker, last_error,
     cancel_requested"""
 
 _SCHEDULE_COLUMNS = """id, name, task, args, cron, timezone, enabled, queue, priority, max_attempts,
     timeout_seconds, catchup, catchup_max, overlap, description, next_run_at, last_slot_at, created_at,
-    updated_at"""
+    updated_at, paused_since"""
 
 
 def _claim_jobs(queue_match: str, *, async_commit: bool = False) -> str:
@@ -71,7 +82,7 @@ def _claim_jobs(queue_match: str, *, async_commit: bool = False) -> str:
         WITH """ + commit_mode + """next AS (
             SELECT id, seg FROM {s}.jobs AS j
             WHERE seg = ANY(%(segs)s) AND state = 'available' AND """ + queue_match + """ AND scheduled_at <= now()
-              -- Overlap 'skip' and 'queue': a schedule runs one job at a time, oldest first. A queued slot
+              -- Every overlap but 'allow': a schedule runs one job at a time, oldest first. A buffered slot
               -- (or a catch-up backlog) waits here until the run before it has finished. Evaluated only
               -- for rows of a schedule (schedule_id IS NULL short-circuits), through pk_schedules and
               -- ix_jobs_schedule_unfinished.
@@ -86,6 +97,7 @@ def _claim_jobs(queue_match: str, *, async_commit: bool = False) -> str:
         )
         UPDATE {s}.jobs AS j
         SET state = 'running', attempt = j.attempt + 1, started_at = now(), finished_at = NULL,
+            first_started_at = coalesce(j.first_started_at, now()),
             worker_id = %(worker_id)s, worker = %(worker)s
         FROM next""" + (", commit_mode" if async_commit else "") + """
         WHERE j.seg = ANY(%(segs)s) AND j.id = next.id AND j.seg = next.seg
@@ -218,9 +230,13 @@ TEMPLATES: dict[str, str] = {
     "claim_leadership_row": """
         UPDATE {s}.workers SET leader_since = CASE WHEN id = %(id)s THEN now() END
         WHERE id = %(id)s OR leader_since IS NOT NULL""",
+    # The jobs this worker runs that it must stop: an operator (or overlap cancel_previous) asked to cancel
+    # them (`ours`: the worker stops them and records `cancelled`), or they were cancelled and taken from it
+    # (overlap terminate_previous; not `ours`: their outcome would be refused, the worker abandons them).
     "cancel_requested_jobs": """
-        SELECT id FROM {s}.jobs
-        WHERE seg < 100 AND worker_id = %(worker_id)s AND state = 'running' AND cancel_requested""",
+        SELECT id, state = 'running' AS ours FROM {s}.jobs
+        WHERE id = ANY(%(ids)s) AND cancel_requested
+          AND ((state = 'running' AND worker_id = %(worker_id)s) OR (state = 'cancelled' AND worker_id IS NULL))""",
     "unregister_worker": "DELETE FROM {s}.workers WHERE id = %(id)s",
     # ---------------------------------------------------------------- job claim / outcome (workers)
     # A worker of one queue (the usual case) claims with `queue = %(queue)s`, which walks ix_jobs_claim
@@ -244,6 +260,8 @@ TEMPLATES: dict[str, str] = {
     "complete_jobs": """
         UPDATE {s}.jobs AS j
         SET state = 'completed', started_at = j.started_at + d.waited * interval '1 second',
+            first_started_at = CASE WHEN j.attempt = 1 THEN j.started_at + d.waited * interval '1 second'
+                                    ELSE j.first_started_at END,
             finished_at = j.started_at + (d.waited + d.seconds) * interval '1 second',
             result = d.result, backend_pid = NULL,
             seg = {s}.history_seg('completed', j.started_at + (d.waited + d.seconds) * interval '1 second')
@@ -269,6 +287,8 @@ TEMPLATES: dict[str, str] = {
             scheduled_at = CASE WHEN d.next_state = 'available'
                                 THEN now() + %(delay)s * interval '1 second' ELSE j.scheduled_at END,
             started_at = j.started_at + %(waited)s * interval '1 second',
+            first_started_at = CASE WHEN j.attempt = 1 THEN j.started_at + %(waited)s * interval '1 second'
+                                    ELSE j.first_started_at END,
             finished_at = CASE WHEN d.next_state = 'available'
                                THEN NULL ELSE j.started_at + (%(waited)s + %(seconds)s) * interval '1 second' END,
             worker_id = CASE WHEN d.next_state = 'available' THEN NULL ELSE j.worker_id END,
@@ -293,20 +313,22 @@ TEMPLATES: dict[str, str] = {
     "release_jobs": """
         UPDATE {s}.jobs
         SET state = 'available', attempt = greatest(attempt - 1, 0), worker_id = NULL, started_at = NULL,
-            backend_pid = NULL
+            backend_pid = NULL, first_started_at = CASE WHEN attempt <= 1 THEN NULL ELSE first_started_at END
         WHERE seg < 100 AND id = ANY(%(ids)s) AND state = 'running' AND worker_id = %(worker_id)s""",
     # On shutdown: jobs that did not finish within the grace period go back to the queue, attempt refunded.
     "requeue_worker_jobs": """
         UPDATE {s}.jobs
         SET state = 'available', attempt = greatest(attempt - 1, 0), worker_id = NULL, started_at = NULL,
             scheduled_at = now(), backend_pid = NULL,
+            first_started_at = CASE WHEN attempt <= 1 THEN NULL ELSE first_started_at END,
             errors = errors || jsonb_build_array(jsonb_build_object(
                 'attempt', attempt, 'at', now(), 'error', 'requeued: worker shut down', 'worker', worker))
         WHERE seg < 100 AND worker_id = %(worker_id)s AND state = 'running'
         RETURNING id""",
     # ---------------------------------------------------------------- scheduler (leader only)
     "due_schedules": """
-        SELECT id, name, cron, timezone, catchup, catchup_max, overlap, next_run_at, clock_timestamp() AS now
+        SELECT id, name, cron, timezone, catchup, catchup_max, overlap, next_run_at, paused_since,
+               clock_timestamp() AS now
         FROM {s}.schedules
         -- statement_timestamp(), not clock_timestamp(): a volatile function cannot be an index condition,
         -- and with it this read every schedule (Seq Scan) on each pass. The rows' `now` stays the clock.
@@ -322,11 +344,13 @@ TEMPLATES: dict[str, str] = {
         FROM {s}.jobs
         WHERE seg < 100 AND schedule_id = ANY(%(ids)s) AND state IN ('available', 'running')
         GROUP BY schedule_id""",
-    # The unique constraint on (schedule_id, slot) is what makes a slot exactly-once, even for a stale leader.
-    # The job's queue, task, args, ... are copied from its schedule row, which this transaction holds locked
+    # The primary key of job_slots (schedule_id, slot) is what makes a slot exactly-once, even for a stale
+    # leader. The job's queue, task, args, ... are copied from its schedule row, which this transaction holds locked
     # (due_schedules), so only the planned (schedule, slot, state, note) travel from Python.
-    # The fence is job_slots' primary key: the slot row and its job are written by one statement, so a slot
-    # already taken (by this leader earlier, or by a stale one right now) inserts neither.
+    # The fence is job_slots' primary key (insert-only; a unique constraint of the partitioned jobs cannot
+    # hold it): the slot row, its job and its ledger row are written by one statement, so a slot already taken
+    # (by this leader earlier, or by a stale one right now) inserts none of them. A skipped slot gets its
+    # outcome in the ledger at once, a job to run none yet (settle_slots writes it when the job has finished).
     "insert_due_slots": """
         WITH d AS (
             SELECT * FROM unnest(%(schedule_id)b::bigint[], %(slot)b::timestamptz[], %(state)b::text[],
@@ -336,18 +360,60 @@ TEMPLATES: dict[str, str] = {
             SELECT d.schedule_id, d.slot FROM d JOIN {s}.schedules AS sc ON sc.id = d.schedule_id
             ON CONFLICT (schedule_id, slot) DO NOTHING
             RETURNING schedule_id, slot
+        ), ins AS (
+            INSERT INTO {s}.jobs (queue, task, args, priority, max_attempts, timeout_seconds, schedule_id, slot,
+                                  scheduled_at, state, finished_at, last_error, seg)
+            SELECT sc.queue, sc.task, sc.args, sc.priority, sc.max_attempts, sc.timeout_seconds, sc.id, d.slot,
+                   d.slot, d.state, CASE WHEN d.state = 'skipped' THEN now() END, d.note,
+                   CASE WHEN d.state = 'skipped' THEN {s}.history_seg('skipped', now()) ELSE {s}.open_seg() END
+            FROM fenced JOIN d ON d.schedule_id = fenced.schedule_id AND d.slot = fenced.slot
+            JOIN {s}.schedules AS sc ON sc.id = d.schedule_id
+            RETURNING id, schedule_id, slot, state, last_error, finished_at
+        ), ledger AS (
+            INSERT INTO {s}.slots (schedule_id, slot, job_id, outcome, reason, finished_at)
+            SELECT schedule_id, slot, id, CASE WHEN state = 'skipped' THEN 'skipped' END,
+                   CASE WHEN state = 'skipped' THEN last_error END, finished_at
+            FROM ins
+            ON CONFLICT (schedule_id, slot) DO NOTHING
         )
-        INSERT INTO {s}.jobs (queue, task, args, priority, max_attempts, timeout_seconds, schedule_id, slot,
-                              scheduled_at, state, finished_at, last_error, seg)
-        SELECT sc.queue, sc.task, sc.args, sc.priority, sc.max_attempts, sc.timeout_seconds, sc.id, d.slot,
-               d.slot, d.state, CASE WHEN d.state = 'skipped' THEN now() END, d.note,
-               CASE WHEN d.state = 'skipped' THEN {s}.history_seg('skipped', now()) ELSE {s}.open_seg() END
-        FROM fenced JOIN d ON d.schedule_id = fenced.schedule_id AND d.slot = fenced.slot
-        JOIN {s}.schedules AS sc ON sc.id = d.schedule_id
-        RETURNING id, schedule_id, slot, state""",
+        SELECT id, schedule_id, slot, state FROM ins""",
+    # A run of slots that never became jobs (downtime, a pause, the catch-up policy): one ledger row.
+    "insert_slot_ranges": """
+        INSERT INTO {s}.slots (schedule_id, slot, last_slot, slot_count, outcome, reason)
+        SELECT * FROM unnest(%(schedule_id)s::bigint[], %(first)s::timestamptz[], %(last)s::timestamptz[],
+                             %(count)s::int[], %(outcome)s::text[], %(reason)s::text[])
+        ON CONFLICT (schedule_id, slot) DO NOTHING""",
+    # Overlap cancel_previous / terminate_previous: a new slot replaces its schedule's unfinished runs. A
+    # waiting run is cancelled outright; a running one is asked to stop (cancel: the worker records it
+    # `cancelled`) or is cancelled now and taken from its worker (terminate: worker_id cleared, so its late
+    # outcome is refused). Returns the old state and backend pid, to signal the run's SQL after the commit.
+    "replace_previous_runs": """
+        WITH old AS (
+            SELECT j.id, j.state, j.backend_pid, d.terminate
+            FROM {s}.jobs AS j JOIN unnest(%(ids)s::bigint[], %(terminate)s::bool[]) AS d(schedule_id, terminate)
+                 ON j.schedule_id = d.schedule_id
+            WHERE j.seg < 100 AND j.state IN ('available', 'running') AND NOT (j.id = ANY(%(new)s::bigint[]))
+            FOR UPDATE OF j
+        )
+        UPDATE {s}.jobs AS j
+        SET state = CASE WHEN old.state = 'available' OR old.terminate THEN 'cancelled' ELSE j.state END,
+            finished_at = CASE WHEN old.state = 'available' OR old.terminate THEN now() END,
+            cancel_requested = true,
+            worker_id = CASE WHEN old.terminate THEN NULL ELSE j.worker_id END,
+            backend_pid = CASE WHEN old.terminate THEN NULL ELSE j.backend_pid END,
+            last_error = CASE WHEN old.state = 'available' OR old.terminate
+                              THEN 'cancelled: replaced by a newer slot (overlap '
+                                   || CASE WHEN old.terminate THEN 'terminate_previous' ELSE 'cancel_previous' END
+                                   || ')'
+                              ELSE j.last_error END,
+            seg = CASE WHEN old.state = 'available' OR old.terminate THEN {s}.history_seg('cancelled', now())
+                       ELSE j.seg END
+        FROM old WHERE j.seg < 100 AND j.id = old.id
+        RETURNING j.id, old.state, old.backend_pid, old.terminate""",
     "advance_schedules": """
         UPDATE {s}.schedules AS sc
-        SET next_run_at = d.next_run_at, last_slot_at = coalesce(d.last_slot_at, sc.last_slot_at)
+        SET next_run_at = d.next_run_at, last_slot_at = coalesce(d.last_slot_at, sc.last_slot_at),
+            paused_since = CASE WHEN sc.enabled THEN NULL ELSE sc.paused_since END
         FROM unnest(%(ids)b::bigint[], %(next)b::timestamptz[], %(last)b::timestamptz[])
              AS d(id, next_run_at, last_slot_at)
         WHERE sc.id = d.id""",
@@ -402,6 +468,37 @@ TEMPLATES: dict[str, str] = {
         SELECT 'job' AS kind, id, state, task, worker FROM rescued
         UNION ALL
         SELECT 'worker', id, NULL, NULL, name FROM dead""",
+    # The ledger's outcome write, once per slot: the slots whose job has finished (or is gone) take its outcome,
+    # its first attempt's start and its error. Driven by ix_slots_pending (the few slots still pending) and
+    # the jobs' primary key. The leader runs it every second and before pruning jobs.
+    "settle_slots": """
+        WITH done AS (
+            SELECT l.schedule_id, l.slot, j.state, j.first_started_at, j.started_at, j.finished_at, j.last_error,
+                   j.id IS NULL AS gone
+            FROM {s}.slots AS l LEFT JOIN {s}.jobs AS j ON j.id = l.job_id
+            WHERE l.outcome IS NULL AND (j.id IS NULL OR j.finished_at IS NOT NULL)
+            LIMIT %(limit)s
+            FOR UPDATE OF l SKIP LOCKED
+        )
+        UPDATE {s}.slots AS l
+        SET outcome = CASE WHEN done.gone THEN 'cancelled' ELSE done.state END,
+            started_at = coalesce(done.first_started_at, done.started_at),
+            finished_at = coalesce(done.finished_at, now()),
+            reason = CASE WHEN done.gone THEN 'its job was deleted before it finished'
+                          WHEN done.state <> 'completed' THEN left(done.last_error, 500) END
+        FROM done WHERE l.schedule_id = done.schedule_id AND l.slot = done.slot
+        RETURNING l.schedule_id, l.slot, l.outcome, extract(epoch FROM l.started_at - l.slot)::float8 AS lateness""",
+    # Ledger retention: per schedule through the primary key, the oldest first, bounded per round.
+    "prune_slots": """
+        DELETE FROM {s}.slots AS l USING (
+            SELECT x.schedule_id, x.slot FROM {s}.schedules AS sc
+            CROSS JOIN LATERAL (
+                SELECT schedule_id, slot FROM {s}.slots
+                WHERE schedule_id = sc.id AND slot < now() - %(age)s * interval '1 second'
+                  AND outcome IS NOT NULL
+                ORDER BY slot LIMIT %(batch)s) AS x
+            LIMIT %(batch)s) AS old
+        WHERE l.schedule_id = old.schedule_id AND l.slot = old.slot""",
     "prune_jobs": """
         DELETE FROM {s}.jobs WHERE id IN (
             SELECT id FROM {s}.jobs
@@ -477,6 +574,7 @@ TEMPLATES: dict[str, str] = {
             queue = %(queue)s, priority = %(priority)s, max_attempts = %(max_attempts)s,
             timeout_seconds = %(timeout_seconds)s, catchup = %(catchup)s, catchup_max = %(catchup_max)s,
             overlap = %(overlap)s, description = %(description)s, next_run_at = %(next_run_at)s,
+            paused_since = CASE WHEN NOT %(enabled)s THEN coalesce(paused_since, now()) ELSE paused_since END,
             updated_at = now()
         WHERE id = %(id)s
         RETURNING """ + _SCHEDULE_COLUMNS,
@@ -509,6 +607,18 @@ TEMPLATES: dict[str, str] = {
         WHERE (%(entity_name)s::text IS NULL OR entity_name = %(entity_name)s)
           AND (%(before_id)s::bigint IS NULL OR id < %(before_id)s)
         ORDER BY id DESC LIMIT %(limit)s""",
+    # ---------------------------------------------------------------- admin: the slot ledger
+    # A slot's outcome: the stored one, else its job's live state (running, waiting = available).
+    "list_slots_since": """
+        SELECT """ + _LEDGER_COLUMNS + """
+        WHERE l.schedule_id = %(schedule_id)s AND l.slot >= %(since)s
+        ORDER BY l.slot LIMIT %(limit)s""",
+    "list_slots_latest": """
+        SELECT * FROM (
+            SELECT """ + _LEDGER_COLUMNS + """
+            WHERE l.schedule_id = %(schedule_id)s
+            ORDER BY l.slot DESC LIMIT %(limit)s) AS latest
+        ORDER BY slot""",
     # ---------------------------------------------------------------- admin: jobs
     "get_job": "SELECT " + _JOB_COLUMNS + ", errors, result, backend_pid FROM {s}.jobs WHERE id = %(id)s",
     # Newest first, in three arms that partition the table (ck_jobs_finished), so that no arm walks another's
@@ -541,16 +651,24 @@ TEMPLATES: dict[str, str] = {
             seg = CASE WHEN state = 'available' THEN {s}.history_seg('cancelled', now()) ELSE seg END
         WHERE seg < 100 AND id = ANY(%(ids)s) AND state IN ('available', 'running')
         RETURNING id, state, backend_pid""",
+    # A retried slot's ledger row is pending again (its new outcome is settled when it finishes).
     "retry_jobs": """
-        UPDATE {s}.jobs
-        SET state = 'available', scheduled_at = now(), finished_at = NULL, cancel_requested = false,
-            max_attempts = greatest(max_attempts, attempt + 1), worker_id = NULL,
-            seg = CASE WHEN unique_key IS NOT NULL THEN 0 ELSE {s}.open_seg() END
-        WHERE id = ANY(%(ids)s) AND state IN ('failed', 'cancelled', 'completed', 'skipped')
-        RETURNING id""",
+        WITH retried AS (
+            UPDATE {s}.jobs
+            SET state = 'available', scheduled_at = now(), finished_at = NULL, cancel_requested = false,
+                max_attempts = greatest(max_attempts, attempt + 1), worker_id = NULL,
+                seg = CASE WHEN unique_key IS NOT NULL THEN 0 ELSE {s}.open_seg() END
+            WHERE id = ANY(%(ids)s) AND state IN ('failed', 'cancelled', 'completed', 'skipped')
+            RETURNING id, schedule_id, slot
+        ), ledger AS (
+            UPDATE {s}.slots AS l SET outcome = NULL, finished_at = NULL, job_id = r.id
+            FROM retried AS r WHERE l.schedule_id = r.schedule_id AND l.slot = r.slot
+        )
+        SELECT id FROM retried""",
     "delete_jobs": """
         DELETE FROM {s}.jobs WHERE id = ANY(%(ids)s) AND state <> 'running' RETURNING id""",
     "cancel_backend": "SELECT pg_cancel_backend(%(pid)s)",
+    "terminate_backend": "SELECT pg_terminate_backend(%(pid)s)",
     # ---------------------------------------------------------------- admin: status and stats
     # `alive`: the worker's session holds its liveness lock (what the leader decides on); heartbeat_age is shown.
     "list_workers": """
@@ -578,15 +696,15 @@ TEMPLATES: dict[str, str] = {
     "schedule_history": """
         SELECT id, state, attempt, slot, scheduled_at, inserted_at, started_at, finished_at,
                extract(epoch FROM finished_at - started_at) AS duration,
-               extract(epoch FROM started_at - coalesce(slot, scheduled_at)) AS lateness,
+               extract(epoch FROM coalesce(first_started_at, started_at) - coalesce(slot, scheduled_at)) AS lateness,
                worker, last_error
         FROM {s}.jobs
         WHERE schedule_id = %(schedule_id)s AND inserted_at >= %(since)s
         ORDER BY inserted_at DESC
         LIMIT %(limit)s""",
     "recent_lateness": """
-        SELECT j.id, sc.name AS schedule, j.slot, j.started_at,
-               extract(epoch FROM j.started_at - j.slot) AS lateness
+        SELECT j.id, sc.name AS schedule, j.slot, coalesce(j.first_started_at, j.started_at) AS started_at,
+               extract(epoch FROM coalesce(j.first_started_at, j.started_at) - j.slot) AS lateness
         FROM {s}.jobs AS j JOIN {s}.schedules AS sc ON sc.id = j.schedule_id
         WHERE j.slot IS NOT NULL AND j.started_at IS NOT NULL AND j.inserted_at >= %(since)s
         ORDER BY j.inserted_at DESC LIMIT %(limit)s""",
@@ -650,7 +768,7 @@ TEMPLATES: dict[str, str] = {
         SELECT count(*) AS runs,
                coalesce(percentile_cont(0.5) WITHIN GROUP (ORDER BY lateness), 0)::float8 AS p50,
                coalesce(max(lateness), 0)::float8 AS max
-        FROM (SELECT extract(epoch FROM started_at - slot) AS lateness FROM {s}.jobs
+        FROM (SELECT extract(epoch FROM coalesce(first_started_at, started_at) - slot) AS lateness FROM {s}.jobs
               WHERE inserted_at >= %(since)s AND slot IS NOT NULL AND started_at IS NOT NULL
               ORDER BY inserted_at DESC LIMIT 1000) AS recent""",
     # ---------------------------------------------------------------- console
@@ -722,7 +840,7 @@ TEMPLATES: dict[str, str] = {
                max(r.lateness)::float8 AS max_lateness
         FROM (SELECT j.state, coalesce(j.slot, j.inserted_at) AS at,
                      extract(epoch FROM j.finished_at - j.started_at) AS duration,
-                     extract(epoch FROM j.started_at - coalesce(j.slot, j.scheduled_at)) AS lateness
+                     extract(epoch FROM coalesce(j.first_started_at, j.started_at) - coalesce(j.slot, j.scheduled_at)) AS lateness
               FROM {s}.jobs AS j
               WHERE j.schedule_id = %(schedule_id)s AND j.inserted_at >= %(since)s
               ORDER BY j.inserted_at DESC LIMIT %(cap)s) AS r
@@ -739,7 +857,7 @@ TEMPLATES: dict[str, str] = {
                percentile_cont(0.95) WITHIN GROUP (ORDER BY r.duration)::float8 AS p95_duration,
                avg(r.lateness)::float8 AS avg_lateness
         FROM (SELECT j.state, j.attempt, extract(epoch FROM j.finished_at - j.started_at) AS duration,
-                     extract(epoch FROM j.started_at - coalesce(j.slot, j.scheduled_at)) AS lateness
+                     extract(epoch FROM coalesce(j.first_started_at, j.started_at) - coalesce(j.slot, j.scheduled_at)) AS lateness
               FROM {s}.jobs AS j
               WHERE j.schedule_id = %(schedule_id)s AND j.inserted_at >= %(since)s
               ORDER BY j.inserted_at DESC LIMIT %(cap)s) AS r""",

@@ -36,6 +36,9 @@ log = logging.getLogger("pgjobs.scheduler")
 PASS_BATCH = 10_000
 MAX_SLEEP = 60.0           # re-check at least this often even when nothing is due
 RECENT_LIMIT = 10_000      # slots enumerated inside the catch-up grace window, per schedule and pass
+# A run of missed cron slots is counted up to this many (enumerating them bounds the pass's time); beyond it the
+# ledger row says "more than" (slot_count NULL). An interval schedule ('N seconds') is always counted exactly.
+MISSED_COUNT_CAP = 20_000
 
 
 @dataclass(frozen=True)
@@ -50,6 +53,9 @@ class Plan:
     slots: list[PlannedSlot]
     next_run_at: datetime
     dropped: int = 0        # missed slots the catch-up policy chose not to run
+    replace: bool = False   # cancel/terminate the unfinished runs (overlap cancel_previous/terminate_previous)
+    # The due slots that were not planned, as one range: (first, last, count; None = more than MISSED_COUNT_CAP).
+    missed: tuple[datetime, datetime, int | None] | None = None
 
 
 def _last_slots(spec: cron.CronSpec, tz: Any, first: datetime, until: datetime, count: int) -> list[datetime]:
@@ -85,9 +91,9 @@ def plan_slots(
       catch-up policy decides among all due slots: `latest` plans only the most recent one, `all` the most
       recent `catchup_max`, `none` none; then the schedule is back on cadence.
     - Overlap compares with jobs of this schedule that were unfinished before this pass: `skip` records every
-      planned slot as skipped while one is unfinished; `queue` keeps at most one waiting job; `allow` runs all.
-      Running one job of a `skip`/`queue` schedule at a time, oldest first, is the claim query's part
-      (`claim_jobs`): slots planned in one pass (a catch-up backlog) run one after another.
+      planned slot as skipped while one is unfinished; the other policies are in `overlap_states`. Running
+      one job of a non-`allow` schedule at a time, oldest first, is the claim query's part (`claim_jobs`):
+      slots planned in one pass (a catch-up backlog) run one after another.
     """
     if next_run_at is None:  # never planned (new schedule written by SQL): start from the next slot
         return Plan([], cron.next_slot(spec, tz, now))
@@ -97,25 +103,58 @@ def plan_slots(
 
     before_first = next_run_at - timedelta(microseconds=1)
     dropped = 0
+    missed = None
     if now - next_run_at <= timedelta(seconds=grace):
         slots = cron.slots_between(spec, tz, before_first, now, limit=RECENT_LIMIT)
     else:
         keep = {"latest": 1, "all": max(1, catchup_max), "none": 0}[catchup]
         slots = _last_slots(spec, tz, next_run_at, now, keep) if keep else []
-        # Was any due slot left out? (-1 = "some": counting them would mean enumerating the downtime)
+        # Was any due slot left out? (-1 = "some"; `missed` says which and how many, counted up to a cap)
         first_kept = slots[0] if slots else now + timedelta(microseconds=1)
-        if cron.slots_between(spec, tz, before_first, first_kept - timedelta(microseconds=1), limit=1):
+        first_missed = cron.slots_between(spec, tz, before_first, first_kept - timedelta(microseconds=1), limit=1)
+        if first_missed:
             dropped = -1
+            last_missed = _last_slots(spec, tz, next_run_at, first_kept - timedelta(microseconds=1), 1)[0]
+            missed = (first_missed[0], last_missed,
+                      cron.count_slots(spec, tz, first_missed[0], last_missed, MISSED_COUNT_CAP))
 
+    planned = overlap_states(slots, overlap, running, waiting)
+    replace = (overlap in REPLACING and bool(running or waiting)
+               and any(p.state == "available" for p in planned))
+    return Plan(planned, upcoming, dropped, replace, missed)
+
+
+REPLACING = ("cancel_previous", "terminate_previous")
+
+
+def overlap_states(slots: list[datetime], overlap: str, running: int, waiting: int) -> list[PlannedSlot]:
+    """The overlap policy over slots planned together, given the runs unfinished before them. Pure.
+
+    `skip`: every slot is skipped while a run is unfinished. `buffer_one`: at most one run waits (the first
+    slot while one runs; none while one already waits). `buffer_all`: every slot waits its turn.
+    `cancel_previous` / `terminate_previous`: the latest slot replaces the unfinished runs (`Plan.replace`),
+    earlier slots of the same pass are skipped as replaced. `allow`: all run. Only `allow` runs two at once:
+    the claim query runs one job of any other schedule at a time, oldest first.
+    """
     planned: list[PlannedSlot] = []
     for i, slot in enumerate(slots):
         if overlap == "skip" and (running or waiting):
             planned.append(PlannedSlot(slot, "skipped", "skipped: the previous run is still unfinished"))
-        elif overlap == "queue" and (waiting or (running and i > 0)):
+        elif overlap == "buffer_one" and (waiting or (running and i > 0)):
             planned.append(PlannedSlot(slot, "skipped", "skipped: a run is already waiting"))
+        elif overlap in REPLACING and i < len(slots) - 1:
+            planned.append(PlannedSlot(slot, "skipped", "skipped: replaced by a later slot of the same pass"))
         else:
             planned.append(PlannedSlot(slot, "available"))
-    return Plan(planned, upcoming, dropped)
+    return planned
+
+
+def _missed_reason(paused: bool, catchup: str, kept: int) -> str:
+    why = "the schedule was paused" if paused else "no worker was leading (downtime)"
+    policy = {"latest": "catch-up 'latest' ran only the latest due slot",
+              "all": f"catch-up 'all' ran the latest {kept} (catchup_max)",
+              "none": "catch-up 'none' ran none of them"}.get(catchup, f"catch-up '{catchup}'")
+    return f"{why}; {policy}"
 
 
 class Scheduler:
@@ -155,12 +194,16 @@ class Scheduler:
             unfinished = {r[0]: (r[1], r[2]) for r in conn.execute(q.unfinished_by_schedule, {"ids": ids})}
             cols: dict[str, list[Any]] = {k: [] for k in ("schedule_id", "slot", "state", "note")}
             adv_ids, adv_next, adv_last = [], [], []
+            replace_ids: list[int] = []
+            ranges: dict[str, list[Any]] = {k: [] for k in ("schedule_id", "first", "last", "count", "outcome",
+                                                               "reason")}
+            replace_terminate: list[bool] = []
             # One `now` for the batch: the latest row's clock, so every row's next_run_at <= now. Schedules with
             # the same cron, time zone, due time, policies and unfinished counts get the same plan, computed
             # once (10,000 schedules due in the same minute are usually a handful of distinct crons).
             now = max(r[-1] for r in rows)
             plans: dict[tuple[Any, ...], Plan | ValueError] = {}
-            for sid, name, expr, tzname, catchup, catchup_max, overlap, next_run_at, _row_now in rows:
+            for sid, name, expr, tzname, catchup, catchup_max, overlap, next_run_at, paused_since, _row_now in rows:
                 running, waiting = unfinished.get(sid, (0, 0))
                 key = (expr, tzname, next_run_at, catchup, catchup_max, overlap, running, waiting)
                 plan = plans.get(key)
@@ -178,9 +221,20 @@ class Scheduler:
                     adv_next.append(now + timedelta(seconds=60))
                     adv_last.append(None)
                     continue
-                if plan.dropped:
-                    log.warning("schedule %s: missed slots before %s dropped by catch-up policy '%s'",
-                                name, now - timedelta(seconds=self._grace), catchup)
+                if plan.missed:
+                    first, last, count = plan.missed
+                    paused = paused_since is not None
+                    log.warning("schedule %s: %s slot(s) from %s to %s %s, not run (catch-up policy '%s')",
+                                name, count if count is not None else f"more than {MISSED_COUNT_CAP}", first,
+                                last, "passed while it was paused" if paused else "missed (no leader ran them)",
+                                catchup)
+                    for key, value in (("schedule_id", sid), ("first", first), ("last", last), ("count", count),
+                                       ("outcome", "paused" if paused else "missed"),
+                                       ("reason", _missed_reason(paused, catchup, len(plan.slots)))):
+                        ranges[key].append(value)
+                if plan.replace:
+                    replace_ids.append(sid)
+                    replace_terminate.append(overlap == "terminate_previous")
                 for p in plan.slots:
                     cols["schedule_id"].append(sid)
                     cols["slot"].append(p.slot)
@@ -190,16 +244,42 @@ class Scheduler:
                 adv_next.append(plan.next_run_at)
                 adv_last.append(plan.slots[-1].slot if plan.slots else None)
             inserted = 0
+            new_ids: list[int] = []
             if cols["slot"]:
-                inserted = len(conn.execute(q.insert_due_slots, cols).fetchall())
+                new_ids = [r[0] for r in conn.execute(q.insert_due_slots, cols).fetchall()]
+                inserted = len(new_ids)
                 if inserted < len(cols["slot"]):
                     self.duplicates_dropped += len(cols["slot"]) - inserted
                     log.warning("%d slot(s) were already scheduled (another scheduler ran them): dropped",
                                 len(cols["slot"]) - inserted)
             conn.execute(q.advance_schedules, {"ids": adv_ids, "next": adv_next, "last": adv_last})
+            if ranges["first"]:
+                conn.execute(q.insert_slot_ranges, ranges)
+            replaced = []
+            if replace_ids:
+                replaced = conn.execute(q.replace_previous_runs, {
+                    "ids": replace_ids, "terminate": replace_terminate, "new": new_ids}).fetchall()
+        if replaced:
+            self._signal_replaced(replaced)
         if inserted:
             log.debug("inserted %d slot job(s) for %d schedule(s)", inserted, len(rows))
         return inserted, len(rows) == self._batch
+
+    def _signal_replaced(self, replaced: list[Any]) -> None:
+        """After the replacement committed: stop the SQL of the replaced runs that were running.
+        `cancel_previous` cancels the statement (the worker records the run `cancelled`, as an operator's
+        cancel); `terminate_previous` ends its session (the run is already `cancelled` and no longer the
+        worker's: its outcome is refused, and a Python task is abandoned by its worker at its next heartbeat)."""
+        for job_id, old_state, pid, terminate in replaced:
+            log.warning("job %s (%s): %s by a newer slot of its schedule", job_id, old_state,
+                        "terminated" if terminate else "cancelled")
+            if old_state == "running" and pid:
+                try:
+                    with self._pool.connection() as conn:
+                        conn.execute(self._q.terminate_backend if terminate else self._q.cancel_backend,
+                                     {"pid": pid})
+                except Exception as exc:  # noqa: BLE001 - the run is replaced in the database either way
+                    log.warning("job %s: could not signal backend %s: %s", job_id, pid, exc)
 
     def seconds_until_due(self) -> float:
         """Seconds until the earliest enabled schedule is due, on the database's clock (0 if one is due)."""

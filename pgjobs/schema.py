@@ -33,7 +33,7 @@ from sqlalchemy import (
 )
 from sqlalchemy.dialects.postgresql import ARRAY, JSONB
 
-from pgjobs.states import CATCHUP_POLICIES, FINISHED_STATES, JOB_STATES, OVERLAP_POLICIES
+from pgjobs.states import CATCHUP_POLICIES, FINISHED_STATES, JOB_STATES, OVERLAP_POLICIES, SLOT_OUTCOMES
 
 NAMING = {
     "ix": "ix_%(table_name)s_%(column_0_N_name)s",
@@ -73,6 +73,9 @@ def build_metadata(schema: str = "pgjobs") -> MetaData:
         Column("description", Text, nullable=False, server_default=""),
         Column("next_run_at", DateTime(timezone=True), nullable=True),
         Column("last_slot_at", DateTime(timezone=True), nullable=True),
+        # Set when the schedule is paused, cleared by the first scheduling pass after it is resumed: the slots
+        # that pass drops are recorded in the ledger as `paused`, not `missed` (migration 0006).
+        Column("paused_since", DateTime(timezone=True), nullable=True),
         Column("created_at", DateTime(timezone=True), nullable=False, server_default=now),
         Column("updated_at", DateTime(timezone=True), nullable=False, server_default=now),
         UniqueConstraint("name"),
@@ -118,6 +121,9 @@ def build_metadata(schema: str = "pgjobs") -> MetaData:
         Column("unique_key", Text, nullable=True),
         Column("inserted_at", DateTime(timezone=True), nullable=False, server_default=now),
         Column("started_at", DateTime(timezone=True), nullable=True),
+        # When the first attempt started (migration 0006): a slot's lateness is this minus the slot; retry
+        # delays are not lateness.
+        Column("first_started_at", DateTime(timezone=True), nullable=True),
         Column("finished_at", DateTime(timezone=True), nullable=True),
         Column("worker_id", BigInteger, nullable=True),
         Column("worker", Text, nullable=True),
@@ -180,6 +186,32 @@ def build_metadata(schema: str = "pgjobs") -> MetaData:
         CheckConstraint("seg BETWEEN 1 AND 99", name="seg"),
         CheckConstraint("state IN ('free', 'next', 'open', 'closed', 'reclaim')", name="state"),
         Index("ix_segments_one_open", "state", unique=True, postgresql_where=text("state IN ('open', 'next')")),
+    )
+
+    # The slot ledger (migration 0006): what happened to every slot of a schedule, kept apart from the jobs so
+    # that pruning job history does not erase it. Compact and low-churn: one row inserted per slot (with its
+    # job, in the scheduler's transaction), one outcome write when the job has finished (`settle_slots`, by
+    # the leader, in batches), and a run of missed or paused slots is ONE row (slot = the first, last_slot,
+    # slot_count). job_id is not a foreign key: the job may be pruned, the row stays.
+    Table(
+        "slots", md,
+        Column("schedule_id", BigInteger, ForeignKey("schedules.id", ondelete="CASCADE"), primary_key=True),
+        Column("slot", DateTime(timezone=True), primary_key=True),
+        Column("last_slot", DateTime(timezone=True), nullable=True),
+        Column("slot_count", Integer, nullable=True, server_default=text("1")),  # NULL: too many to count
+        Column("outcome", Text, nullable=True),
+        Column("backfilled", Boolean, nullable=False, server_default=text("false")),
+        Column("job_id", BigInteger, nullable=True),
+        Column("started_at", DateTime(timezone=True), nullable=True),
+        Column("finished_at", DateTime(timezone=True), nullable=True),
+        Column("reason", Text, nullable=True),
+        Column("recorded_at", DateTime(timezone=True), nullable=False, server_default=now),
+        CheckConstraint(f"outcome IS NULL OR {_in('outcome', SLOT_OUTCOMES)}", name="outcome"),
+        CheckConstraint("(slot_count IS NULL OR slot_count >= 1) AND (last_slot IS NULL OR last_slot >= slot)",
+                        name="range"),
+        CheckConstraint("outcome IS NOT NULL OR job_id IS NOT NULL", name="pending_job"),
+        # The slots whose outcome is still to be read from their job: few (the unfinished jobs).
+        Index("ix_slots_pending", "job_id", postgresql_where=text("outcome IS NULL")),
     )
 
     Table(

@@ -138,7 +138,8 @@ class JobContext:
     _on_backend: Callable[[int, int | None], None] | None = None
     _cancel: threading.Event | None = field(default=None, repr=False)
     # Why cancel_event was set: "operator" (ends the job `cancelled`), "timeout" (`failed`, retried while
-    # attempts remain) or "shutdown" (requeued). Set by the worker before it sets the event.
+    # attempts remain), "shutdown" (requeued) or "disowned" (no longer this attempt: terminated by a newer
+    # slot; nothing is recorded). Set by the worker before it sets the event.
     cancel_reason: str | None = field(default=None, repr=False)
 
     @property

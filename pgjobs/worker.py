@@ -382,13 +382,36 @@ class Worker:
                 self._next_foreign_check = time.monotonic() + FOREIGN_LEADER_CHECK_EVERY
                 self._report_foreign_leader(conn)
             if self._running:
-                for (job_id,) in conn.execute(self.q.cancel_requested_jobs, {"worker_id": self.worker_id}):
+                with self._running_lock:
+                    ids = list(self._running)
+                for job_id, ours in conn.execute(self.q.cancel_requested_jobs,
+                                                 {"worker_id": self.worker_id, "ids": ids}):
                     with self._running_lock:
                         entry = self._running.get(job_id)
-                    if entry and not entry[1].cancel_event.is_set():
+                    if entry and not ours:
+                        self._disown(*entry)
+                    elif entry and not entry[1].cancel_event.is_set():
                         log.info("job %s: cancel requested", job_id)
                         entry[1].cancel_reason = "operator"
                         entry[1].cancel_event.set()
+
+    def _disown(self, job: ClaimedJob, ctx: JobContext) -> None:
+        """A running job that is no longer this worker's attempt (cancelled and taken from it by overlap
+        terminate_previous): ask it to stop, record nothing for it, and give its runner's place to a new runner, so
+        a task that ignores the request (a Python loop) does not hold a slot of this worker's concurrency."""
+        with self._running_lock:
+            if self._running.pop(job.id, None) is None:
+                return
+        ctx.cancel_reason = "disowned"
+        ctx.cancel_event.set()
+        log.warning("job %s (%s): terminated by a newer slot of its schedule; abandoning it",
+                    job.id, job.task, extra=_log_fields(job))
+        for runner in list(self._runners):
+            if runner.current is not None and runner.current[0] is job and not runner.retired:
+                runner.retired = True
+                self._release_pending(runner, "its runner was retired")
+                self._start_runner()
+                break
 
     def _report_foreign_leader(self, conn: psycopg.Connection) -> None:
         """A session that is not a live worker holds the leader lock: no worker can lead until it ends. Say
@@ -545,7 +568,9 @@ class Worker:
         if telemetry.active():
             for job in jobs:
                 telemetry.emit("job.claimed", task=job.task, queue=job.queue,
-                               lateness=(job.started_at - job.slot).total_seconds() if job.slot else None,
+                               # Lateness is the first attempt's: a retry's delay is not lateness.
+                               lateness=((job.started_at - job.slot).total_seconds()
+                                         if job.slot and job.attempt == 1 else None),
                                wait=(job.started_at - job.scheduled_at).total_seconds())
         return jobs
 
@@ -627,12 +652,17 @@ class Worker:
                 raise TaskError(f"task '{job.task}' returned an awaitable; register a plain function")
         except SkipJob as exc:
             outcome = "skipped"
-            self._finish_special(job, "skipped", str(exc), time.monotonic() - started)
+            if ctx.cancel_reason == "disowned":
+                outcome = "abandoned"
+            else:
+                self._finish_special(job, "skipped", str(exc), time.monotonic() - started)
         except BaseException as exc:  # noqa: BLE001 - a task's failure is data, not a worker crash
             seconds = time.monotonic() - started
             interrupted = ctx.cancelled and isinstance(exc, JobCancelled | psycopg.errors.QueryCanceled)
             reason = ctx.cancel_reason if ctx.cancelled else None
-            if reason == "timeout":
+            if reason == "disowned":
+                outcome = "abandoned"  # no longer this worker's attempt: nothing to record
+            elif reason == "timeout":
                 outcome = "timed out"  # the supervisor recorded it: failed, retried while attempts remain
             elif interrupted and reason == "shutdown":
                 outcome = "interrupted"  # the shutdown requeues it, attempt refunded
@@ -646,12 +676,15 @@ class Worker:
             if isinstance(exc, KeyboardInterrupt | SystemExit):
                 raise
         else:
-            with self._done_lock:
-                self._done.append((job.id, job.attempt, job.seg, job.waited, time.monotonic() - started,
-                                   _jsonable(result)))
-                if job.schedule_id is not None:
-                    self._finished_schedules.add(job.schedule_id)
-            self._done_event.set()
+            if ctx.cancel_reason == "disowned":
+                outcome = "abandoned"
+            else:
+                with self._done_lock:
+                    self._done.append((job.id, job.attempt, job.seg, job.waited, time.monotonic() - started,
+                                       _jsonable(result)))
+                    if job.schedule_id is not None:
+                        self._finished_schedules.add(job.schedule_id)
+                self._done_event.set()
         finally:
             runner.current = None
             with self._running_lock:

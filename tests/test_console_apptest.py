@@ -201,13 +201,13 @@ def test_create_a_schedule_with_a_live_preview(console: None, admin: Admin) -> N
     at.selectbox(key="form_timezone").select("America/New_York").run()
     assert "Runs at 02:30 every day (America/New_York)" in texts(at)
     assert texts(at).count("02:30:00 E") == 5  # five fire times, in the schedule's zone (EST / EDT)
-    at.selectbox(key="form_overlap").select("queue")
+    at.selectbox(key="form_overlap").select("buffer_one")
     at.selectbox(key="form_catchup").select("none")
     at.button(key="form_save").click().run()
     assert not errors(at), errors(at)
     sc = admin.get_schedule("refresh traces")
     assert (sc["cron"], sc["timezone"], sc["overlap"], sc["catchup"]) == ("30 2 * * *", "America/New_York",
-                                                                         "queue", "none")
+                                                                         "buffer_one", "none")
     assert sc["args"] == {"view": "otel_trace_summaries"}
     assert "Created 'refresh traces'" in texts(at)
     assert admin.audit(limit=1)[0]["actor"] == "console:alice"
@@ -266,6 +266,26 @@ def test_schedule_detail_shows_stats_and_runs_with_errors(console: None, admin: 
     assert "Runs 4" in texts(at) and not at.exception
     at.button(key="detail_run_now").click().run()
     assert len(admin.list_jobs(schedule="every-minute")) == 5
+
+
+def test_schedule_detail_shows_the_slot_ledger_with_the_reason_for_every_gap(console: None, admin: Admin,
+                                                                               db_url: str) -> None:
+    sc = admin.add_schedule("ledgered", cron="* * * * *", task="pgjobs.noop")
+    with psycopg.connect(db_url, autocommit=True) as conn:
+        conn.execute("""
+            INSERT INTO pgjobs.slots (schedule_id, slot, last_slot, slot_count, outcome, reason) VALUES
+              (%(id)s, '2026-12-01 00:00+00', '2026-12-01 09:59+00', 600, 'missed',
+               'no worker was leading (downtime); catch-up ''latest'' ran only the latest due slot'),
+              (%(id)s, '2026-12-01 10:01+00', NULL, 1, 'skipped', 'skipped: the previous run is still unfinished')
+            """, {"id": sc["id"]})
+    at = sign_in()
+    at.session_state["detail_schedule"] = "ledgered"
+    at.switch_page("views/schedule_detail.py").run()
+    assert not at.exception
+    shown = frames(at)
+    assert "Slot ledger" in texts(at)
+    assert "missed" in shown and "600 slots, until" in shown and "downtime" in shown
+    assert "skipped" in shown and "still unfinished" in shown
 
 
 # ---------------------------------------------------------------------- jobs: actions

@@ -1,5 +1,6 @@
 """Schedule detail: configuration, execution history over a window (outcomes, duration, lateness), stats,
-recent runs with their errors; run now / pause / resume / edit."""
+the slot ledger (every slot's outcome and why a slot did not run), recent runs with their errors; run now /
+pause / resume / edit."""
 
 from __future__ import annotations
 
@@ -134,6 +135,8 @@ def history(admin: Any, name: str) -> None:
             st.markdown("**Lateness after the slot (s): average and max**")
             st.altair_chart(lines(frame, x, {"avg_lateness": "average", "max_lateness": "max"}, "seconds"))
 
+    slot_ledger(admin, name)
+
     st.subheader("Recent runs")
     runs = ui.run("recent runs", admin.schedule_history, name, since=since, limit=50) or []
     if not runs:
@@ -156,6 +159,25 @@ def history(admin: Any, name: str) -> None:
                 st.code(err.get("traceback") or err.get("error") or "", language=None)
             if not job["errors"]:
                 st.code(job["last_error"] or "", language=None)
+
+
+def slot_ledger(admin: Any, name: str) -> None:
+    """The latest slots with their outcome, and the reason for every slot that did not complete (the ledger
+    outlives job history: `pgjobs schedule slots`)."""
+    st.subheader("Slot ledger")
+    rows = ui.run("slot ledger", admin.schedule_slots, name, limit=50) or []
+    if not rows:
+        st.text("No slots recorded yet.")
+        return
+    shown = []
+    for r in reversed(rows):  # newest first
+        count = r["slot_count"] if r["slot_count"] is not None else "many"
+        shown.append({**r, "outcome": r["outcome"] + (" (backfilled)" if r["backfilled"] else ""),
+                      "slots": f"{count} slots, until {ui.when(r['last_slot'])}" if r["last_slot"] else "1",
+                      "lateness_text": ui.seconds_text(r["lateness"]), "reason": r["reason"] or ""})
+    ui.table(shown, {"slot": "Slot", "outcome": "Outcome", "slots": "Slots", "started_at": "Started",
+                     "lateness_text": "Late by", "job_id": "Job", "reason": "Why"},
+             times=["slot", "started_at"], key="detail_ledger")
 
 
 def render() -> None:

@@ -21,8 +21,8 @@ transaction holding ACCESS EXCLUSIVE on `jobs` (no job is enqueued, claimed or f
 copies the rows into the partitions and builds the indexes: about 25 s per million jobs. The downgrade is the
 same copy back. Views of your own on pgjobs.jobs must be dropped first (the old table is dropped).
 
-Revision ID: 0005
-Revises: 0004
+Revision ID: 0007
+Revises: 0006
 Create Date: 2026-12-02
 """
 # ruff: noqa: S608 - DDL text: the schema is quoted by the dialect (`_q`), in string literals too (`_lit`).
@@ -32,8 +32,8 @@ import sqlalchemy as sa
 
 from alembic import op
 
-revision = '0005'
-down_revision = '0004'
+revision = '0007'
+down_revision = '0006'
 branch_labels = None
 depends_on = None
 
