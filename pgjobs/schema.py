@@ -105,7 +105,7 @@ def build_metadata(schema: str = "pgjobs") -> MetaData:
 
     Table(
         "jobs", md,
-        # A plain sequence default, not an identity: the table is partitioned (migration 0005).
+        # A plain sequence default, not an identity: the table is partitioned (migration 0007).
         Column("id", BigInteger, primary_key=True, server_default=text(f"nextval('{schema}.jobs_id_seq')")),
         Column("queue", Text, nullable=False, server_default="default"),
         Column("task", Text, nullable=False),
@@ -169,7 +169,7 @@ def build_metadata(schema: str = "pgjobs") -> MetaData:
         postgresql_partition_by="RANGE (seg)",
     )
 
-    # The cron fence (migration 0005): a slot becomes at most one job. Insert-only; pruned with the history.
+    # The cron fence (migration 0007): a slot becomes at most one job. Insert-only; pruned with the history.
     Table(
         "job_slots", md,
         Column("schedule_id", BigInteger, ForeignKey("schedules.id", ondelete="CASCADE"), primary_key=True),
