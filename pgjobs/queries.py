@@ -533,6 +533,14 @@ TEMPLATES: dict[str, str] = {
                        ELSE 200000 + least(greatest(floor(extract(epoch FROM j.finished_at) / 86400)::integer,
                                                     %(failed_lo)s), %(failed_hi)s) END
         FROM m WHERE j.seg = %(seg)s AND j.id = m.id""",
+    # Live segments whose statistics lag their size (a segment fills within seconds; autovacuum's analyze comes
+    # a minute later, and with "empty" statistics the planner sorts a claim's candidates instead of merging the
+    # segments' claim indexes in order, reading a whole backlog per claim).
+    "segments_to_analyze": """
+        SELECT c.relname FROM pg_class AS c
+        WHERE c.relnamespace = to_regnamespace(%(schema)s) AND c.relname = ANY(%(names)s)
+          AND pg_relation_size(c.oid) > 2 * greatest(c.relpages, 0)::bigint * current_setting('block_size')::bigint
+                                        + 65536""",
     "history_partitions": """
         SELECT c.relname FROM pg_inherits AS i JOIN pg_class AS c ON c.oid = i.inhrelid
         WHERE i.inhparent = to_regclass(%(table)s) ORDER BY c.relname""",
@@ -892,6 +900,10 @@ def lock_partition(schema: str, name: str, *, nowait: bool = False) -> sql.Compo
     """LOCK TABLE "schema"."name" IN ACCESS EXCLUSIVE MODE [NOWAIT] (storage.py, with a short lock_timeout)."""
     return sql.SQL("LOCK TABLE {}.{} IN ACCESS EXCLUSIVE MODE{}").format(
         sql.Identifier(schema), sql.Identifier(name), sql.SQL(" NOWAIT" if nowait else ""))
+
+
+def analyze_partition(schema: str, name: str) -> sql.Composed:
+    return sql.SQL("ANALYZE {}.{}").format(sql.Identifier(schema), sql.Identifier(name))
 
 
 def truncate_partition(schema: str, name: str) -> sql.Composed:

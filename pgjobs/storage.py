@@ -11,7 +11,7 @@
   finished_at. A completion moves its row there. Append-only; retention TRUNCATEs, then DROPs, a whole day.
 
 A closed segment is claimed from like any live one. CLOSE_GRACE seconds after it closed, whatever is left in
-it (at most EVACUATE_MAX unfinished jobs; a longer backlog drains first) moves out: unfinished jobs to parked,
+it (at most EVACUATE_MAX unfinished jobs, so a backlog is drained by claims where it is and only stragglers move) moves out: unfinished jobs to parked,
 finished ones to history. Empty, it becomes `reclaim` and leaves the claimers' lists; RECLAIM_DELAY later the
 leader takes it in ACCESS EXCLUSIVE mode with a LOCK_TIMEOUT, moves any row that arrived meanwhile (a
 transaction that inserted before the close and committed after), TRUNCATEs it and marks it free.
@@ -52,7 +52,7 @@ ROTATE_EVERY = 2.0      # seconds an open segment takes new jobs
 ANNOUNCE = 1.0          # seconds a `next` segment is listed to claimers before it opens
 CACHE_TTL = 0.25        # a worker's list of live segments is at most this old when it claims
 CLOSE_GRACE = 2.0       # a closed segment's jobs are left to finish where they are for this long
-EVACUATE_MAX = 5000     # a closed segment with more unfinished jobs than this drains by claims first
+EVACUATE_MAX = 200      # a closed segment with more unfinished jobs than this drains by claims first
 EVACUATE_BATCH = 5000
 RECLAIM_DELAY = 1.0     # a segment off the lists waits this long (>> CACHE_TTL) before its TRUNCATE
 LOCK_TIMEOUT_MS = 100   # how long a TRUNCATE waits for a reader before the leader tries again later
@@ -144,6 +144,7 @@ class Rotator:
                 self.maintain_history(conn)
                 self._next_history = time.monotonic() + HISTORY_EVERY
             self.rotate(conn)
+            self.analyze(conn)
             self.evacuate(conn)
             self.reclaim(conn)
 
@@ -181,6 +182,20 @@ class Rotator:
         if not nxt and not by_state.get("free"):
             self._grow(conn, max(seg for seg, _, _ in segs) + 1 if segs else 1)
         return rotated
+
+    def analyze(self, conn: psycopg.Connection) -> None:
+        """ANALYZE the live segments that grew past twice the size their statistics describe: claims are planned
+        each time (unprepared), and with a fresh segment's "empty" statistics the planner would sort all of a
+        backlog's candidates instead of reading the claim indexes in order."""
+        live = [ring_name(seg) for seg, state, _ in self._segments_snapshot(conn) if state in ("open", "closed")]
+        names = [ring_name(PARKED), *live]
+        for (name,) in conn.execute(self._q.segments_to_analyze, {"schema": self._q.schema, "names": names}).fetchall():
+            try:
+                with conn.transaction():
+                    conn.execute(self._q.set_local_lock_timeout, {"ms": str(LOCK_TIMEOUT_MS)})
+                    conn.execute(sqlq.analyze_partition(self._q.schema, name))
+            except psycopg.errors.LockNotAvailable:
+                pass
 
     def _grow(self, conn: psycopg.Connection, seg: int) -> None:
         if seg > RING_MAX:
