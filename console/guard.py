@@ -13,6 +13,11 @@ specific one (not 0.0.0.0 / ::), and the names in PGJOBS_CONSOLE_ALLOWED_HOSTS (
 any, for a reverse proxy that checks Host itself). Ports are not compared: a rebinding page necessarily uses
 the console's own port, and the name is what differs.
 
+With a token (PGJOBS_CONSOLE_TOKEN, or `python -m console --token`, which makes one and prints the URL), a
+request must also carry it, Jupyter-style: `/?token=<token>` once, answered with a redirect that sets an
+HttpOnly, SameSite=Strict cookie, then the cookie. `/_stcore/health` answers without it (health checks).
+This keeps out other local users and programs too, which the Host check cannot tell apart.
+
 `install()` puts the guard in front of Streamlit's own middleware; `python -m console` runs Streamlit through
 `console.serve`, which calls it. `app.py` checks the same headers again (`st.context.headers`) so a console
 started with a plain `streamlit run` still refuses to draw for a foreign page.
@@ -20,13 +25,18 @@ started with a plain `streamlit run` still refuses to draw for a foreign page.
 
 from __future__ import annotations
 
+import hashlib
+import hmac
 import os
 import re
 from collections.abc import Awaitable, Callable, Iterable, Mapping
 from typing import Any
-from urllib.parse import urlsplit
+from urllib.parse import parse_qsl, urlencode, urlsplit
 
 ALLOWED_HOSTS_ENV = "PGJOBS_CONSOLE_ALLOWED_HOSTS"
+TOKEN_ENV = "PGJOBS_CONSOLE_TOKEN"
+TOKEN_COOKIE = "pgjobs_console_token"
+TOKEN_FREE_PATHS = ("/_stcore/health", "/healthz")
 LOOPBACK_NAMES = ("localhost", "127.0.0.1", "::1")
 WILDCARD_ADDRESSES = ("", "0.0.0.0", "::")
 _NAME_RE = re.compile(r"^[a-z0-9_.:-]{1,253}$")
@@ -111,16 +121,48 @@ def refusal(headers: Mapping[str, str], allowed: Iterable[str]) -> str | None:
     return None
 
 
-class HostGuard:
-    """ASGI middleware: HTTP requests and websocket upgrades with a foreign Host or Origin get 403."""
+def check_token(token: str) -> str:
+    """`token` if usable as a console token, else GuardConfigError."""
+    if not re.fullmatch(r"[A-Za-z0-9_-]{16,128}", token):
+        raise GuardConfigError(f"{TOKEN_ENV}: use 16-128 letters, digits, '_' or '-'")
+    return token
 
-    def __init__(self, app: ASGIApp, allowed: Iterable[str] | None = None) -> None:
+
+def _cookie(headers: Mapping[str, str], name: str) -> str | None:
+    for part in headers.get("cookie", "").split(";"):
+        key, _, value = part.strip().partition("=")
+        if key == name:
+            return value
+    return None
+
+
+class HostGuard:
+    """ASGI middleware: HTTP requests and websocket upgrades with a foreign Host or Origin get 403 (and,
+    with a token configured, those without the token)."""
+
+    def __init__(self, app: ASGIApp, allowed: Iterable[str] | None = None, token: str | None = None) -> None:
         self.app = app
         if allowed is None:
             from streamlit import config
 
             allowed = allowed_hosts(bound_address=config.get_option("server.address"))
+            token = os.environ.get(TOKEN_ENV) or None
         self.allowed = frozenset(allowed)
+        self.token = check_token(token) if token else None
+        # one cookie name per token: cookies ignore ports, so two consoles on 127.0.0.1 must not collide
+        self.cookie = f"{TOKEN_COOKIE}_{hashlib.sha256(self.token.encode()).hexdigest()[:8]}" if token else ""
+
+    def _token_state(self, scope: Scope, headers: Mapping[str, str]) -> str:
+        """'ok' (cookie or exempt path), 'query' (valid ?token=, to be turned into a cookie) or 'missing'."""
+        if self.token is None or scope.get("path", "") in TOKEN_FREE_PATHS:
+            return "ok"
+        cookie = _cookie(headers, self.cookie)
+        if cookie is not None and hmac.compare_digest(cookie.encode(), self.token.encode()):
+            return "ok"
+        query = dict(parse_qsl(scope.get("query_string", b"").decode("latin-1")))
+        if hmac.compare_digest(query.get("token", "").encode(), self.token.encode()):
+            return "query"
+        return "missing"
 
     async def __call__(self, scope: Scope, receive: Callable[[], Awaitable[Message]],
                        send: Callable[[Message], Awaitable[None]]) -> None:
@@ -135,7 +177,19 @@ class HostGuard:
             else:
                 headers[name] = value.decode("latin-1")
         reason = refusal(headers, self.allowed)
-        if reason is None:
+        token = self._token_state(scope, headers) if reason is None else "missing"
+        if reason is None and token == "missing":
+            reason = "this console needs the token from the URL it printed (?token=...)"
+        if reason is None and token == "query" and scope["type"] == "http":
+            rest = [(k, v) for k, v in parse_qsl(scope.get("query_string", b"").decode("latin-1")) if k != "token"]
+            location = scope.get("root_path", "") + scope.get("path", "/") + (f"?{urlencode(rest)}" if rest else "")
+            await send({"type": "http.response.start", "status": 302,
+                        "headers": [(b"location", location.encode("latin-1")),
+                                    (b"set-cookie", f"{self.cookie}={self.token}; Path=/; HttpOnly; "
+                                                    "SameSite=Strict".encode()),
+                                    (b"cache-control", b"no-store"), (b"content-length", b"0")]})
+            await send({"type": "http.response.body", "body": b""})
+        elif reason is None:
             await self.app(scope, receive, send)
         elif scope["type"] == "websocket":
             await receive()  # websocket.connect

@@ -37,22 +37,41 @@ class NotFound(AdminError):
     pass
 
 
+class EditConflict(AdminError):
+    """The schedule changed since the caller read it: `current` is the row now, `actor` and `at` name the
+    newest change."""
+
+    def __init__(self, name: str, actor: str, at: datetime | None, current: dict[str, Any]) -> None:
+        when = at.astimezone(UTC).strftime("%Y-%m-%d %H:%M:%S UTC") if at else "an unknown time"
+        super().__init__(f"schedule '{name}' was changed by {actor} at {when} since you opened it; "
+                         "reload it and make your change again")
+        self.actor, self.at, self.current = actor, at, current
+
+
 class PermissionDenied(AdminError):
     pass
 
 
 ROLES = ("admin", "viewer")
+# Console sign-in limits, kept in the database (table signin_attempts) so a new tab, browser or console
+# process starts no fresh count: at most SIGNIN_USER_FAILURES failed attempts per user name (since its last
+# success) and SIGNIN_CLIENT_FAILURES per client address, within SIGNIN_WINDOW.
+SIGNIN_USER_FAILURES, SIGNIN_CLIENT_FAILURES, SIGNIN_WINDOW = 5, 20, timedelta(minutes=5)
 # The xmin horizon report: its first rows, oldest first, and when an active replication slot counts as
 # holding the horizon back (an inactive one holding xmin always does).
 HORIZON_LIMIT = 5
 SLOT_XID_AGE = 1_000_000
 _NAME_RE = re.compile(r"^[\w][\w .:/@+-]{0,199}$")
 SCHEDULE_FIELDS = ("task", "args", "cron", "timezone", "enabled", "queue", "priority", "max_attempts",
-                   "timeout_seconds", "catchup", "catchup_max", "overlap", "description")
+                   "timeout_seconds", "catchup", "catchup_max", "overlap", "description", "catchup_window_seconds",
+                   "jitter_seconds", "pause_after_failures")
 DEFAULTS: dict[str, Any] = {
     "args": {}, "timezone": "UTC", "enabled": True, "queue": "default", "priority": 0, "max_attempts": 3,
     "timeout_seconds": None, "catchup": "latest", "catchup_max": 100, "overlap": "skip", "description": "",
+    "catchup_window_seconds": None, "jitter_seconds": 0.0, "pause_after_failures": None,
 }
+MAX_JITTER = 86400.0                 # a slot's job starts at most a day after its slot
+MAX_CATCHUP_WINDOW = 366 * 86400.0
 
 
 # ---------------------------------------------------------------------- validation (pure)
@@ -180,6 +199,18 @@ def validate_schedule_fields(fields: dict[str, Any]) -> dict[str, Any]:
     if not isinstance(out["enabled"], bool):
         raise AdminError(f"enabled: expected true or false, got {out['enabled']!r}")
     out["description"] = str(out.get("description") or "")[:2000]
+    window = out.get("catchup_window_seconds")
+    if window is not None:
+        window = parse_duration("catchup window", window)
+        if not 1 <= window <= MAX_CATCHUP_WINDOW:
+            raise AdminError(f"catchup window: {window:g}s is outside 1..{MAX_CATCHUP_WINDOW:.0f} seconds")
+    out["catchup_window_seconds"] = window
+    jitter = parse_duration("jitter", out.get("jitter_seconds") or 0)
+    if jitter > MAX_JITTER:
+        raise AdminError(f"jitter: {jitter:g}s is more than {MAX_JITTER:.0f} seconds")
+    out["jitter_seconds"] = jitter
+    if out.get("pause_after_failures") is not None:
+        out["pause_after_failures"] = _int_in("pause_after_failures", out["pause_after_failures"], 1, 1000)
     return out
 
 
@@ -313,17 +344,23 @@ class Admin:
     def _first_run(values: dict[str, Any], now: datetime) -> datetime:
         return _next_slot(values["cron"], values["timezone"], now)
 
-    def edit_schedule(self, name: str, **changes: Any) -> dict[str, Any]:
-        """Change fields of a schedule; a new cron or timezone recomputes the next run from now."""
+    def edit_schedule(self, name: str, *, expected_version: int | None = None, **changes: Any) -> dict[str, Any]:
+        """Change fields of a schedule; a new cron or timezone recomputes the next run from now. Only the
+        fields given change. With `expected_version` (the `version` the caller read), EditConflict is raised
+        instead if anyone changed the schedule since."""
         self._require_admin()
         unknown = set(changes) - set(SCHEDULE_FIELDS)
         if unknown:
             raise AdminError(f"unknown schedule field(s): {', '.join(sorted(unknown))}")
-        changes = {k: v for k, v in changes.items() if v is not None or k == "timeout_seconds"}
+        changes = {k: v for k, v in changes.items()
+                   if v is not None or k in ("timeout_seconds", "catchup_window_seconds", "pause_after_failures")}
         with self._conn() as conn:
             before = conn.execute(self.q.get_schedule_for_update, {"name": name}).fetchone()
             if before is None:
                 raise NotFound(f"schedule '{name}' does not exist")
+            if expected_version is not None and before["version"] != expected_version:
+                last = conn.execute(self.q.last_schedule_change, {"name": name}).fetchone() or {}
+                raise EditConflict(name, last.get("actor", "someone"), last.get("at"), before)
             merged = validate_schedule_fields({**{k: before[k] for k in SCHEDULE_FIELDS}, **changes})
             next_run_at = before["next_run_at"]
             if (merged["cron"] != before["cron"] or merged["timezone"] != before["timezone"]
@@ -340,6 +377,24 @@ class Admin:
 
     def pause_schedule(self, name: str) -> dict[str, Any]:
         return self.edit_schedule(name, enabled=False)
+
+    def pause_for_failures(self, name: str, failures: int) -> dict[str, Any]:
+        """Pause a schedule whose last `failures` slots failed (the leader's pause_after_failures); audited
+        as action `pause` with the reason in `after`."""
+        self._require_admin()
+        with self._conn() as conn, conn.transaction():  # one transaction, on a pool's autocommit one too
+            before = conn.execute(self.q.get_schedule_for_update, {"name": name}).fetchone()
+            if before is None:
+                raise NotFound(f"schedule '{name}' does not exist")
+            if not before["enabled"]:
+                return before
+            row = conn.execute(self.q.update_schedule, {
+                **{k: before[k] for k in SCHEDULE_FIELDS}, "enabled": False, "id": before["id"],
+                "args": Jsonb(before["args"]), "next_run_at": before["next_run_at"]}).fetchone()
+            self._audit(conn, "pause", "schedule", name, before,
+                        {**row, "reason": f"its last {failures} slots failed (pause_after_failures)"})
+            self._notify(conn, name)
+        return row
 
     def resume_schedule(self, name: str) -> dict[str, Any]:
         """Enable again; slots missed while paused follow the schedule's catch-up policy."""
@@ -383,6 +438,122 @@ class Admin:
                 return conn.execute(self.q.list_slots_since, {
                     "schedule_id": schedule_id, "since": since, "limit": limit}).fetchall()
             return conn.execute(self.q.list_slots_latest, {"schedule_id": schedule_id, "limit": limit}).fetchall()
+
+    def backfill(self, name: str, *, start: datetime, end: datetime, dry_run: bool = False,
+                 overlap: str | None = None) -> dict[str, Any]:
+        """Create jobs for the slots in [start, end) that have none (no job, no ledger row): idempotent, so a
+        second call creates nothing. Bounded by `Settings.backfill_max` slots (a larger range is refused).
+        The schedule's overlap policy applies against its unfinished runs (`overlap` overrides it for this
+        backfill). Audited (action `backfill`); `dry_run` reports what it would do and writes nothing."""
+        from pgjobs.scheduler import overlap_states
+
+        self._require_admin()
+        if start.tzinfo is None or end.tzinfo is None:
+            raise AdminError("backfill: --from and --to must be timezone-aware")
+        if end <= start:
+            raise AdminError(f"backfill: --to ({end.isoformat()}) must be after --from ({start.isoformat()})")
+        if overlap is not None:
+            overlap = OVERLAP_ALIASES.get(overlap, overlap)
+            if overlap not in OVERLAP_POLICIES:
+                raise AdminError(f"overlap '{overlap}': use one of {', '.join(OVERLAP_POLICIES)}")
+        cap = self.settings.backfill_max
+        with self._conn() as conn, conn.transaction():
+            now = self._db_now(conn)
+            if end > now:
+                raise AdminError(f"backfill: --to ({end.isoformat()}) is in the future; backfill fills past slots "
+                                 "(the scheduler runs the coming ones)")
+            sc = conn.execute(self.q.get_schedule_for_update, {"name": name}).fetchone()
+            if sc is None:
+                raise NotFound(f"schedule '{name}' does not exist")
+            spec, tz = cron.parse_cron(sc["cron"]), cron.load_timezone(sc["timezone"])
+            slots = cron.slots_between(spec, tz, start - timedelta(microseconds=1), end - timedelta(microseconds=1),
+                                       limit=cap + 1)
+            if len(slots) > cap:
+                raise AdminError(f"backfill of '{name}': more than {cap} slots in [{start.isoformat()}, "
+                                 f"{end.isoformat()}); narrow the range or raise PGJOBS_BACKFILL_MAX")
+            ids = {"schedule_id": sc["id"], "start": start, "end": end}
+            taken = {r["slot"] for r in conn.execute(self.q.slots_taken_between, ids)}
+            todo = [s for s in slots if s not in taken]
+            unfinished = conn.execute(self.q.unfinished_by_schedule, {"ids": [sc["id"]]}).fetchone()
+            running, waiting = (unfinished["running"], unfinished["waiting"]) if unfinished else (0, 0)
+            policy = overlap or sc["overlap"]
+            planned = overlap_states(todo, policy, running, waiting)
+            result = {"schedule": name, "from": start, "to": end, "overlap": policy, "dry_run": dry_run,
+                      "slots": len(slots), "existing": len(slots) - len(todo),
+                      "created": [p.slot for p in planned if p.state == "available"],
+                      "skipped": [p.slot for p in planned if p.state == "skipped"]}
+            if dry_run:
+                return result
+            if planned:
+                self._split_ranges(conn, ids, spec, tz)
+                conn.execute(self.q.insert_due_slots, {
+                    "schedule_id": [sc["id"]] * len(planned), "slot": [p.slot for p in planned],
+                    "due": [p.slot for p in planned], "state": [p.state for p in planned],
+                    "note": [p.note and f"{p.note} (backfill)" for p in planned], "backfilled": True})
+            self._audit(conn, "backfill", "schedule", name, None, {
+                "from": start, "to": end, "overlap": policy, "created": len(result["created"]),
+                "skipped": len(result["skipped"]), "existing": result["existing"]})
+        return result
+
+    def _split_ranges(self, conn: psycopg.Connection, ids: dict[str, Any], spec: Any, tz: Any) -> None:
+        """Ledger ranges (missed, paused) overlapping [start, end) keep the parts outside it: the slots inside
+        it get rows of their own from the backfill."""
+        from pgjobs.scheduler import MISSED_COUNT_CAP, last_slots
+
+        cols: dict[str, list[Any]] = {k: [] for k in ("schedule_id", "first", "last", "count", "outcome", "reason")}
+        for r in conn.execute(self.q.slot_ranges_overlapping, ids).fetchall():
+            pieces = []
+            before = (last_slots(spec, tz, r["slot"], min(r["last_slot"], ids["start"] - timedelta(microseconds=1)), 1)
+                      if r["slot"] < ids["start"] else [])
+            if before:
+                pieces.append((r["slot"], before[0]))
+            if r["last_slot"] >= ids["end"]:
+                pieces.append((cron.next_slot(spec, tz, ids["end"] - timedelta(microseconds=1)), r["last_slot"]))
+            for first, last in pieces:
+                for key, value in (("schedule_id", ids["schedule_id"]), ("first", first), ("last", last),
+                                   ("count", cron.count_slots(spec, tz, first, last, MISSED_COUNT_CAP)),
+                                   ("outcome", r["outcome"]), ("reason", r["reason"])):
+                    cols[key].append(value)
+        if cols["first"]:
+            conn.execute(self.q.insert_slot_ranges, cols)
+
+    def overdue_schedules(self, *, intervals: float | None = None, limit: int = 10_000) -> dict[str, Any]:
+        """The dead man's switch: every enabled schedule (up to `limit`) with its last success, and `overdue`,
+        those with no successful slot within `intervals` of their intervals (default
+        `Settings.overdue_intervals`): no completed slot at or after their Nth latest slot. A schedule
+        created or edited after that slot is not overdue yet."""
+        from pgjobs.scheduler import last_slots
+
+        n = float(intervals if intervals is not None else self.settings.overdue_intervals)
+        if not (math.isfinite(n) and 1 <= n <= 1000):
+            raise AdminError(f"intervals: {n:g} is outside 1..1000")
+        with self._conn() as conn:
+            now = self._db_now(conn)
+            rows = conn.execute(self.q.schedule_successes, {"limit": _int_in("limit", limit, 1, 100_000)}).fetchall()
+        out = []
+        for r in rows:
+            try:
+                spec, tz = cron.parse_cron(r["cron"]), cron.load_timezone(r["timezone"])
+                recent = last_slots(spec, tz, now - timedelta(days=3660), now, math.ceil(n) + 1)
+            except ValueError:  # a cron or zone written by SQL that does not parse: the scheduler logs it
+                continue
+            # The deadline: n intervals back from the latest slot (fractional n interpolates the last gap).
+            whole = math.floor(n)
+            if len(recent) <= whole:
+                deadline = None
+            else:
+                deadline = recent[-1 - whole]
+                if n > whole and len(recent) > whole + 1:
+                    deadline -= (recent[-1 - whole] - recent[-2 - whole]) * (n - whole)
+            since = max(r["created_at"], r["updated_at"])
+            overdue = (deadline is not None and deadline >= since and
+                       (r["last_success_slot"] is None or r["last_success_slot"] < deadline))
+            out.append({"name": r["name"], "cron": r["cron"], "timezone": r["timezone"],
+                        "last_success_slot": r["last_success_slot"], "last_success_at": r["last_success_at"],
+                        "deadline": deadline, "overdue": overdue,
+                        "overdue_seconds": (now - deadline).total_seconds() if overdue and deadline else 0.0})
+        return {"intervals": n, "checked_at": now, "schedules": out,
+                "overdue": [s for s in out if s["overdue"]]}
 
     def get_schedule(self, name: str) -> dict[str, Any]:
         with self._conn() as conn:
@@ -609,6 +780,50 @@ class Admin:
             return conn.execute(self.q.list_audit, {
                 "limit": _int_in("limit", limit, 1, 10_000), "entity_name": entity_name,
                 "before_id": before_id}).fetchall()
+
+    def timezones(self) -> list[str]:
+        """Every timezone name the server knows that Python's zoneinfo loads too (CET, GMT, Japan, ...)."""
+        with self._conn() as conn:
+            names = [r["name"] for r in conn.execute(self.q.list_timezones).fetchall()]
+        usable = []
+        for zone in names:
+            try:
+                cron.load_timezone(zone)
+            except cron.TimezoneError:  # a name only the server knows is left out
+                continue
+            usable.append(zone)
+        return usable
+
+    # ---- console sign-in limits
+    def begin_signin(self, username: str, client: str) -> tuple[int, datetime | None]:
+        """Record a sign-in attempt before its password is checked: (attempt id, None) when the check may go
+        ahead, or (attempt id, retry_at) when a limit is reached (the attempt is then `blocked` and audited).
+        Recording first means attempts made in parallel count each other. Any role may call it."""
+        username, client = username[:64], (client or "unknown")[:64]
+        with self._conn() as conn:
+            conn.execute(self.q.prune_signin_attempts)
+            attempt_id = conn.execute(self.q.insert_signin_attempt,
+                                      {"username": username, "client": client}).fetchone()["id"]
+            conn.commit()
+            counts = conn.execute(self.q.signin_failures, {"username": username, "client": client,
+                                                           "window": SIGNIN_WINDOW, "id": attempt_id}).fetchone()
+            retry_at = None
+            if counts["user_failures"] >= SIGNIN_USER_FAILURES:
+                retry_at = counts["user_retry_at"]
+            if counts["client_failures"] >= SIGNIN_CLIENT_FAILURES:
+                retry_at = max(filter(None, (retry_at, counts["client_retry_at"])))
+            if retry_at is not None:
+                conn.execute(self.q.set_signin_result, {"id": attempt_id, "result": "blocked"})
+                self._audit(conn, "sign-in-blocked", "console-user", username, None,
+                            {"client": client, "retry_at": retry_at})
+            return attempt_id, retry_at
+
+    def finish_signin(self, attempt_id: int, username: str, client: str, ok: bool) -> None:
+        """Record the checked attempt's result (`ok` or `failed`) and audit it."""
+        with self._conn() as conn:
+            conn.execute(self.q.set_signin_result, {"id": attempt_id, "result": "ok" if ok else "failed"})
+            self._audit(conn, "sign-in" if ok else "sign-in-failed", "console-user", username[:64], None,
+                        {"client": (client or "unknown")[:64]})
 
     # ---- console reads
     # What the Streamlit console shows, each read bounded (a page, a LIMIT, a window with a cap) so a page

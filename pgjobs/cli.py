@@ -54,9 +54,20 @@ def _table(rows: list[dict[str, Any]], columns: list[str]) -> None:
         return
     cells = [[_fmt(r.get(c)) for c in columns] for r in rows]
     widths = [max(len(c), *(len(row[i]) for row in cells)) for i, c in enumerate(columns)]
-    print("  ".join(c.upper().ljust(w) for c, w in zip(columns, widths, strict=True)))
+    print("  ".join(c.upper().ljust(w) for c, w in zip(columns, widths, strict=True)).rstrip())
     for row in cells:
-        print("  ".join(v.ljust(w) for v, w in zip(row, widths, strict=True)))
+        print("  ".join(v.ljust(w) for v, w in zip(row, widths, strict=True)).rstrip())
+
+
+def _age(seconds: float | None) -> str:
+    """A heartbeat age for people: '0.4s ago', '12s ago', '3m ago'."""
+    if seconds is None:
+        return "-"
+    if seconds < 10:
+        return f"{seconds:.1f}s ago"
+    if seconds < 120:
+        return f"{seconds:.0f}s ago"
+    return f"{seconds / 60:.0f}m ago"
 
 
 def _show(row: dict[str, Any], as_json: bool) -> None:
@@ -91,6 +102,12 @@ def _schedule_options(p: argparse.ArgumentParser, required: bool) -> None:
     p.add_argument("--catchup-max", type=int, help="with --catchup all: at most this many missed slots")
     p.add_argument("--overlap", choices=[*OVERLAP_POLICIES, *OVERLAP_ALIASES],
                    help="a slot while the last run is unfinished (queue = buffer_all)")
+    p.add_argument("--catchup-window", metavar="DURATION",
+                   help="after downtime, slots older than this are not run (recorded as missed), e.g. 1h")
+    p.add_argument("--jitter", metavar="DURATION",
+                   help="each slot's job starts at an offset in [0, DURATION) derived from (schedule, slot)")
+    p.add_argument("--pause-after-failures", type=int, metavar="N",
+                   help="pause the schedule after N consecutive failed slots")
     p.add_argument("--description")
 
 
@@ -129,6 +146,17 @@ def build_parser() -> argparse.ArgumentParser:
     sl.add_argument("--since", help="ISO 8601 time (no zone = UTC) or a duration ago (2h); default: the latest")
     sl.add_argument("--limit", type=int, default=100)
     sl.add_argument("--json", action="store_true")
+    od = s.add_parser("overdue", help="enabled schedules with no success within N intervals (exit 1 if any)")
+    od.add_argument("--intervals", type=float, help="default PGJOBS_OVERDUE_INTERVALS (3)")
+    od.add_argument("--json", action="store_true")
+    bf = s.add_parser("backfill", help="create jobs for the past slots in [--from, --to) that have none")
+    bf.add_argument("name")
+    bf.add_argument("--from", dest="start", required=True, help="ISO 8601 time (no zone = UTC) or a duration ago")
+    bf.add_argument("--to", dest="end", required=True, help="ISO 8601 time (no zone = UTC) or a duration ago")
+    bf.add_argument("--overlap", choices=[*OVERLAP_POLICIES, *OVERLAP_ALIASES],
+                    help="the overlap policy for this backfill (default: the schedule's)")
+    bf.add_argument("--dry-run", action="store_true", help="show what it would create; write nothing")
+    bf.add_argument("--json", action="store_true")
     edit = s.add_parser("edit", help="change a schedule (only the given options)")
     edit.add_argument("name")
     _schedule_options(edit, required=False)
@@ -153,6 +181,7 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--max-attempts", type=int)
     e.add_argument("--unique-key")
     e.add_argument("--timeout", type=float)
+    e.add_argument("--scheduled-at", help="run at this time (ISO 8601, no zone = UTC), not now")
 
     j = sub.add_parser("jobs", help="inspect and manage jobs").add_subparsers(dest="action", required=True)
     jl = j.add_parser("list")
@@ -275,6 +304,8 @@ def _schedule_fields(args: argparse.Namespace) -> dict[str, Any]:
         "args": args.args, "timezone": args.timezone, "queue": args.queue, "priority": args.priority,
         "max_attempts": args.max_attempts, "timeout_seconds": args.timeout, "catchup": args.catchup,
         "catchup_max": args.catchup_max, "overlap": args.overlap, "description": args.description,
+        "catchup_window_seconds": args.catchup_window, "jitter_seconds": args.jitter,
+        "pause_after_failures": args.pause_after_failures,
     }
 
 
@@ -323,6 +354,29 @@ def cmd_schedule(args: argparse.Namespace, admin: Admin) -> int:
             _print_json(rows)
         else:
             _table([_slot_line(r) for r in rows], ["slot", "outcome", "slots", "started_at", "late", "job", "reason"])
+    elif a == "overdue":
+        report = admin.overdue_schedules(intervals=args.intervals)
+        if args.json:
+            _print_json({"intervals": report["intervals"], "checked_at": report["checked_at"],
+                         "overdue": report["overdue"]})
+        elif report["overdue"]:
+            _table([{**r, "behind": f"{r['overdue_seconds']:.0f}s"} for r in report["overdue"]],
+                   ["name", "cron", "last_success_at", "deadline", "behind"])
+        else:
+            print(f"no schedule is overdue ({len(report['schedules'])} enabled, "
+                  f"{report['intervals']:g} intervals)")
+        return 1 if report["overdue"] else 0
+    elif a == "backfill":
+        result = admin.backfill(args.name, start=parse_time("--from", args.start), end=parse_time("--to", args.end),
+                                dry_run=args.dry_run, overlap=args.overlap)
+        if args.json:
+            _print_json(result)
+        else:
+            verb = "would create" if args.dry_run else "created"
+            print(f"backfill of '{args.name}' [{_fmt(result['from'])}, {_fmt(result['to'])}), overlap "
+                  f"{result['overlap']}: {result['slots']} slot(s), {result['existing']} already had a job; "
+                  f"{verb} {len(result['created'])} job(s)"
+                  + (f", {len(result['skipped'])} recorded skipped" if result["skipped"] else ""))
     elif a == "pause":
         admin.pause_schedule(args.name)
         print(f"schedule '{args.name}' paused")
@@ -366,8 +420,10 @@ def _slot_line(r: dict[str, Any]) -> dict[str, Any]:
 
 
 def cmd_enqueue(args: argparse.Namespace, admin: Admin) -> int:
+    scheduled_at = parse_time("--scheduled-at", args.scheduled_at) if args.scheduled_at else None
     job_id = admin.enqueue(args.task, args.args, queue=args.queue, priority=args.priority,
-                           max_attempts=args.max_attempts, unique_key=args.unique_key, timeout=args.timeout)
+                           max_attempts=args.max_attempts, unique_key=args.unique_key, timeout=args.timeout,
+                           scheduled_at=scheduled_at)
     print(f"enqueued job {job_id}")
     return 0
 
@@ -425,9 +481,14 @@ def cmd_status(args: argparse.Namespace, admin: Admin) -> int:
     if len(st["queues"]) > 1:
         _table(st["queues"], ["queue", "available", "scheduled", "running", "lag"])
     print(f"schema:   revision {st['schema_revision'] or 'not migrated'}")
-    print(f"workers:  {len(st['workers'])}")
-    _table(st["workers"], ["id", "name", "queues", "concurrency", "running", "alive", "heartbeat_age",
-                           "leader_since"])
+    dead = sum(1 for w in st["workers"] if not w.get("alive", True))
+    print(f"workers:  {len(st['workers']) - dead} live" + (f", {dead} dead (jobs being rescued)" if dead else ""))
+    leader_id = leader["id"] if leader else None
+    _table([{"id": w["id"], "name": w["name"], "queues": ", ".join(w["queues"] or []),
+             "threads": w["concurrency"], "running": w["running"],
+             "state": "stopping" if w.get("stopping") else "live" if w.get("alive", True) else "dead",
+             "heartbeat": _age(w["heartbeat_age"]), "role": "leader" if w["id"] == leader_id else ""}
+            for w in st["workers"]], ["id", "name", "queues", "threads", "running", "state", "heartbeat", "role"])
     return 0
 
 

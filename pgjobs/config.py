@@ -164,6 +164,12 @@ class Settings:
         "PGJOBS_RETENTION_SLOTS",
         "Seconds the slot ledger (`schedule slots`: what happened to every slot) is kept; independent of job "
         "retention, so pruning jobs does not erase it."))
+    overdue_intervals: float = field(default=3.0, metadata=_doc(
+        "PGJOBS_OVERDUE_INTERVALS",
+        "An enabled schedule is overdue (`schedule overdue`, the console, /metrics) when it has had no successful "
+        "slot for this many of its intervals (the time back to its Nth latest slot)."))
+    backfill_max: int = field(default=1000, metadata=_doc(
+        "PGJOBS_BACKFILL_MAX", "Most slots one `schedule backfill` may create; a larger range is refused."))
     maintenance_interval: float = field(default=0.25, metadata=_doc(
         "PGJOBS_MAINTENANCE_INTERVAL",
         "Seconds between the leader's liveness checks (one read of pg_locks; pruning runs once a minute)."))
@@ -210,6 +216,8 @@ class Settings:
             "retention_completed": _float("PGJOBS_RETENTION_COMPLETED", 7 * 86400.0),
             "retention_failed": _float("PGJOBS_RETENTION_FAILED", 30 * 86400.0),
             "retention_slots": _float("PGJOBS_RETENTION_SLOTS", 90 * 86400.0),
+            "backfill_max": _int("PGJOBS_BACKFILL_MAX", 1000),
+            "overdue_intervals": _float("PGJOBS_OVERDUE_INTERVALS", 3.0),
             "maintenance_interval": _float("PGJOBS_MAINTENANCE_INTERVAL", 0.25),
             "backoff_base": _float("PGJOBS_BACKOFF_BASE", 2.0),
             "backoff_max": _float("PGJOBS_BACKOFF_MAX", 3600.0),
@@ -244,6 +252,10 @@ class Settings:
         if not (math.isfinite(self.horizon_warn_age) and 0 < self.horizon_warn_age <= 7 * 86400):
             raise ConfigError(f"horizon warn age {self.horizon_warn_age!r}: must be more than 0 and at most "
                               "604800 seconds")
+        if not (math.isfinite(self.overdue_intervals) and 1 <= self.overdue_intervals <= 1000):
+            raise ConfigError(f"overdue intervals {self.overdue_intervals!r}: must be between 1 and 1000")
+        if not 1 <= self.backfill_max <= 1_000_000:
+            raise ConfigError(f"backfill max {self.backfill_max}: must be between 1 and 1000000")
         if not 0 <= self.metrics_port <= 65535:
             raise ConfigError(f"metrics port {self.metrics_port}: must be 0-65535")
 

@@ -10,7 +10,8 @@
   live worker has reconnected and taken its lock back first. A follower that had been connected all along and
   takes over from a killed leader rescues that leader's jobs at once.
 - Ledger: every SETTLE_EVERY seconds the slots whose job has finished take its outcome (`settle_slots`, one
-  write per slot), and the settled outcomes are emitted (`slot.settled`: metrics).
+  write per slot), and the settled outcomes are emitted (`slot.recorded`: metrics). A schedule with
+  `pause_after_failures` N whose last N slots that ran all failed is paused (audited as actor `pgjobs`).
 - Pruner: retention is mostly the storage duty's (`storage.Rotator`, its own thread): it TRUNCATEs and DROPs
   whole days of history. The pruner deletes what is left older than its retention (rows of a day not yet
   expired as a whole, rows written by hand) in batches of `PRUNE_BATCH`, and the cron fence of old slots. The ledger is settled first, so pruning a job
@@ -46,7 +47,8 @@ PRUNE_EVERY = 60.0
 SETTLE = 3.0
 HORIZON_LOG_EVERY = 60.0   # one warning a minute per holder while it holds the xmin horizon
 HORIZON_EVERY = 5.0        # the horizon check's own cadence (the liveness check runs several times a second)
-SETTLE_EVERY = 1.0         # the slot ledger takes the outcomes of finished slot jobs this often
+SETTLE_EVERY = 1.0         # the slot ledger takes the outcomes of finished slot jobs this often, while some are
+SETTLE_IDLE_EVERY = 10.0   # pending (or the scheduler inserted slots); with none pending, this often
 SETTLE_BATCH = 5000
 
 
@@ -65,6 +67,7 @@ class LeaderDuties:
         self._settled_at = time.monotonic() + SETTLE
         self._free_since: dict[int, float] = {}  # worker id -> when this leader first saw its lock free
         self._horizon_logged: dict[tuple[Any, ...], float] = {}
+        self.pending = True  # slots may wait for their outcome (settle() knows)
 
     def start(self) -> None:
         self._stop.clear()
@@ -109,6 +112,7 @@ class LeaderDuties:
         next_prune = time.monotonic() + 5.0
         next_horizon = 0.0
         next_settle = 0.0
+        settled_at_inserts = -1
         delay = 0.05
         while not self._stop.is_set():
             try:
@@ -125,9 +129,12 @@ class LeaderDuties:
                 if now >= next_horizon:
                     self.watch_horizon()
                     next_horizon = now + HORIZON_EVERY
-                if now >= next_settle:
+                if now >= next_settle or settled_at_inserts != self.scheduler.inserted_total:
+                    settled_at_inserts = self.scheduler.inserted_total
                     self.settle()
-                    next_settle = now + SETTLE_EVERY
+                    # An idle leader reads the ledger every SETTLE_IDLE_EVERY only (a backfill's slots, from
+                    # another process, are settled then); new slots or pending ones make it every second.
+                    next_settle = now + (SETTLE_EVERY if self.pending else SETTLE_IDLE_EVERY)
                 if now >= next_prune:
                     self.prune()
                     next_prune = now + PRUNE_EVERY
@@ -203,17 +210,42 @@ class LeaderDuties:
         return holders
 
     def settle(self) -> int:
-        """Write the outcome of every slot whose job has finished into the ledger; returns how many."""
+        """Write the outcome of every slot whose job has finished into the ledger; returns how many. Sets
+        `pending`: whether slots still wait for their job's outcome."""
         total = 0
         while True:
             with self._pool.connection() as conn:
                 rows = conn.execute(self._q.settle_slots, {"limit": SETTLE_BATCH}).fetchall()
-            for schedule_id, slot, outcome, lateness in rows:
-                telemetry.emit("slot.settled", schedule_id=schedule_id, slot=slot, outcome=outcome,
-                               lateness=lateness)
+            for _schedule_id, _slot, outcome, lateness, name in rows:
+                telemetry.emit("slot.recorded", schedule=name, outcome=outcome, count=1, lateness=lateness)
             total += len(rows)
+            failed = sorted({r[0] for r in rows if r[2] == "failed"})
+            if failed:
+                self.pause_failing(failed)
             if len(rows) < SETTLE_BATCH:
+                with self._pool.connection() as conn:
+                    self.pending = bool(conn.execute(self._q.pending_slots_exist).fetchone()[0])
                 return total
+
+    def pause_failing(self, schedule_ids: list[int]) -> list[str]:
+        """Pause the schedules whose last `pause_after_failures` slots all failed: through the admin API, so
+        the pause is audited (actor `pgjobs`) and notified like an operator's; logged at ERROR."""
+        from pgjobs.admin import Admin, AdminError
+
+        with self._pool.connection() as conn:
+            failing = conn.execute(self._q.failing_schedules, {"ids": schedule_ids}).fetchall()
+        paused = []
+        for _sid, name, count in failing:
+            try:
+                Admin(self._settings, actor="pgjobs", pool=self._pool).pause_for_failures(name, count)
+            except AdminError as exc:  # removed meanwhile
+                log.warning("schedule %s: could not pause it after %d failed slots: %s", name, count, exc)
+                continue
+            log.error("schedule %s paused: its last %d slots failed (pause_after_failures); resume it with "
+                      "`pgjobs schedule resume %s`", name, count, name)
+            telemetry.emit("schedule.paused", schedule=name, reason="failures")
+            paused.append(name)
+        return paused
 
     def prune(self) -> int:
         s = self._settings

@@ -60,7 +60,7 @@ _JOB_COLUMNS = """id, queue, task, args, state, priority, attempt, max_attempts,
 
 _SCHEDULE_COLUMNS = """id, name, task, args, cron, timezone, enabled, queue, priority, max_attempts,
     timeout_seconds, catchup, catchup_max, overlap, description, next_run_at, last_slot_at, created_at,
-    updated_at, paused_since"""
+    updated_at, paused_since, catchup_window_seconds, jitter_seconds, pause_after_failures, version"""
 
 
 def _claim_jobs(queue_match: str, *, async_commit: bool = False) -> str:
@@ -302,6 +302,12 @@ TEMPLATES: dict[str, str] = {
                                             j.started_at + (%(waited)s + %(seconds)s) * interval '1 second') END
         FROM d WHERE j.seg = ANY(%(segs)s) AND j.id = d.id
         RETURNING j.state, j.scheduled_at""",
+    # On-time future jobs: seconds (database clock) until the earliest future job of these queues is due; the
+    # worker's due timer sleeps that long, then wakes a runner. Read from ix_jobs_claim.
+    "next_due_in": """
+        SELECT extract(epoch FROM min(scheduled_at) - clock_timestamp())::float8 FROM {s}.jobs
+        WHERE seg < 100 AND state = 'available' AND queue = ANY(%(queues)s) AND scheduled_at > now()""",
+    "notify_jobs": "SELECT pg_notify(%(channel)s, '')",
     "set_job_backend": """
         UPDATE {s}.jobs SET backend_pid = %(pid)s WHERE seg < 100 AND id = %(id)s AND state = 'running'""",
     # Wakes every worker when a finished run leaves another run of the same schedule waiting.
@@ -328,7 +334,7 @@ TEMPLATES: dict[str, str] = {
     # ---------------------------------------------------------------- scheduler (leader only)
     "due_schedules": """
         SELECT id, name, cron, timezone, catchup, catchup_max, overlap, next_run_at, paused_since,
-               clock_timestamp() AS now
+               catchup_window_seconds, jitter_seconds, clock_timestamp() AS now
         FROM {s}.schedules
         -- statement_timestamp(), not clock_timestamp(): a volatile function cannot be an index condition,
         -- and with it this read every schedule (Seq Scan) on each pass. The rows' `now` stays the clock.
@@ -353,8 +359,8 @@ TEMPLATES: dict[str, str] = {
     # outcome in the ledger at once, a job to run none yet (settle_slots writes it when the job has finished).
     "insert_due_slots": """
         WITH d AS (
-            SELECT * FROM unnest(%(schedule_id)b::bigint[], %(slot)b::timestamptz[], %(state)b::text[],
-                                 %(note)b::text[]) AS d(schedule_id, slot, state, note)
+            SELECT * FROM unnest(%(schedule_id)b::bigint[], %(slot)b::timestamptz[], %(due)b::timestamptz[],
+                                 %(state)b::text[], %(note)b::text[]) AS d(schedule_id, slot, due, state, note)
         ), fenced AS (
             INSERT INTO {s}.job_slots (schedule_id, slot)
             SELECT d.schedule_id, d.slot FROM d JOIN {s}.schedules AS sc ON sc.id = d.schedule_id
@@ -364,7 +370,7 @@ TEMPLATES: dict[str, str] = {
             INSERT INTO {s}.jobs (queue, task, args, priority, max_attempts, timeout_seconds, schedule_id, slot,
                                   scheduled_at, state, finished_at, last_error, seg)
             SELECT sc.queue, sc.task, sc.args, sc.priority, sc.max_attempts, sc.timeout_seconds, sc.id, d.slot,
-                   d.slot, d.state, CASE WHEN d.state = 'skipped' THEN now() END, d.note,
+                   d.due, d.state, CASE WHEN d.state = 'skipped' THEN now() END, d.note,
                    CASE WHEN d.state = 'skipped' THEN {s}.history_seg('skipped', now()) ELSE {s}.open_seg() END
             FROM fenced JOIN d ON d.schedule_id = fenced.schedule_id AND d.slot = fenced.slot
             JOIN {s}.schedules AS sc ON sc.id = d.schedule_id
@@ -487,7 +493,19 @@ TEMPLATES: dict[str, str] = {
             reason = CASE WHEN done.gone THEN 'its job was deleted before it finished'
                           WHEN done.state <> 'completed' THEN left(done.last_error, 500) END
         FROM done WHERE l.schedule_id = done.schedule_id AND l.slot = done.slot
-        RETURNING l.schedule_id, l.slot, l.outcome, extract(epoch FROM l.started_at - l.slot)::float8 AS lateness""",
+        RETURNING l.schedule_id, l.slot, l.outcome, extract(epoch FROM l.started_at - l.slot)::float8 AS lateness,
+                  (SELECT name FROM {s}.schedules WHERE id = l.schedule_id) AS name""",
+    # Pause after failures: the enabled schedules among %(ids)s whose last pause_after_failures slots that ran
+    # (completed, failed or cancelled; skipped and missed slots do not break a streak) all failed. Reads the
+    # newest ledger rows of each through the primary key.
+    "failing_schedules": """
+        SELECT sc.id, sc.name, sc.pause_after_failures FROM {s}.schedules AS sc
+        WHERE sc.id = ANY(%(ids)s) AND sc.enabled AND sc.pause_after_failures IS NOT NULL
+          AND (SELECT count(*) FILTER (WHERE r.outcome = 'failed') FROM (
+                   SELECT l.outcome FROM {s}.slots AS l
+                   WHERE l.schedule_id = sc.id AND l.outcome IN ('completed', 'failed', 'cancelled')
+                   ORDER BY l.slot DESC LIMIT sc.pause_after_failures) AS r) = sc.pause_after_failures""",
+    "pending_slots_exist": "SELECT EXISTS (SELECT 1 FROM {s}.slots WHERE outcome IS NULL)",
     # Ledger retention: per schedule through the primary key, the oldest first, bounded per round.
     "prune_slots": """
         DELETE FROM {s}.slots AS l USING (
@@ -571,10 +589,12 @@ TEMPLATES: dict[str, str] = {
     # ---------------------------------------------------------------- admin: schedules
     "insert_schedule": """
         INSERT INTO {s}.schedules (name, task, args, cron, timezone, enabled, queue, priority, max_attempts,
-                                   timeout_seconds, catchup, catchup_max, overlap, description, next_run_at)
+                                   timeout_seconds, catchup, catchup_max, overlap, description, next_run_at,
+                                   catchup_window_seconds, jitter_seconds, pause_after_failures, paused_since)
         VALUES (%(name)s, %(task)s, %(args)s, %(cron)s, %(timezone)s, %(enabled)s, %(queue)s, %(priority)s,
                 %(max_attempts)s, %(timeout_seconds)s, %(catchup)s, %(catchup_max)s, %(overlap)s,
-                %(description)s, %(next_run_at)s)
+                %(description)s, %(next_run_at)s, %(catchup_window_seconds)s, %(jitter_seconds)s,
+                %(pause_after_failures)s, CASE WHEN %(enabled)s THEN NULL ELSE now() END)
         RETURNING """ + _SCHEDULE_COLUMNS,
     "update_schedule": """
         UPDATE {s}.schedules
@@ -582,17 +602,26 @@ TEMPLATES: dict[str, str] = {
             queue = %(queue)s, priority = %(priority)s, max_attempts = %(max_attempts)s,
             timeout_seconds = %(timeout_seconds)s, catchup = %(catchup)s, catchup_max = %(catchup_max)s,
             overlap = %(overlap)s, description = %(description)s, next_run_at = %(next_run_at)s,
+            catchup_window_seconds = %(catchup_window_seconds)s, jitter_seconds = %(jitter_seconds)s,
+            pause_after_failures = %(pause_after_failures)s,
             paused_since = CASE WHEN NOT %(enabled)s THEN coalesce(paused_since, now()) ELSE paused_since END,
-            updated_at = now()
+            updated_at = now(), version = version + 1
         WHERE id = %(id)s
         RETURNING """ + _SCHEDULE_COLUMNS,
+    # Who made a schedule's newest change, and when (the edit conflict message).
+    "last_schedule_change": """
+        SELECT actor, at FROM {s}.audit WHERE entity_name = %(name)s AND entity = 'schedule'
+        ORDER BY id DESC LIMIT 1""",
+    # Every timezone the server knows (the console's list; names without a '/' like CET or Japan too).
+    "list_timezones": "SELECT name FROM pg_timezone_names ORDER BY name",
     "delete_schedule": "DELETE FROM {s}.schedules WHERE id = %(id)s",
     "get_schedule_for_update": "SELECT " + _SCHEDULE_COLUMNS + " FROM {s}.schedules WHERE name = %(name)s FOR UPDATE",
     "get_schedule": "SELECT " + _SCHEDULE_COLUMNS + " FROM {s}.schedules WHERE name = %(name)s",
     "list_schedules": """
         SELECT sc.id, sc.name, sc.task, sc.args, sc.cron, sc.timezone, sc.enabled, sc.queue, sc.priority,
                sc.max_attempts, sc.timeout_seconds, sc.catchup, sc.catchup_max, sc.overlap, sc.description,
-               sc.next_run_at, sc.last_slot_at, sc.created_at, sc.updated_at,
+               sc.next_run_at, sc.last_slot_at, sc.created_at, sc.updated_at, sc.catchup_window_seconds,
+               sc.jitter_seconds, sc.pause_after_failures,
                last.id AS last_job_id, last.state AS last_state, last.inserted_at AS last_run_at,
                last.finished_at AS last_finished_at
         FROM {s}.schedules AS sc
@@ -610,6 +639,26 @@ TEMPLATES: dict[str, str] = {
     "insert_audit": """
         INSERT INTO {s}.audit (actor, action, entity, entity_name, before, after)
         VALUES (%(actor)s, %(action)s, %(entity)s, %(entity_name)s, %(before)s, %(after)s)""",
+    # ---------------------------------------------------------------- console sign-in limits
+    # The attempt is recorded (committed) before the password is checked, so parallel tries count each other.
+    "insert_signin_attempt": """
+        INSERT INTO {s}.signin_attempts (username, client, result) VALUES (%(username)s, %(client)s, 'pending')
+        RETURNING id""",
+    # Failures (and attempts still being checked) in the window: for the user since its last success, for the
+    # client address all of them. `retry_at` is when the oldest counted one leaves the window.
+    "signin_failures": """
+        SELECT count(*) FILTER (WHERE username = %(username)s AND at > coalesce((
+                   SELECT max(at) FROM {s}.signin_attempts
+                   WHERE username = %(username)s AND result = 'ok' AND at > now() - %(window)s), '-infinity'))
+                   AS user_failures,
+               count(*) FILTER (WHERE client = %(client)s) AS client_failures,
+               min(at) FILTER (WHERE username = %(username)s) + %(window)s AS user_retry_at,
+               min(at) FILTER (WHERE client = %(client)s) + %(window)s AS client_retry_at
+        FROM {s}.signin_attempts
+        WHERE at > now() - %(window)s AND result IN ('pending', 'failed') AND id <> %(id)s
+          AND (username = %(username)s OR client = %(client)s)""",
+    "set_signin_result": "UPDATE {s}.signin_attempts SET result = %(result)s WHERE id = %(id)s",
+    "prune_signin_attempts": "DELETE FROM {s}.signin_attempts WHERE at < now() - interval '1 day'",
     "list_audit": """
         SELECT id, at, actor, action, entity, entity_name, before, after FROM {s}.audit
         WHERE (%(entity_name)s::text IS NULL OR entity_name = %(entity_name)s)
@@ -627,6 +676,29 @@ TEMPLATES: dict[str, str] = {
             WHERE l.schedule_id = %(schedule_id)s
             ORDER BY l.slot DESC LIMIT %(limit)s) AS latest
         ORDER BY slot""",
+    # Backfill: the slots of [from, to) that already have a job or a ledger row of their own, and the ledger
+    # ranges (missed, paused) that overlap it (a backfill splits them around the slots it creates).
+    "slots_taken_between": """
+        SELECT slot FROM {s}.jobs WHERE schedule_id = %(schedule_id)s AND slot >= %(start)s AND slot < %(end)s
+        UNION
+        SELECT slot FROM {s}.slots
+        WHERE schedule_id = %(schedule_id)s AND slot >= %(start)s AND slot < %(end)s AND last_slot IS NULL""",
+    "slot_ranges_overlapping": """
+        DELETE FROM {s}.slots
+        WHERE schedule_id = %(schedule_id)s AND last_slot IS NOT NULL AND last_slot >= %(start)s AND slot < %(end)s
+        RETURNING slot, last_slot, slot_count, outcome, reason""",
+    # The dead man's switch: every enabled schedule with its last successful slot (the newest completed
+    # ledger row, through the primary key), for `schedule overdue`, the console and /metrics.
+    "schedule_successes": """
+        SELECT sc.name, sc.cron, sc.timezone, sc.created_at, sc.updated_at, last.slot AS last_success_slot,
+               last.finished_at AS last_success_at
+        FROM {s}.schedules AS sc
+        LEFT JOIN LATERAL (
+            SELECT l.slot, l.finished_at FROM {s}.slots AS l
+            WHERE l.schedule_id = sc.id AND l.outcome = 'completed' ORDER BY l.slot DESC LIMIT 1
+        ) AS last ON true
+        WHERE sc.enabled
+        ORDER BY sc.name LIMIT %(limit)s""",
     # ---------------------------------------------------------------- admin: jobs
     "get_job": "SELECT " + _JOB_COLUMNS + ", errors, result, backend_pid FROM {s}.jobs WHERE id = %(id)s",
     # Newest first, in three arms that partition the table (ck_jobs_finished), so that no arm walks another's
@@ -702,7 +774,7 @@ TEMPLATES: dict[str, str] = {
         SELECT state, count(*) FROM {s}.jobs
         WHERE state = ANY(%(states)s) AND finished_at >= %(since)s GROUP BY state""",
     "schedule_history": """
-        SELECT id, state, attempt, slot, scheduled_at, inserted_at, started_at, finished_at,
+        SELECT id, state, attempt, max_attempts, slot, scheduled_at, inserted_at, started_at, finished_at,
                extract(epoch FROM finished_at - started_at) AS duration,
                extract(epoch FROM coalesce(first_started_at, started_at) - coalesce(slot, scheduled_at)) AS lateness,
                worker, last_error

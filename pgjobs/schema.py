@@ -70,6 +70,11 @@ def build_metadata(schema: str = "pgjobs") -> MetaData:
         Column("catchup", Text, nullable=False, server_default="latest"),
         Column("catchup_max", Integer, nullable=False, server_default=text("100")),
         Column("overlap", Text, nullable=False, server_default="skip"),
+        # Migration 0007: slots older than the window are missed, not run; each slot's job is due at slot + an
+        # offset in [0, jitter) derived from (schedule, slot); N consecutive failed slots pause the schedule.
+        Column("catchup_window_seconds", Double, nullable=True),
+        Column("jitter_seconds", Double, nullable=False, server_default=text("0")),
+        Column("pause_after_failures", Integer, nullable=True),
         Column("description", Text, nullable=False, server_default=""),
         Column("next_run_at", DateTime(timezone=True), nullable=True),
         Column("last_slot_at", DateTime(timezone=True), nullable=True),
@@ -78,6 +83,9 @@ def build_metadata(schema: str = "pgjobs") -> MetaData:
         Column("paused_since", DateTime(timezone=True), nullable=True),
         Column("created_at", DateTime(timezone=True), nullable=False, server_default=now),
         Column("updated_at", DateTime(timezone=True), nullable=False, server_default=now),
+        # Bumped by every change through the admin API (migration 0008): an edit based on an older version is
+        # refused (`Admin.edit_schedule(expected_version=...)`), so a form never overwrites a newer change.
+        Column("version", BigInteger, nullable=False, server_default=text("1")),
         UniqueConstraint("name"),
         CheckConstraint(_in("catchup", CATCHUP_POLICIES), name="catchup"),
         CheckConstraint(_in("overlap", OVERLAP_POLICIES), name="overlap"),
@@ -85,6 +93,9 @@ def build_metadata(schema: str = "pgjobs") -> MetaData:
         CheckConstraint("catchup_max >= 1", name="catchup_max"),
         CheckConstraint("timeout_seconds IS NULL OR timeout_seconds > 0", name="timeout"),
         CheckConstraint("jsonb_typeof(args) = 'object'", name="args_object"),
+        CheckConstraint("catchup_window_seconds IS NULL OR catchup_window_seconds > 0", name="catchup_window"),
+        CheckConstraint("jitter_seconds >= 0", name="jitter"),
+        CheckConstraint("pause_after_failures IS NULL OR pause_after_failures >= 1", name="pause_after_failures"),
         Index("ix_schedules_due", "next_run_at", postgresql_where=text("enabled")),
     )
 
@@ -105,7 +116,7 @@ def build_metadata(schema: str = "pgjobs") -> MetaData:
 
     Table(
         "jobs", md,
-        # A plain sequence default, not an identity: the table is partitioned (migration 0007).
+        # A plain sequence default, not an identity: the table is partitioned (migration 0010).
         Column("id", BigInteger, primary_key=True, server_default=text(f"nextval('{schema}.jobs_id_seq')")),
         Column("queue", Text, nullable=False, server_default="default"),
         Column("task", Text, nullable=False),
@@ -169,7 +180,7 @@ def build_metadata(schema: str = "pgjobs") -> MetaData:
         postgresql_partition_by="RANGE (seg)",
     )
 
-    # The cron fence (migration 0007): a slot becomes at most one job. Insert-only; pruned with the history.
+    # The cron fence (migration 0010): a slot becomes at most one job. Insert-only; pruned with the history.
     Table(
         "job_slots", md,
         Column("schedule_id", BigInteger, ForeignKey("schedules.id", ondelete="CASCADE"), primary_key=True),
@@ -212,6 +223,8 @@ def build_metadata(schema: str = "pgjobs") -> MetaData:
         CheckConstraint("outcome IS NOT NULL OR job_id IS NOT NULL", name="pending_job"),
         # The slots whose outcome is still to be read from their job: few (the unfinished jobs).
         Index("ix_slots_pending", "job_id", postgresql_where=text("outcome IS NULL")),
+        # The ranges (missed, paused: rare), for a backfill to find the ones it overlaps (migration 0007).
+        Index("ix_slots_ranges", "schedule_id", "last_slot", postgresql_where=text("last_slot IS NOT NULL")),
     )
 
     Table(
@@ -226,5 +239,21 @@ def build_metadata(schema: str = "pgjobs") -> MetaData:
         Column("after", JSONB, nullable=True),
         Index("ix_audit_at", "at"),
         Index("ix_audit_entity_name_id", "entity_name", "id"),  # the audit log's name filter (0002)
+    )
+
+    # Console sign-in attempts (migration 0007): the failure limits per user and per client address hold
+    # across browser sessions and console processes. Rows older than a day are deleted as new ones arrive.
+    Table(
+        "signin_attempts", md,
+        Column("id", BigInteger, Identity(always=False), primary_key=True),
+        Column("at", DateTime(timezone=True), nullable=False, server_default=now),
+        Column("username", Text, nullable=False),
+        Column("client", Text, nullable=False),
+        Column("result", Text, nullable=False),
+        CheckConstraint("result IN ('pending', 'ok', 'failed', 'blocked')", name="result"),
+        CheckConstraint("length(username) <= 64 AND length(client) <= 64", name="sizes"),
+        Index("ix_signin_attempts_user", "username", "at"),
+        Index("ix_signin_attempts_client", "client", "at"),
+        Index("ix_signin_attempts_at", "at"),
     )
     return md

@@ -1,6 +1,6 @@
 """Job storage that a held xmin horizon cannot slow down: a ring of short-lived hot segments, reclaimed by TRUNCATE.
 
-`jobs` is partitioned by `seg` (migration 0007):
+`jobs` is partitioned by `seg` (migration 0010):
 - 1..99, `jobs_ring_<n>`: the ring. New jobs go to the one `open` segment. Every ROTATE_EVERY seconds (when it
   holds any job) the leader closes it and opens the `next` one, which was announced ANNOUNCE seconds before,
   so every worker's cached list of live segments (SegmentCache, refreshed every CACHE_TTL) names it already.

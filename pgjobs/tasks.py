@@ -80,10 +80,20 @@ def task(
     return register
 
 
+_OWN_TASK_MODULES = ("pgjobs.demo",)
+
+
 def get_task(name: str) -> Task:
     """The registered task `name`. A registered name was validated when it was registered, so only a miss
     checks the name (a worker looks a task up for every job it runs)."""
     found = _registry.get(name) if isinstance(name, str) else None
+    if found is None and isinstance(name, str) and name.startswith("pgjobs.") and name.count(".") >= 2:
+        # pgjobs' own tasks (`pgjobs.demo.insert_spans`) register themselves on import of their module, so
+        # no command needs `--import pgjobs.demo`; only modules of the pgjobs package are imported this way
+        module = name.rsplit(".", 1)[0]
+        if module in _OWN_TASK_MODULES:
+            importlib.import_module(module)
+            found = _registry.get(name)
     if found is None:
         validate_task_name(name)
         known = ", ".join(sorted(_registry)) or "none"

@@ -16,8 +16,10 @@ Events and their fields
 - `job.recorded`  task, queue, state (the state the failure was recorded as: 'available' = will retry,
                   'failed', 'cancelled', 'skipped')
 - `job.rescued`   task, state (the rescued job's new state), worker (the dead worker's name)
-- `slot.settled`  schedule_id, slot, outcome (the ledger outcome just written), lateness (first attempt start
-                  minus the slot, seconds; None when it never started)
+- `slot.recorded` schedule (name), outcome (the ledger outcome just written: completed, failed, cancelled,
+                  skipped, missed, paused), count (slots: a missed range counts all), lateness (first attempt
+                  start minus the slot, seconds; None when it never started). Emitted by the leader.
+- `schedule.paused`  schedule, reason ('failures': pause_after_failures)
 - `worker.heartbeat`  (no fields) after a successful heartbeat
 """
 

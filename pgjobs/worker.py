@@ -12,6 +12,10 @@ Threads and their single duties:
 - supervisor: no queries; releases jobs a runner claimed but could not start within HOLD_LIMIT (its current
   job turned out slow) and abandons jobs past their timeout;
 - heartbeat: refreshes this worker's row (its age is for display only) and delivers cancel requests;
+- due timer: a job whose run time is in the future (a retry's backoff, `scheduled_at`, jitter) starts on
+  time, not at the next poll: whenever a runner goes idle (after a NOTIFY, a poll, a finished batch) the timer
+  reads the earliest future run time of this worker's queues and sleeps until then, then wakes a runner;
+  a retry NOTIFYs every worker so that they read it too;
 - elector (`leadership.py`) and, while leading, the leader duties (`maintenance.py`: scheduler, rescuer,
   pruner).
 
@@ -85,6 +89,10 @@ RETRY_MAX_DELAY = 0.5
 NEVER = 10 * 365 * 86400.0   # the pool's reconnect_timeout: a worker does not give up on its database
 FOREIGN_LEADER_CHECK_EVERY = 10.0
 SHUTDOWN_WRITE_GRACE = 10.0
+# The due timer (on-time future jobs) reads the earliest future run time at most this often, and at least
+# every DUE_MAX_SLEEP when nothing wakes it.
+DUE_MIN_INTERVAL = 0.02
+DUE_MAX_SLEEP = 60.0
 
 
 class _CappedBackoff(AttemptWithBackoff):
@@ -179,6 +187,7 @@ class Worker:
         self._done: list[tuple[int, int, int, float, float, Any]] = []
         self._done_lock = threading.Lock()
         self._done_event = threading.Event()
+        self._due_recheck = threading.Event()
         self._flush_lock = threading.Lock()
         self.pool: ConnectionPool | None = None
         # Set while this worker holds its liveness lock and its row exists: runners claim only then.
@@ -228,6 +237,7 @@ class Worker:
             threading.Thread(target=self._listen_loop, name="pgjobs-listener", daemon=True),
             threading.Thread(target=self._complete_loop, name="pgjobs-completer", daemon=True),
             threading.Thread(target=self._supervise_loop, name="pgjobs-supervisor", daemon=True),
+            threading.Thread(target=self._due_loop, name="pgjobs-due-timer", daemon=True),
         ]
         for t in threads:
             t.start()
@@ -537,6 +547,28 @@ class Worker:
                 self._stopping.wait(delay)
                 delay = min(delay * 2, RETRY_MAX_DELAY)
 
+    def _due_loop(self) -> None:
+        """Sleep until the earliest future job of this worker's queues is due, then wake a runner. Re-read
+        whenever a runner went idle (`_due_recheck`), at most every DUE_MIN_INTERVAL."""
+        queues = list(self.settings.queues)
+        delay = 0.05
+        while not self._stopping.is_set():
+            self._due_recheck.clear()
+            try:
+                with self._pool().connection() as conn:
+                    due_in = conn.execute(self.q.next_due_in, {"queues": queues}).fetchone()[0]
+                delay = 0.05
+            except psycopg.Error:
+                due_in = None  # the runners' own retries report the outage
+                self._stopping.wait(delay)
+                delay = min(delay * 2, RETRY_MAX_DELAY)
+            wait = DUE_MAX_SLEEP if due_in is None else min(DUE_MAX_SLEEP, max(0.0, due_in) + 0.001)
+            if not self._due_recheck.wait(wait):
+                if due_in is not None and not self._stopping.is_set():
+                    self._signal_work()
+            else:
+                self._stopping.wait(DUE_MIN_INTERVAL)  # bounds the reads when runners go idle often
+
     # ------------------------------------------------------------------ claiming and running
     def _start_runner(self) -> None:
         with self._runners_lock:
@@ -592,6 +624,7 @@ class Worker:
                 delay = min(delay * 2, RETRY_MAX_DELAY)
                 continue
             if not jobs:
+                self._due_recheck.set()  # idle: the due timer reads the next future run time
                 with self._work:
                     while gen == self._work_gen and not self._stopping.is_set():
                         self._work.wait()
@@ -710,6 +743,8 @@ class Worker:
                         "traceback": tb[-8000:]}, prepare=False).fetchone()
                     if row and job.schedule_id is not None:
                         self._wake_waiting_runs(conn, [job.schedule_id])
+                    if row and row[0] == "available":  # a retry: every worker's due timer reads its run time
+                        conn.execute(self.q.notify_jobs, {"channel": self.q.jobs_channel})
                 self._outage.ok()
                 if row is None:
                     log.warning("job %s: the outcome of attempt %d was refused: the job was rescued after this "

@@ -132,6 +132,7 @@ def settled(page) -> None:
         "      !== 'running'"
         " && !document.querySelector('[data-testid=\"stStatusWidget\"]')"
         " && document.querySelectorAll('[data-stale=\"true\"]').length === 0"
+        " && !document.querySelector('[data-testid=\"stSkeleton\"]')"
         " && [...document.querySelectorAll('[data-testid=\"stVegaLiteChart\"]')]"
         "      .every(chart => chart.querySelector('canvas, svg'))", timeout=TIMEOUT_MS)
 
@@ -333,3 +334,83 @@ def test_a_raw_websocket_upgrade_with_a_foreign_host_or_origin_is_refused(consol
     assert raw_upgrade(port, f"127.0.0.1:{port}", "null") == "HTTP/1.1 403 Forbidden"
     assert raw_upgrade(port, f"127.0.0.1:{port}", f"http://127.0.0.1:{port}") == "HTTP/1.1 101 Switching Protocols"
     assert raw_upgrade(port, f"localhost:{port}", None) == "HTTP/1.1 101 Switching Protocols"
+
+
+def test_with_a_token_the_console_needs_it_once_in_the_url_then_a_cookie(consoles: Consoles, browser_page) -> None:
+    page = browser_page
+    token = "t0ken-for-the-browser-test"
+    url = consoles.start(PGJOBS_CONSOLE_TOKEN=token)  # its health check answers without the token
+    response = page.goto(url + "/")
+    assert response is not None and response.status == 403 and "needs the token" in page.content()
+    response = page.goto(f"{url}/?token=wrong-token-0000000")
+    assert response is not None and response.status == 403
+    page.goto(f"{url}/?token={token}")
+    page.get_by_role("heading", name="Overview", exact=True).wait_for()
+    assert "token=" not in page.url  # the redirect dropped it from the address bar
+    go(page, "Workers")  # the websocket and static files go on with the cookie
+    page.reload()
+    page.get_by_role("heading", name="Workers", exact=True).wait_for()
+    port = int(url.rsplit(":", 1)[1])
+    assert raw_upgrade(port, f"127.0.0.1:{port}", None) == "HTTP/1.1 403 Forbidden"  # no cookie, no stream
+
+
+def test_a_signed_in_session_survives_a_reload_until_signing_out(console_url: str, browser_page) -> None:
+    from playwright.sync_api import expect
+
+    page = browser_page
+    page.goto(console_url)
+    set_text(page, "User", "ops")
+    page.get_by_label("Password", exact=True).fill(PASSWORD)
+    page.get_by_role("button", name="Sign in").click()
+    page.get_by_role("heading", name="Overview", exact=True).wait_for()
+    settled(page)
+    page.get_by_test_id("stSidebar").get_by_label("Times shown in", exact=True).click()
+    page.keyboard.type("Asia/Tokyo")  # a long, virtualized list: filter it
+    page.get_by_role("option", name="Asia/Tokyo", exact=True).click()
+    settled(page)
+    page.wait_for_function("() => document.cookie.includes('pgjobs_console_session=')")
+    page.reload()
+    page.get_by_role("heading", name="Overview", exact=True).wait_for()
+    settled(page)
+    expect(page.get_by_text("Signed in as ops (admin)")).to_be_visible()
+    expect(page.get_by_test_id("stSidebar").get_by_label("Times shown in", exact=True)).to_have_value(
+        "Asia/Tokyo")  # the zone too
+    page.get_by_role("button", name="Sign out").click()
+    page.get_by_role("button", name="Sign in").wait_for()
+    page.wait_for_function("() => !document.cookie.includes('pgjobs_console_session=')")
+    page.reload()
+    page.get_by_role("button", name="Sign in").wait_for()
+
+
+@pytest.mark.parametrize("width", [1280, 1440])
+def test_every_page_at_laptop_widths_with_no_request_leaving_the_machine(
+        console_url: str, browser_page, admin: Admin, width: int) -> None:
+    """Screenshots of every page at 1280 and 1440 px (test-artifacts/console/width-*), and every request
+    the browser makes goes to the console itself: favicon, fonts and icons are served locally."""
+    from urllib.parse import urlsplit
+
+    page = browser_page
+    page.set_viewport_size({"width": width, "height": 1100})
+    admin.add_schedule("refresh otel_trace_summaries", cron="*/2 * * * *", task="pgjobs.noop",
+                       timezone="Europe/Berlin", description="refresh the traces view")
+    admin.add_schedule("nightly report", cron="0 3 * * 1-5", task="pgjobs.noop", timezone="CET")
+    admin.run_now("nightly report")
+    requests: list[str] = []
+    page.on("request", lambda request: requests.append(request.url))
+    page.goto(console_url)
+    set_text(page, "User", "ops")
+    page.get_by_label("Password", exact=True).fill(PASSWORD)
+    page.get_by_role("button", name="Sign in").click()
+    page.get_by_role("heading", name="Overview", exact=True).wait_for()
+    shot(page, f"width-{width}-1-overview")
+    for n, title in enumerate(["Schedules", "Schedule detail", "Jobs", "Workers", "Audit log"], start=2):
+        go(page, title)
+        shot(page, f"width-{width}-{n}-{title.lower().replace(' ', '-')}")
+    go(page, "Schedules")
+    page.get_by_role("button", name="New schedule").click()
+    settled(page)
+    page.get_by_role("button", name="Create schedule").wait_for()
+    shot(page, f"width-{width}-7-schedule-form")
+    foreign = {urlsplit(u).hostname for u in requests if urlsplit(u).scheme in ("http", "https", "ws", "wss")}
+    assert foreign <= {"127.0.0.1"}, sorted(u for u in requests if urlsplit(u).hostname != "127.0.0.1")
+    assert any(u.endswith(".png") or "media" in u for u in requests)  # the favicon, from the console

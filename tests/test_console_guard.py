@@ -53,3 +53,11 @@ def test_a_malformed_allowed_host_stops_the_launcher_with_one_line() -> None:
 def test_the_launcher_runs_streamlit_through_the_guarded_entry_point() -> None:
     cmd, _ = run.plan([], {"PGJOBS_DATABASE_URL": "postgresql://x@localhost/db"})
     assert cmd[1:4] == ["-m", "console.serve", "run"]
+
+
+def test_token_option_makes_a_token_and_a_bad_one_stops_the_launcher() -> None:
+    env = {"PGJOBS_DATABASE_URL": "postgresql://x@localhost/db"}
+    cmd, child = run.plan(["--token"], env)
+    assert "--token" not in cmd and len(child[guard.TOKEN_ENV]) >= 16
+    with pytest.raises(SystemExit, match="PGJOBS_CONSOLE_TOKEN: use 16-128 letters"):
+        run.plan([], {**env, guard.TOKEN_ENV: "short"})

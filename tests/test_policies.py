@@ -351,3 +351,24 @@ def test_terminate_previous_ends_the_running_sql_at_once(admin, db, workers):
                           "AND state = 'active' AND datname = current_database()").fetchone()[0]
     assert sleeping <= 1
     assert not [r for r in rows if r[1] == "failed"], rows
+
+
+def test_cancel_previous_cancels_the_running_sql_with_pg_cancel_backend(admin, db, workers):
+    # The running pg_sleep is cancelled by the next slot's pass (pg_cancel_backend), well before a heartbeat
+    # (10 s here) could have delivered a cooperative cancel; the run ends `cancelled`, the new one runs next.
+    admin.add_schedule("cps", cron="3 seconds", task="tests.sql_sleep", args={"seconds": 30},
+                       overlap="cancel_previous", max_attempts=1)
+    workers.start("--import", "tasks_for_tests", env={**FAST, "PGJOBS_HEARTBEAT_INTERVAL": "10"})
+
+    def cancelled():
+        rows = db.execute(
+            "SELECT j.state, j.slot, j.finished_at FROM pgjobs.jobs j JOIN pgjobs.schedules s "
+            "ON s.id = j.schedule_id WHERE s.name = 'cps' ORDER BY j.slot").fetchall()
+        done = [r for r in rows if r[0] == "cancelled"]
+        return (rows, done) if len(done) >= 2 else None
+
+    rows, done = wait_for(cancelled, 20, "two SQL runs cancelled by their successors")
+    for r in done:
+        assert r[2] - (r[1] + 3 * SECOND) < SECOND, r
+    assert not [r for r in rows if r[0] in ("failed", "skipped")], rows
+    assert _max_parallel(_runs(db, "cps"), db_now(db)) == 1

@@ -23,8 +23,8 @@ finished over 3 days, upgraded in 16.4 s on a shared 2-core machine). `schedules
 EXCLUSIVE, by the foreign keys) for the same time: schedule edits wait. The downgrade is the same copy back
 (not measured; expect the same order). Views of your own on pgjobs.jobs must be dropped first (the old table is dropped).
 
-Revision ID: 0007
-Revises: 0006
+Revision ID: 0010
+Revises: 0009
 Create Date: 2026-12-02
 """
 # ruff: noqa: S608 - DDL text: the schema is quoted by the dialect (`_q`), in string literals too (`_lit`).
@@ -34,8 +34,8 @@ import sqlalchemy as sa
 
 from alembic import op
 
-revision = '0007'
-down_revision = '0006'
+revision = '0010'
+down_revision = '0009'
 branch_labels = None
 depends_on = None
 
