@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import getpass
 import json
-import math
 import re
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
@@ -23,14 +22,33 @@ from psycopg.rows import dict_row
 from psycopg.types.json import Jsonb
 
 from pgjobs import cron
+from pgjobs import validation as v
 from pgjobs.config import ConfigError, Settings, parse_queues
 from pgjobs.queries import Queries, queries
 from pgjobs.states import CATCHUP_POLICIES, JOB_STATES, OVERLAP_POLICIES
 from pgjobs.tasks import TaskError, check_args, ensure_builtins, get_task
+from pgjobs.validation import InvalidValue
 
 
-class AdminError(ValueError):
-    """A request the admin API refuses; the message is one line that says what to fix."""
+class AdminError(InvalidValue):
+    """A request the admin API refuses; the message is one line that says what to fix, `.field` names the
+    failing field (None when the refusal is not about one field)."""
+
+    def __init__(self, message: str, field: str | None = None):
+        super().__init__(message, field)
+
+
+@contextmanager
+def _refused() -> Iterator[None]:
+    """Turn a validation refusal (or a task/config error) into an AdminError, keeping its field."""
+    try:
+        yield
+    except AdminError:
+        raise
+    except InvalidValue as exc:
+        raise AdminError(str(exc), exc.field) from None
+    except (TaskError, ConfigError) as exc:
+        raise AdminError(str(exc), getattr(exc, "field", None)) from None
 
 
 class NotFound(AdminError):
@@ -61,94 +79,76 @@ def parse_args(value: Any) -> dict[str, Any]:
     return args_json(value)[0]
 
 
-def args_json(value: Any) -> tuple[dict[str, Any], str]:
+def args_json(value: Any, max_bytes: int = v.ARGS_MAX_BYTES) -> tuple[dict[str, Any], str]:
     """`parse_args`, and the JSON text of the result: checking that args serialize produces the text that
-    is sent, so a bulk enqueue encodes each job's args once."""
-    if value is None or value == "":
-        return {}, "{}"
-    if isinstance(value, str):
-        try:
-            value = json.loads(value)
-        except json.JSONDecodeError as exc:
-            raise AdminError(f"args: invalid JSON ({exc.msg} at line {exc.lineno} column {exc.colno})") from None
-    if not isinstance(value, dict):
-        raise AdminError(f"args: must be a JSON object like {{\"key\": \"value\"}}, got {type(value).__name__}")
-    try:
-        text = json.dumps(value, allow_nan=False)
-    except (TypeError, ValueError) as exc:
-        raise AdminError(f"args: not representable as JSON ({exc})") from None
-    return value, text
+    is sent, so a bulk enqueue encodes each job's args once. Limits: see `pgjobs.validation.json_args`."""
+    with _refused():
+        return v.json_args(value, max_bytes)
 
 
 def validate_name(name: Any) -> str:
-    if not isinstance(name, str) or not name.strip():
-        raise AdminError("schedule name is empty")
+    with _refused():
+        v.text("name", name, v.NAME_MAX)
     if name != name.strip() or not _NAME_RE.match(name):
-        raise AdminError(f"schedule name '{name}': use 1-200 letters, digits, spaces or _ . : / @ + -, "
-                         "starting with a letter or digit")
+        raise AdminError(f"schedule name {v.echo(name)}: use 1-200 letters, digits, spaces or _ . : / @ + -, "
+                         "starting with a letter or digit", "name")
     return name
 
 
 def _int_in(label: str, value: Any, lo: int, hi: int) -> int:
-    if isinstance(value, bool):
-        raise AdminError(f"{label}: expected a whole number, got {value!r}")
-    try:
-        number = int(value)
-        if isinstance(value, float) and not value.is_integer():
-            raise ValueError
-    except (TypeError, ValueError):
-        raise AdminError(f"{label}: expected a whole number, got {value!r}") from None
-    if not lo <= number <= hi:
-        raise AdminError(f"{label}: {number} is outside {lo}..{hi}")
-    return number
+    with _refused():
+        return v.integer(label, value, lo, hi)
 
 
-def validate_schedule_fields(fields: dict[str, Any]) -> dict[str, Any]:
+def validate_schedule_fields(fields: dict[str, Any], max_args_bytes: int = v.ARGS_MAX_BYTES) -> dict[str, Any]:
     """Check and normalize schedule fields (a complete set); raises AdminError naming the bad field."""
     out = dict(fields)
+    with _refused():
+        v.text("cron", out["cron"], v.CRON_MAX)
+        v.text("timezone", out["timezone"], 100)
+        v.text("task", out["task"], v.TASK_MAX)
     try:
         spec = cron.parse_cron(str(out["cron"]))
     except cron.CronError as exc:
-        raise AdminError(str(exc)) from None
+        raise AdminError(v.one_line(str(exc)), "cron") from None
     out["cron"] = spec.expr
     try:
         cron.load_timezone(out["timezone"])
     except cron.TimezoneError as exc:
-        raise AdminError(str(exc)) from None
+        raise AdminError(v.one_line(str(exc)), "timezone") from None
     ensure_builtins()
     try:
         task = get_task(out["task"])
-        out["args"] = parse_args(out["args"])
+    except TaskError as exc:
+        raise AdminError(str(exc), "task") from None
+    out["args"] = args_json(out["args"], max_args_bytes)[0]
+    try:
         check_args(task, out["args"])
     except TaskError as exc:
-        raise AdminError(str(exc)) from None
+        raise AdminError(v.one_line(str(exc)), "args") from None
+    with _refused():
+        v.text("queue", str(out["queue"]), v.QUEUE_MAX)
     try:
         out["queue"] = parse_queues(out["queue"])[0] if "," not in str(out["queue"]) else _bad_queue(out["queue"])
     except ConfigError as exc:
-        raise AdminError(str(exc)) from None
-    out["priority"] = _int_in("priority", out["priority"], -32768, 32767)
-    out["max_attempts"] = _int_in("max_attempts", out["max_attempts"], 1, 1000)
-    out["catchup_max"] = _int_in("catchup_max", out["catchup_max"], 1, 100_000)
-    if out["timeout_seconds"] is not None:
-        try:
-            t = float(out["timeout_seconds"])
-        except (TypeError, ValueError):
-            raise AdminError(f"timeout: expected seconds, got {out['timeout_seconds']!r}") from None
-        if not (0 < t <= 7 * 86400) or math.isnan(t):
-            raise AdminError(f"timeout: {t:g}s is outside 0..604800 seconds")
-        out["timeout_seconds"] = t
-    if out["catchup"] not in CATCHUP_POLICIES:
-        raise AdminError(f"catchup '{out['catchup']}': use one of {', '.join(CATCHUP_POLICIES)}")
-    if out["overlap"] not in OVERLAP_POLICIES:
-        raise AdminError(f"overlap '{out['overlap']}': use one of {', '.join(OVERLAP_POLICIES)}")
-    if not isinstance(out["enabled"], bool):
-        raise AdminError(f"enabled: expected true or false, got {out['enabled']!r}")
-    out["description"] = str(out.get("description") or "")[:2000]
+        raise AdminError(v.one_line(str(exc)), "queue") from None
+    with _refused():
+        out["priority"] = v.integer("priority", out["priority"], -32768, 32767)
+        out["max_attempts"] = v.integer("max_attempts", out["max_attempts"], 1, 1000)
+        out["catchup_max"] = v.integer("catchup_max", out["catchup_max"], 1, 100_000)
+        out["timeout_seconds"] = v.timeout("timeout_seconds", out["timeout_seconds"])
+        if out["catchup"] not in CATCHUP_POLICIES:
+            raise AdminError(f"catchup {v.echo(out['catchup'])}: use one of {', '.join(CATCHUP_POLICIES)}", "catchup")
+        if out["overlap"] not in OVERLAP_POLICIES:
+            raise AdminError(f"overlap {v.echo(out['overlap'])}: use one of {', '.join(OVERLAP_POLICIES)}", "overlap")
+        v.boolean("enabled", out["enabled"])
+        out["description"] = v.text("description", str(out.get("description") or ""), v.DESCRIPTION_MAX,
+                                    empty=True)
     return out
 
 
 def _bad_queue(value: Any) -> str:
-    raise AdminError(f"queue '{value}': a schedule targets exactly one queue")
+    raise AdminError(f"queue {v.echo(value)}: a schedule targets exactly one queue", "queue")
 
 
 def describe_cron(expr: str, timezone: str = "UTC", count: int = 5, now: datetime | None = None) -> dict[str, Any]:
@@ -368,25 +368,40 @@ class Admin:
             return job_id
 
     def _job_params(self, task: str, args: Any, queue: str, priority: int, max_attempts: int | None,
-                    scheduled_at: datetime | None, unique_key: str | None, timeout: float | None) -> dict[str, Any]:
+                    scheduled_at: Any, unique_key: str | None, timeout: Any,
+                    check_task_args: bool = True) -> dict[str, Any]:
+        """Validate one job's fields (pgjobs.validation owns the limits). `check_task_args=False` skips the
+        task's own argument check, for a bulk enqueue that checks each job's args itself."""
         ensure_builtins()
+        with _refused():
+            v.text("task", task, v.TASK_MAX)
+            v.text("queue", queue, v.QUEUE_MAX)
         try:
             t = get_task(task)
-            parsed = parse_args(args)
-            check_args(t, parsed)
+        except TaskError as exc:
+            raise AdminError(str(exc), "task") from None
+        parsed = args_json(args, self.settings.max_args_bytes)[0]
+        if check_task_args:
+            try:
+                check_args(t, parsed)
+            except TaskError as exc:
+                raise AdminError(v.one_line(str(exc)), "args") from None
+        try:
             queue = parse_queues(queue)[0]
-        except (TaskError, ConfigError) as exc:
-            raise AdminError(str(exc)) from None
-        if scheduled_at is not None and scheduled_at.tzinfo is None:
-            raise AdminError("scheduled_at must be timezone-aware")
-        if unique_key is not None and (not isinstance(unique_key, str) or not unique_key or len(unique_key) > 500):
-            raise AdminError("unique_key must be a non-empty string of at most 500 characters")
-        return {
-            "queue": queue, "task": task, "args": Jsonb(parsed), "priority": _int_in("priority", priority, -32768, 32767),
-            "max_attempts": _int_in("max_attempts", max_attempts or t.max_attempts or 3, 1, 1000),
-            "timeout": timeout if timeout is not None else t.timeout, "scheduled_at": scheduled_at,
-            "unique_key": unique_key, "schedule_id": None,
-        }
+        except ConfigError as exc:
+            raise AdminError(v.one_line(str(exc)), "queue") from None
+        with _refused():
+            scheduled_at = v.aware_datetime("scheduled_at", scheduled_at)
+            if unique_key is not None:
+                v.text("unique_key", unique_key, v.UNIQUE_KEY_MAX)
+            return {
+                "queue": queue, "task": task, "args": Jsonb(parsed),
+                "priority": v.integer("priority", priority, -32768, 32767),
+                "max_attempts": v.integer("max_attempts",
+                                          (t.max_attempts or 3) if max_attempts is None else max_attempts, 1, 1000),
+                "timeout": v.timeout("timeout", timeout if timeout is not None else t.timeout),
+                "scheduled_at": scheduled_at, "unique_key": unique_key, "schedule_id": None,
+            }
 
     def _insert_job(self, conn: psycopg.Connection, params: dict[str, Any]) -> int:
         while True:
@@ -401,16 +416,20 @@ class Admin:
                      max_attempts: int | None = None) -> int:
         """Bulk insert with COPY; returns the number of jobs inserted."""
         self._require_admin()
-        base = self._job_params(task, None, queue, priority, max_attempts, None, None, None)
+        base = self._job_params(task, None, queue, priority, max_attempts, None, None, None, check_task_args=False)
         t = get_task(task)
         count = 0
         with self._conn() as conn:
             now = self._db_now(conn)
             with conn.cursor().copy(self.q.copy_jobs) as copy:
                 for args in args_list:
-                    parsed, text = args_json(args)
-                    check_args(t, parsed)
-                    copy.write_row((base["queue"], task, text, base["priority"], base["max_attempts"], now))
+                    parsed, text = args_json(args, self.settings.max_args_bytes)
+                    try:
+                        check_args(t, parsed)
+                    except TaskError as exc:
+                        raise AdminError(v.one_line(str(exc)), "args") from None
+                    copy.write_row((base["queue"], task, text, base["priority"], base["max_attempts"],
+                                    base["timeout"], now))
                     count += 1
             self._audit(conn, "enqueue-many", "job", task, None, {"count": count})
         return count

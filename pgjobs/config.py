@@ -188,6 +188,8 @@ class Settings:
     log_format: str = field(default="text", metadata=_doc(
         "PGJOBS_LOG_FORMAT", "'text' or 'json' log lines."))
     log_level: str = field(default="INFO", metadata=_doc("PGJOBS_LOG_LEVEL", "Python logging level."))
+    max_args_bytes: int = field(default=1_000_000, metadata=_doc(
+        "PGJOBS_MAX_ARGS_BYTES", "Largest job or schedule args accepted, in bytes of JSON (1,000-100,000,000)."))
 
     @classmethod
     def load(cls, **overrides: Any) -> Settings:
@@ -215,6 +217,7 @@ class Settings:
             "metrics_port": _int("PGJOBS_METRICS_PORT", 0),
             "log_format": os.environ.get("PGJOBS_LOG_FORMAT", "text"),
             "log_level": os.environ.get("PGJOBS_LOG_LEVEL", "INFO"),
+            "max_args_bytes": _int("PGJOBS_MAX_ARGS_BYTES", 1_000_000),
         }
         env.update({k: v for k, v in overrides.items() if v is not None})
         settings = cls(**env)
@@ -222,6 +225,25 @@ class Settings:
         return settings
 
     def validate(self) -> None:
+        """Refuse any value that would make a worker spin, never act or fail later (one-line ConfigError
+        naming the field); the bounds are in _BOUNDS and documented in docs/configuration.md."""
+        from pgjobs import validation
+
+        for name, (lo, hi) in _BOUNDS.items():
+            try:
+                value = validation.number(name, getattr(self, name), lo=lo, hi=hi)
+            except validation.InvalidValue as exc:
+                raise ConfigError(str(exc)) from None
+            object.__setattr__(self, name, value)
+        for name, (ilo, ihi) in _INT_BOUNDS.items():
+            try:
+                object.__setattr__(self, name, validation.integer(name, getattr(self, name), ilo, ihi))
+            except validation.InvalidValue as exc:
+                raise ConfigError(str(exc)) from None
+        level = str(self.log_level).strip().upper()
+        if level not in _LOG_LEVELS:
+            raise ConfigError(f"log_level: use one of {', '.join(_LOG_LEVELS)}, got {validation.echo(self.log_level)}")
+        object.__setattr__(self, "log_level", level)
         if self.database_url:
             object.__setattr__(self, "database_url", normalize_database_url(self.database_url))
         if self.lock_database_url:
@@ -253,6 +275,27 @@ class Settings:
 
     def with_(self, **changes: Any) -> Settings:
         return replace(self, **changes)
+
+
+# Seconds (exclusive lower bound, inclusive upper bound). Zero, negative, NaN and infinity are refused:
+# a zero poll, heartbeat or maintenance interval spins; an infinite grace never acts.
+_BOUNDS: dict[str, tuple[float, float]] = {
+    "poll_interval": (0.0, 3600.0),
+    "heartbeat_interval": (0.0, 3600.0),
+    "rescue_after": (0.0, 86400.0),
+    "catchup_grace": (0.0, 7 * 86400.0),
+    "shutdown_grace": (0.0, 86400.0),
+    "retention_completed": (0.0, 3650 * 86400.0),
+    "retention_failed": (0.0, 3650 * 86400.0),
+    "maintenance_interval": (0.0, 3600.0),
+    "backoff_base": (0.0, 3600.0),
+    "backoff_max": (0.0, 30 * 86400.0),
+    "horizon_warn_age": (0.0, 7 * 86400.0),
+}
+_INT_BOUNDS: dict[str, tuple[int, int]] = {
+    "concurrency": (1, 1000), "metrics_port": (0, 65535), "max_args_bytes": (1000, 100_000_000),
+}
+_LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
 
 
 def settings_reference() -> list[dict[str, str]]:

@@ -394,7 +394,7 @@ TEMPLATES: dict[str, str] = {
         SELECT id FROM {s}.jobs
         WHERE unique_key = %(unique_key)s AND state IN ('available', 'running')""",
     "copy_jobs": """
-        COPY {s}.jobs (queue, task, args, priority, max_attempts, scheduled_at) FROM STDIN""",
+        COPY {s}.jobs (queue, task, args, priority, max_attempts, timeout_seconds, scheduled_at) FROM STDIN""",
     # ---------------------------------------------------------------- admin: schedules
     "insert_schedule": """
         INSERT INTO {s}.schedules (name, task, args, cron, timezone, enabled, queue, priority, max_attempts,
