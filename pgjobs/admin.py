@@ -153,12 +153,24 @@ def _bad_queue(value: Any) -> str:
 
 def describe_cron(expr: str, timezone: str = "UTC", count: int = 5, now: datetime | None = None) -> dict[str, Any]:
     """Validate a cron + timezone; return its description and next fire times (in that timezone)."""
+    with _refused():
+        v.text("cron", expr, v.CRON_MAX)
+        v.text("timezone", timezone, 100)
+        count = v.count("count", count)
     try:
         spec = cron.parse_cron(expr)
         times = cron.preview(expr, timezone, count=count, now=now)
     except (cron.CronError, cron.TimezoneError) as exc:
         raise AdminError(str(exc)) from None
     return {"cron": spec.expr, "timezone": timezone, "description": cron.describe(spec), "next": times}
+
+
+def connection_reason(exc: BaseException) -> str:
+    """A refused connection's reason on one line: libpq's message lines (e.g. 'connection refused' and
+    'Is the server running on that host...') joined, without the repeated 'connection failed' preamble."""
+    lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
+    text = " ".join(lines) or type(exc).__name__
+    return v.one_line(text)[:300]
 
 
 def default_actor() -> str:
@@ -229,9 +241,13 @@ class Admin:
             conn = psycopg.connect(self.settings.require_database(), row_factory=dict_row, connect_timeout=10,
                                    application_name="pgjobs admin")
         except psycopg.OperationalError as exc:
-            raise AdminError(f"cannot connect to the database: {str(exc).strip().splitlines()[-1]}") from None
-        with conn:
-            yield conn
+            raise AdminError(f"cannot connect to the database: {connection_reason(exc)}") from None
+        try:
+            with conn:
+                yield conn
+        except psycopg.errors.UndefinedTable:
+            raise AdminError(f"pgjobs tables not found in schema '{self.settings.schema}': run pgjobs migrate "
+                             "(or alembic upgrade head) first") from None
 
     def _require_admin(self) -> None:
         if self.role != "admin":

@@ -8,7 +8,9 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
+import traceback
 from collections.abc import Sequence
 from datetime import date, datetime
 from decimal import Decimal
@@ -16,9 +18,10 @@ from typing import Any
 
 import psycopg
 
-from pgjobs.admin import Admin, AdminError, describe_cron, describe_horizon_holder
+from pgjobs.admin import Admin, AdminError, connection_reason, describe_cron, describe_horizon_holder
 from pgjobs.config import ConfigError, Settings
 from pgjobs.tasks import TaskError, ensure_builtins, import_modules
+from pgjobs.validation import one_line
 
 
 class CliError(Exception):
@@ -83,17 +86,18 @@ def _schedule_options(p: argparse.ArgumentParser, required: bool) -> None:
     p.add_argument("--args", help="task arguments as a JSON object")
     p.add_argument("--timezone", help="IANA timezone the cron is read in (default UTC)")
     p.add_argument("--queue")
-    p.add_argument("--priority", type=int, help="lower runs first (default 0)")
-    p.add_argument("--max-attempts", type=int)
-    p.add_argument("--timeout", type=float, help="seconds a run may take")
+    p.add_argument("--priority", help="lower runs first (default 0)")
+    p.add_argument("--max-attempts")
+    p.add_argument("--timeout", help="seconds a run may take")
     p.add_argument("--catchup", choices=["latest", "all", "none"], help="what to run after downtime")
-    p.add_argument("--catchup-max", type=int, help="with --catchup all: at most this many missed slots")
+    p.add_argument("--catchup-max", help="with --catchup all: at most this many missed slots")
     p.add_argument("--overlap", choices=["skip", "queue", "allow"], help="a slot while the last run is unfinished")
     p.add_argument("--description")
 
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="pgjobs", description="Postgres-native cron scheduler and job system.")
+    parser.add_argument("--debug", action="store_true", help="print a traceback for unexpected errors")
     parser.add_argument("--database-url", help="Postgres URL (else PGJOBS_DATABASE_URL, else DATABASE_URL)")
     parser.add_argument("--schema", help="schema of pgjobs' tables (default pgjobs)")
     parser.add_argument("--import", dest="imports", action="append", default=[], metavar="MODULE",
@@ -103,10 +107,10 @@ def build_parser() -> argparse.ArgumentParser:
     sub.add_parser("migrate", help="upgrade the database schema to the latest revision")
 
     w = sub.add_parser("worker", help="run a worker process (leader election, scheduling, jobs)")
-    w.add_argument("--concurrency", type=int)
+    w.add_argument("--concurrency")
     w.add_argument("--queues", help="comma-separated queues (default: default)")
     w.add_argument("--import", dest="worker_imports", action="append", default=[], metavar="MODULE")
-    w.add_argument("--metrics-port", type=int, help="serve /metrics, /healthz, /readyz on this port")
+    w.add_argument("--metrics-port", help="serve /metrics, /healthz, /readyz on this port")
     w.add_argument("--log-format", choices=["text", "json"])
 
     s = sub.add_parser("schedule", help="manage cron schedules").add_subparsers(dest="action", required=True)
@@ -128,7 +132,7 @@ def build_parser() -> argparse.ArgumentParser:
     check = s.add_parser("check", help="validate a cron expression and show its next fire times")
     check.add_argument("cron")
     check.add_argument("--timezone", default="UTC")
-    check.add_argument("--count", type=int, default=5)
+    check.add_argument("--count", default=5)
     check.add_argument("--json", action="store_true")
     ap = s.add_parser("apply", help="create/update the schedules in a TOML or YAML file (docs/schedules-file.md)")
     ap.add_argument("file")
@@ -142,10 +146,10 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("task")
     e.add_argument("--args")
     e.add_argument("--queue", default="default")
-    e.add_argument("--priority", type=int, default=0)
-    e.add_argument("--max-attempts", type=int)
+    e.add_argument("--priority", default=0)
+    e.add_argument("--max-attempts")
     e.add_argument("--unique-key")
-    e.add_argument("--timeout", type=float)
+    e.add_argument("--timeout")
 
     j = sub.add_parser("jobs", help="inspect and manage jobs").add_subparsers(dest="action", required=True)
     jl = j.add_parser("list")
@@ -425,8 +429,36 @@ def cmd_tasks(args: argparse.Namespace) -> int:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    """Run one command. Refused input: one line, exit 2. Anything unexpected: one line, exit 1 (the
+    traceback only with --debug). A closed stdout (`pgjobs jobs list | head`) ends quietly."""
     parser = build_parser()
     args = parser.parse_args(argv)
+    try:
+        return _dispatch(args)
+    except BrokenPipeError:
+        _silence_stdout()
+        return 141
+    except KeyboardInterrupt:
+        return 130
+    except Exception as exc:  # the last resort: one line, never a bare traceback
+        if getattr(args, "debug", False):
+            traceback.print_exc()
+        detail = one_line(str(exc))[:200]
+        hint = "" if getattr(args, "debug", False) else " (run with --debug for the traceback)"
+        print(f"pgjobs: error: unexpected {type(exc).__name__}: {detail}{hint}", file=sys.stderr)
+        return 1
+
+
+def _silence_stdout() -> None:
+    """After EPIPE, point stdout at /dev/null so Python's exit-time flush cannot raise again."""
+    try:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+    except (OSError, ValueError):
+        pass
+
+
+def _dispatch(args: argparse.Namespace) -> int:
     try:
         ensure_builtins()
         if args.command == "worker":
@@ -452,16 +484,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"pgjobs: error: {exc}", file=sys.stderr)
         return 2
     except psycopg.OperationalError as exc:
-        print(f"pgjobs: error: database unavailable: {str(exc).strip().splitlines()[-1]}", file=sys.stderr)
+        print(f"pgjobs: error: database unavailable: {connection_reason(exc)}", file=sys.stderr)
         return 1
     except psycopg.errors.UndefinedTable:
-        print("pgjobs: error: pgjobs tables not found: run `pgjobs migrate` (or `alembic upgrade head`) first",
+        print("pgjobs: error: pgjobs tables not found: run pgjobs migrate (or alembic upgrade head) first",
               file=sys.stderr)
-        return 1
+        return 2
     except Exception as exc:  # MigrationError and friends: one line, not a traceback
         if type(exc).__name__ == "MigrationError":
-            print(f"pgjobs: error: {exc}", file=sys.stderr)
+            print(f"pgjobs: error: {one_line(str(exc))}", file=sys.stderr)
             return 1
         raise
-    except KeyboardInterrupt:
-        return 130

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+from dataclasses import fields
 from pathlib import Path
 
 from pgjobs.config import settings_reference
@@ -50,9 +51,46 @@ def _default(row: dict[str, str]) -> str:
     return f"`{value}`"
 
 
+def limits() -> str:
+    """The bounds every input is checked against (pgjobs/validation.py and config._BOUNDS), as markdown."""
+    from pgjobs import validation as v
+    from pgjobs.config import _BOUNDS, _INT_BOUNDS, _LOG_LEVELS, Settings
+
+    env = {f.name: f.metadata["env"] for f in fields(Settings)}
+    lines = ["", "## Limits", "",
+             "Every value is checked once, in `pgjobs/validation.py`, by the admin API, the Python API, the CLI, the",
+             "schedules file, the settings (environment and keyword arguments) and the console. A refused value is",
+             f"one line naming the field and echoing at most {v.ECHO_CHARS} characters of it (exit 2 from the CLI),",
+             "and nothing is written.", "",
+             "Settings (a value that would make a worker spin or never act is refused at start):", "",
+             "| Variable | Allowed |", "|---|---|"]
+    for name, (lo, hi) in _BOUNDS.items():
+        lines.append(f"| `{env[name]}` | finite, more than {lo:g} and at most {hi:.0f} s |")
+    for name, (ilo, ihi) in _INT_BOUNDS.items():
+        lines.append(f"| `{env[name]}` | whole number {ilo}..{ihi} |")
+    lines.append(f"| `PGJOBS_LOG_LEVEL` | one of {', '.join(_LOG_LEVELS)} (any case) |")
+    lines += ["", "Jobs and schedules:", "", "| Field | Allowed |", "|---|---|",
+              f"| args | a JSON object storable as jsonb: no `\\u0000`, no lone surrogates, no NaN/Infinity, "
+              f"nesting at most {v.ARGS_MAX_DEPTH} deep, at most `PGJOBS_MAX_ARGS_BYTES` bytes of JSON "
+              f"(default {v.ARGS_MAX_BYTES:,}) |",
+              f"| schedule name | 1-{v.NAME_MAX} letters, digits, spaces or `_ . : / @ + -` |",
+              f"| cron | at most {v.CRON_MAX} characters |",
+              f"| task | at most {v.TASK_MAX} characters, registered |",
+              f"| queue | at most {v.QUEUE_MAX} characters (`A-Z a-z 0-9 _ . : -`, 1-64) |",
+              "| priority | whole number -32768..32767 |",
+              "| max_attempts | whole number 1..1000 |",
+              f"| timeout | finite seconds, more than 0 and at most {v.TIMEOUT_MAX} |",
+              "| catchup_max | whole number 1..100000 |",
+              f"| unique_key | 1-{v.UNIQUE_KEY_MAX} characters |",
+              f"| description | at most {v.DESCRIPTION_MAX} characters |",
+              "| scheduled_at | a timezone-aware time (ISO 8601 with an offset) |",
+              f"| counts (`schedule check --count`) | 1..{v.COUNT_MAX} |", ""]
+    return "\n".join(lines)
+
+
 def render() -> str:
     rows = [f"| `{r['env']}` | {_default(r)} | {_cell(r['doc'])} |" for r in settings_reference()]
-    return HEADER + "\n".join(rows) + "\n" + FOOTER
+    return HEADER + "\n".join(rows) + "\n" + FOOTER + limits()
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -138,4 +138,4 @@ def test_python_dash_m_entry_point_exit_codes(db_url) -> None:
 
 def test_unmigrated_database_says_run_migrate(capsys, empty_db_url) -> None:
     code, _, err = _run(capsys, "--database-url", empty_db_url, "schedule", "list")
-    assert code == 1 and "pgjobs migrate" in err
+    assert code == 2 and "pgjobs migrate" in err and err.count("\n") == 1
