@@ -14,7 +14,13 @@ import streamlit as st  # noqa: E402
 
 from console import ui  # noqa: E402
 
-st.set_page_config(page_title="pgjobs console", page_icon=":material/schedule:", layout="wide")
+# a local icon: ":material/..." or an emoji would make the browser fetch it from a CDN (offline: no request
+# leaves the machine)
+st.set_page_config(page_title="pgjobs console", page_icon=str(Path(__file__).parent / "static" / "favicon.png"),
+                   layout="wide")
+# Narrower side padding than Streamlit's 5rem, so the wide tables fit at 1280 px (a constant, no data).
+st.html("<style>[data-testid='stMainBlockContainer'] {padding-left: 1.5rem; padding-right: 1.5rem; "
+        "padding-top: 2.5rem; max-width: none;}</style>")
 user = ui.require_user()
 PAGES = [
     st.Page("views/overview.py", title="Overview", icon=":material/dashboard:", default=True),

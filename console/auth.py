@@ -10,6 +10,10 @@ Users come from the environment:
 - PGJOBS_CONSOLE_VIEWER_PASSWORD_HASH: a user named `viewer` with the viewer role.
 No users configured means no sign-in, which the launcher allows on a loopback address only.
 
+A signed-in browser keeps a session cookie (`make_session` / `read_session`): `name:role:expires:signature`,
+HMAC-SHA256 with PGJOBS_CONSOLE_SESSION_SECRET (or a key derived from the users' hashes), valid 12 hours, so
+a reload does not sign out. Signing out clears it in that browser.
+
 Make a hash with `python -m console.auth hash` (prompts, or reads one line from stdin when piped).
 """
 
@@ -138,6 +142,48 @@ def authenticate(users: Mapping[str, User], name: str, password: str) -> User | 
     return user if verify_password(password, user.password_hash) else None
 
 
+# ---------------------------------------------------------------------- the session cookie
+SESSION_COOKIE = "pgjobs_console_session"
+SESSION_SECRET_ENV = "PGJOBS_CONSOLE_SESSION_SECRET"
+SESSION_TTL_SECONDS = 12 * 3600
+
+
+def session_key(users: Mapping[str, User], env: Mapping[str, str] | None = None) -> bytes:
+    """The key that signs session cookies: PGJOBS_CONSOLE_SESSION_SECRET, else derived from the users'
+    password hashes (secret like the passwords; changing a password or a role ends that user's sessions)."""
+    env = os.environ if env is None else env
+    secret = env.get(SESSION_SECRET_ENV, "").strip()
+    material = secret or "\0".join(f"{u.name}:{u.role}:{u.password_hash}" for u in sorted(users.values(),
+                                                                                         key=lambda u: u.name))
+    return hashlib.sha256(b"pgjobs-console-session\0" + material.encode()).digest()
+
+
+def _session_sig(key: bytes, name: str, role: str, expires: int, password_hash: str) -> str:
+    message = f"{name}:{role}:{expires}:{hashlib.sha256(password_hash.encode()).hexdigest()}".encode()
+    return _b64(hmac.new(key, message, hashlib.sha256).digest())
+
+
+def make_session(user: User, key: bytes, now: float, ttl: int = SESSION_TTL_SECONDS) -> str:
+    """A signed, expiring cookie value naming `user`: `name:role:expires:signature`."""
+    expires = int(now) + ttl
+    return f"{user.name}:{user.role}:{expires}:{_session_sig(key, user.name, user.role, expires, user.password_hash)}"
+
+
+def read_session(value: str | None, users: Mapping[str, User], key: bytes, now: float) -> User | None:
+    """The user a cookie value names, if its signature holds, it has not expired, and the user still exists
+    with that role and password; else None."""
+    parts = (value or "").split(":")
+    if len(parts) != 4 or not parts[2].isdigit():
+        return None
+    name, role, expires, sig = parts[0], parts[1], int(parts[2]), parts[3]
+    user = users.get(name)
+    if user is None or user.role != role or expires <= now:
+        return None
+    if not hmac.compare_digest(sig.encode(), _session_sig(key, name, role, expires, user.password_hash).encode()):
+        return None
+    return user
+
+
 _DUMMY_HASH = "scrypt$14$8$1$AAAAAAAAAAAAAAAAAAAAAA$AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA"
 
 
@@ -145,7 +191,13 @@ def main(argv: list[str] | None = None) -> int:
     import getpass
 
     args = sys.argv[1:] if argv is None else argv
-    if args[:1] != ["hash"]:
+    if args[:1] == ["hash"] and any(a in ("-h", "--help") for a in args[1:]):
+        print("usage: python -m console hash-password   (or python -m console.auth hash)\n\n"
+              "Prints an scrypt hash of a password for PGJOBS_CONSOLE_USERS or\n"
+              "PGJOBS_CONSOLE_ADMIN_PASSWORD_HASH. Prompts twice on a terminal; reads one line from stdin\n"
+              "when piped: echo -n 'secret' | python -m console hash-password")
+        return 0
+    if args[:1] != ["hash"] or len(args) > 1:
         print("usage: python -m console.auth hash   (prompts for a password; or pipe it on stdin)",
               file=sys.stderr)
         return 2

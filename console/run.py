@@ -1,8 +1,11 @@
-"""Launch the console: `python -m console [--insecure] [streamlit options...]`.
+"""Launch the console: `python -m console [--insecure] [--token] [streamlit options...]`.
 
 It refuses to serve a console without sign-in on anything but a loopback address: with no users configured
 (see `console/auth.py`), `--server.address` must be 127.0.0.1 / ::1 / localhost unless `--insecure` is
-given. The address defaults to 127.0.0.1 (plain `streamlit run` would listen on every interface). The
+given. The address defaults to 127.0.0.1 (plain `streamlit run` would listen on every interface). Streamlit
+runs through `console.serve`, which refuses requests whose Host or Origin is not an allowed name (DNS
+rebinding, cross-site websockets; see `console/guard.py` and PGJOBS_CONSOLE_ALLOWED_HOSTS). `--token` (or
+PGJOBS_CONSOLE_TOKEN) also requires a secret token, given once in the printed URL, as Jupyter does. The
 database comes from PGJOBS_DATABASE_URL like the rest of pgjobs. `python -m console hash-password` prints a
 password hash for the users configuration.
 """
@@ -11,11 +14,12 @@ from __future__ import annotations
 
 import ipaddress
 import os
+import secrets
 import subprocess
 import sys
 from pathlib import Path
 
-from console import auth
+from console import auth, guard
 
 APP = Path(__file__).resolve().parent / "app.py"
 ROOT = APP.parent.parent
@@ -48,10 +52,17 @@ def plan(argv: list[str], env: dict[str, str]) -> tuple[list[str], dict[str, str
     """The streamlit command line and environment for `argv`, or SystemExit with a one-line reason."""
     args = list(argv)
     insecure = "--insecure" in args
-    args = [a for a in args if a != "--insecure"]
+    make_token = "--token" in args
+    args = [a for a in args if a not in ("--insecure", "--token")]
     try:
         users = auth.load_users(env)
     except auth.AuthConfigError as exc:
+        raise SystemExit(f"pgjobs console: error: {exc}") from None
+    try:
+        guard.allowed_hosts(env)
+        if env.get(guard.TOKEN_ENV):
+            guard.check_token(env[guard.TOKEN_ENV])
+    except guard.GuardConfigError as exc:
         raise SystemExit(f"pgjobs console: error: {exc}") from None
     address = _option(args, "--server.address") or env.get("STREAMLIT_SERVER_ADDRESS")
     if address is None:
@@ -72,11 +83,13 @@ def plan(argv: list[str], env: dict[str, str]) -> tuple[list[str], dict[str, str
         args += ["--browser.gatherUsageStats", "false"]
     child_env = dict(env)
     child_env["PYTHONPATH"] = os.pathsep.join(p for p in (str(ROOT), env.get("PYTHONPATH", "")) if p)
+    if make_token and not child_env.get(guard.TOKEN_ENV):
+        child_env[guard.TOKEN_ENV] = secrets.token_urlsafe(24)
     if insecure:
         child_env[INSECURE_ENV] = "1"
     else:
         child_env.pop(INSECURE_ENV, None)
-    return [sys.executable, "-m", "streamlit", "run", str(APP), *args], child_env
+    return [sys.executable, "-m", "console.serve", "run", str(APP), *args], child_env
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -87,6 +100,12 @@ def main(argv: list[str] | None = None) -> int:
         print(__doc__)
         return 0
     command, env = plan(argv, dict(os.environ))
+    if env.get(guard.TOKEN_ENV):
+        host = _option(command, "--server.address") or "127.0.0.1"
+        host = "127.0.0.1" if host in guard.WILDCARD_ADDRESSES else host
+        host = f"[{host}]" if ":" in host else host
+        print(f"pgjobs console: open http://{host}:{_option(command, '--server.port') or 8501}/"
+              f"?token={env[guard.TOKEN_ENV]}", flush=True)
     if os.name == "posix":  # become streamlit: signals and the process id go straight to it
         os.execve(command[0], command, env)
     return subprocess.call(command, env=env)

@@ -9,6 +9,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import time
@@ -22,14 +23,13 @@ import pandas as pd
 import streamlit as st
 from psycopg_pool import ConnectionPool
 
-from console import auth
+from console import auth, guard
 from console.run import INSECURE_ENV, is_loopback
 from pgjobs.admin import Admin, AdminError, describe_cron
 from pgjobs.config import ConfigError, Settings
 from pgjobs.tasks import ensure_builtins, import_modules, registered
 
 REFRESH_CHOICES = {"Off": None, "5 s": 5, "10 s": 10, "30 s": 30, "1 min": 60}
-LOCKOUT_FAILURES, LOCKOUT_SECONDS = 5, 30.0
 JOB_STATE_ORDER = ("available", "running", "completed", "failed", "cancelled", "skipped")
 
 
@@ -113,15 +113,38 @@ def run(label: str, fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
 
 
 # ---------------------------------------------------------------------- sign-in
+def refuse_foreign_page() -> None:
+    """Stop unless this session's Host and Origin are allowed names (the second line behind HostGuard, for
+    a console started with a plain `streamlit run`). No headers at all means no browser: AppTest."""
+    headers = {k.lower(): v for k, v in (getattr(st.context, "headers", None) or {}).items()}
+    if not headers:
+        return
+    try:
+        reason = guard.refusal(headers, guard.allowed_hosts(bound_address=st.get_option("server.address")))
+    except guard.GuardConfigError as exc:
+        reason = str(exc)
+    if reason is not None:
+        show_error(f"This console refuses this page: {reason}.")
+        st.stop()
+
+
 def require_user() -> dict[str, str]:
     """The signed-in user; renders the sign-in form and stops the script until there is one."""
+    refuse_foreign_page()
     if "user" in st.session_state:
+        _write_session_cookie()
         return st.session_state["user"]
     try:
         users = auth.load_users()
     except auth.AuthConfigError as exc:
         show_error(exc)
         st.stop()
+    if users and not st.session_state.get("_signed_out"):
+        cookies = getattr(st.context, "cookies", None) or {}
+        user = auth.read_session(cookies.get(auth.SESSION_COOKIE), users, auth.session_key(users), time.time())
+        if user is not None:
+            st.session_state["user"] = {"name": user.name, "role": user.role}
+            return st.session_state["user"]
     if not users:
         if os.environ.get(INSECURE_ENV) == "1" or is_loopback(st.get_option("server.address")):
             st.session_state["user"] = {"name": "local", "role": "admin"}
@@ -130,40 +153,88 @@ def require_user() -> dict[str, str]:
                    "configure PGJOBS_CONSOLE_USERS (or PGJOBS_CONSOLE_ADMIN_PASSWORD_HASH) or start it with "
                    "`python -m console --insecure`.")
         st.stop()
+    _write_session_cookie()
     st.title("pgjobs console")
-    locked_until = st.session_state.get("_locked_until", 0.0)
     with st.form("sign_in"):
         name = st.text_input("User", key="sign_in_user")
         password = st.text_input("Password", type="password", key="sign_in_password")
         submitted = st.form_submit_button("Sign in")
     if submitted:
-        if time.monotonic() < locked_until:
-            show_error("Too many failed sign-ins; wait a little and try again.")
+        name = name.strip()
+        client = client_address()
+        gate = _signin_admin()
+        ok, started = attempt("sign-in", gate.begin_signin, name, client)
+        if not ok:
+            st.stop()
+        attempt_id, retry_at = started
+        if retry_at is not None:
+            show_error(f"Too many failed sign-ins for this user or address; try again after {when(retry_at)} "
+                       f"({st.session_state.get('tz', 'UTC')}).")
+            st.stop()
+        user = auth.authenticate(users, name, password)
+        run("sign-in", gate.finish_signin, attempt_id, name, client, user is not None)
+        if user is None:
+            show_error("Wrong user or password.")
         else:
-            user = auth.authenticate(users, name.strip(), password)
-            if user is None:
-                failures = st.session_state.get("_failures", 0) + 1
-                st.session_state["_failures"] = failures
-                if failures >= LOCKOUT_FAILURES:
-                    st.session_state["_locked_until"] = time.monotonic() + LOCKOUT_SECONDS
-                    st.session_state["_failures"] = 0
-                show_error("Wrong user or password.")
-            else:
-                st.session_state.pop("_failures", None)
-                st.session_state["user"] = {"name": user.name, "role": user.role}
-                st.rerun()
+            st.session_state["user"] = {"name": user.name, "role": user.role}
+            st.session_state["_session_cookie"] = "set"
+            st.rerun()
     st.stop()
+
+
+def _write_session_cookie() -> None:
+    """Set (after a sign-in) or clear (after a sign-out) the session cookie in this browser. Streamlit has no
+    server-side cookie API, so a zero-height component sets it on the page's own origin."""
+    action = st.session_state.pop("_session_cookie", None)
+    if action is None:
+        return
+    if action == "clear":
+        value, max_age = "", 0
+    else:
+        users = auth.load_users()
+        user = users.get(st.session_state["user"]["name"])
+        if user is None:
+            return
+        value, max_age = auth.make_session(user, auth.session_key(users), time.time()), auth.SESSION_TTL_SECONDS
+    secure = "; secure" if st.get_option("server.sslCertFile") else ""
+    cookie = f"{auth.SESSION_COOKIE}={value}; path=/; max-age={max_age}; samesite=strict{secure}"
+    st.iframe(f"<script>window.parent.document.cookie = {json.dumps(cookie)};</script>", height=1)
+
+
+def client_address() -> str:
+    """The browser's address as the server saw it (a reverse proxy's, behind one)."""
+    return str(getattr(st.context, "ip_address", None) or "unknown")
+
+
+def _signin_admin() -> Admin:
+    """The admin API for recording sign-in attempts, before anyone is signed in (a viewer: it reads and
+    records attempts only)."""
+    s = settings()
+    return Admin(s, actor="console", role="viewer", pool=_pool(s.require_database()))
 
 
 def sign_out() -> None:
     for key in list(st.session_state.keys()):
         del st.session_state[key]
+    st.session_state["_signed_out"] = True  # this session's handshake still carries the old cookie
+    st.session_state["_session_cookie"] = "clear"
 
 
 # ---------------------------------------------------------------------- sidebar: timezone, refresh
-@lru_cache(maxsize=1)
+@st.cache_resource(show_spinner=False, ttl=3600)
+def _server_timezones(conninfo: str) -> tuple[str, ...]:
+    s = settings()
+    return tuple(Admin(s, actor="console", role="viewer", pool=_pool(conninfo)).timezones())
+
+
 def timezones() -> list[str]:
-    return ["UTC", *sorted(z for z in zoneinfo.available_timezones() if z != "UTC" and "/" in z)]
+    """UTC first, then every timezone the database server knows (CET, GMT, EST5EDT and Japan included, so an
+    edit never silently turns such a schedule into UTC); Python's own list if the server cannot be asked."""
+    try:
+        names: Iterable[str] = _server_timezones(settings().require_database())
+    except Exception:  # noqa: BLE001 - the sidebar must draw even when the database is down
+        names = zoneinfo.available_timezones()
+    return ["UTC", *sorted(z for z in set(names) if z != "UTC")]
 
 
 def sidebar(user: dict[str, str]) -> None:
@@ -173,10 +244,12 @@ def sidebar(user: dict[str, str]) -> None:
             sign_out()
             st.rerun()
         zones = timezones()
-        if "tz" not in st.session_state:
-            browser_tz = getattr(st.context, "timezone", None)
-            st.session_state["tz"] = browser_tz if browser_tz in zones else "UTC"
+        if "tz" not in st.session_state:  # the URL's ?tz= (kept across reloads), else the browser's zone
+            chosen = st.query_params.get("tz") or getattr(st.context, "timezone", None)
+            st.session_state["tz"] = chosen if chosen in zones else "UTC"
         st.selectbox("Times shown in", zones, key="tz")
+        if st.query_params.get("tz") != st.session_state["tz"]:
+            st.query_params["tz"] = st.session_state["tz"]
         st.selectbox("Auto-refresh", list(REFRESH_CHOICES), key="refresh")
 
 
@@ -199,6 +272,11 @@ def when(value: datetime | None) -> str:
     if value is None:
         return ""
     return value.astimezone(tz()).strftime("%Y-%m-%d %H:%M:%S")
+
+
+def when_short(value: datetime | None) -> str:
+    """A timestamp in the chosen timezone to the minute ('2026-12-02 13:31'), for narrow table columns."""
+    return when(value)[:16]
 
 
 def when_text(value: str | None) -> str:
@@ -236,6 +314,27 @@ def seconds_text(seconds: float | None) -> str:
     if abs(s) < 172800:
         return f"{s / 3600:.1f} h"
     return f"{s / 86400:.1f} d"
+
+
+def job_state_text(job: dict[str, Any], now: datetime | None = None) -> str:
+    """A job's state as an operator reads it: a job waiting for its retry is not just 'available'."""
+    state = job.get("state")
+    if state == "available" and (job.get("attempt") or 0) >= 1:
+        nxt, total = job["attempt"] + 1, job.get("max_attempts")
+        at = job.get("scheduled_at")
+        if at is not None and at > (now or datetime.now(UTC)):
+            return f"retry at {when(at)} (attempt {nxt} of {total})"
+        return f"waiting to retry (attempt {nxt} of {total})"
+    return str(state or "")
+
+
+def job_duration_text(job: dict[str, Any], now: datetime | None = None) -> str:
+    """How long the job ran ('12 ms', '3.4 s'), '' before it started; a running one counts up."""
+    started, finished = job.get("started_at"), job.get("finished_at")
+    if started is None or (finished is None and job.get("state") != "running"):
+        return ""
+    seconds = ((finished or now or datetime.now(UTC)) - started).total_seconds()
+    return seconds_text(seconds) + ("" if finished else " so far")
 
 
 @lru_cache(maxsize=4096)

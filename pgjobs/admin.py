@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import getpass
 import json
+import math
 import re
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
@@ -23,36 +24,27 @@ from psycopg.types.json import Jsonb
 
 from pgjobs import cron
 from pgjobs import validation as v
-from pgjobs.config import ConfigError, Settings, parse_queues
+from pgjobs.config import Settings
 from pgjobs.queries import Queries, queries
-from pgjobs.states import CATCHUP_POLICIES, JOB_STATES, OVERLAP_POLICIES
+from pgjobs.states import CATCHUP_POLICIES, JOB_STATES, OVERLAP_ALIASES, OVERLAP_POLICIES
 from pgjobs.tasks import TaskError, check_args, ensure_builtins, get_task
-from pgjobs.validation import InvalidValue
 
-
-class AdminError(InvalidValue):
-    """A request the admin API refuses; the message is one line that says what to fix, `.field` names the
-    failing field (None when the refusal is not about one field)."""
-
-    def __init__(self, message: str, field: str | None = None):
-        super().__init__(message, field)
-
-
-@contextmanager
-def _refused() -> Iterator[None]:
-    """Turn a validation refusal (or a task/config error) into an AdminError, keeping its field."""
-    try:
-        yield
-    except AdminError:
-        raise
-    except InvalidValue as exc:
-        raise AdminError(str(exc), exc.field) from None
-    except (TaskError, ConfigError) as exc:
-        raise AdminError(str(exc), getattr(exc, "field", None)) from None
+AdminError = v.AdminError  # defined with the field rules in pgjobs.validation; `.field` names the input
 
 
 class NotFound(AdminError):
     pass
+
+
+class EditConflict(AdminError):
+    """The schedule changed since the caller read it: `current` is the row now, `actor` and `at` name the
+    newest change."""
+
+    def __init__(self, name: str, actor: str, at: datetime | None, current: dict[str, Any]) -> None:
+        when = at.astimezone(UTC).strftime("%Y-%m-%d %H:%M:%S UTC") if at else "an unknown time"
+        super().__init__(f"schedule '{name}' was changed by {actor} at {when} since you opened it; "
+                         "reload it and make your change again")
+        self.actor, self.at, self.current = actor, at, current
 
 
 class PermissionDenied(AdminError):
@@ -60,117 +52,168 @@ class PermissionDenied(AdminError):
 
 
 ROLES = ("admin", "viewer")
+# Console sign-in limits, kept in the database (table signin_attempts) so a new tab, browser or console
+# process starts no fresh count: at most SIGNIN_USER_FAILURES failed attempts per user name (since its last
+# success) and SIGNIN_CLIENT_FAILURES per client address, within SIGNIN_WINDOW.
+SIGNIN_USER_FAILURES, SIGNIN_CLIENT_FAILURES, SIGNIN_WINDOW = 5, 20, timedelta(minutes=5)
 # The xmin horizon report: its first rows, oldest first, and when an active replication slot counts as
 # holding the horizon back (an inactive one holding xmin always does).
 HORIZON_LIMIT = 5
 SLOT_XID_AGE = 1_000_000
-_NAME_RE = re.compile(r"^[\w][\w .:/@+-]{0,199}$")
 SCHEDULE_FIELDS = ("task", "args", "cron", "timezone", "enabled", "queue", "priority", "max_attempts",
-                   "timeout_seconds", "catchup", "catchup_max", "overlap", "description")
+                   "timeout_seconds", "catchup", "catchup_max", "overlap", "description", "catchup_window_seconds",
+                   "jitter_seconds", "pause_after_failures")
 DEFAULTS: dict[str, Any] = {
     "args": {}, "timezone": "UTC", "enabled": True, "queue": "default", "priority": 0, "max_attempts": 3,
     "timeout_seconds": None, "catchup": "latest", "catchup_max": 100, "overlap": "skip", "description": "",
+    "catchup_window_seconds": None, "jitter_seconds": 0.0, "pause_after_failures": None,
 }
+MAX_JITTER = 86400.0                 # a slot's job starts at most a day after its slot
+MAX_CATCHUP_WINDOW = 366 * 86400.0
 
 
 # ---------------------------------------------------------------------- validation (pure)
-def parse_args(value: Any) -> dict[str, Any]:
+def parse_args(value: Any, max_bytes: int = v.ARGS_MAX_BYTES) -> dict[str, Any]:
     """JSON text or a dict -> dict. Anything else is a one-line AdminError."""
-    return args_json(value)[0]
+    return args_json(value, max_bytes)[0]
 
 
 def args_json(value: Any, max_bytes: int = v.ARGS_MAX_BYTES) -> tuple[dict[str, Any], str]:
     """`parse_args`, and the JSON text of the result: checking that args serialize produces the text that
-    is sent, so a bulk enqueue encodes each job's args once. Limits: see `pgjobs.validation.json_args`."""
-    with _refused():
-        return v.json_args(value, max_bytes)
+    is sent, so a bulk enqueue encodes each job's args once. The rules are `validation.args`."""
+    return v.args(value, max_bytes)
+
+
+_DURATION_RE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h|d)?\s*$")
+_UNIT_SECONDS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0}
+
+
+def parse_duration(label: str, value: Any) -> float:
+    """Seconds from a number or text like '90s', '15m', '2h', '1d', '250ms'; a one-line AdminError else."""
+    if isinstance(value, bool):
+        raise v.fail(label, f"expected a duration like 30s, 15m, 2h or 1d, got {v.echo(value)}")
+    if isinstance(value, int | float):
+        seconds = float(value)
+    else:
+        m = _DURATION_RE.match(str(value)) if len(str(value)) <= 40 else None
+        if not m:
+            raise v.fail(label, f"expected a duration like 30s, 15m, 2h or 1d, got {v.echo(value)}")
+        seconds = float(m[1]) * _UNIT_SECONDS[m[2] or "s"]
+    if not math.isfinite(seconds) or seconds < 0 or seconds > 100 * 366 * 86400:
+        raise v.fail(label, f"{v.echo(value)} is not a duration (0 to 100 years)")
+    return seconds
+
+
+def parse_time(label: str, value: Any, now: datetime | None = None) -> datetime:
+    """An aware datetime from ISO 8601 text (no zone = UTC) or a duration ago ('2h' = two hours ago)."""
+    if isinstance(value, datetime):
+        return value if value.tzinfo else value.replace(tzinfo=UTC)
+    if not isinstance(value, str):
+        raise v.fail(label, f"expected a datetime or ISO 8601 text, got {type(value).__name__} {v.echo(value)}")
+    text = value.strip()
+    if len(text) <= 40 and _DURATION_RE.match(text):
+        try:
+            return (now or datetime.now(UTC)) - timedelta(seconds=parse_duration(label, text))
+        except OverflowError:
+            raise v.fail(label, f"{v.echo(value)} is too long ago") from None
+    try:
+        when = datetime.fromisoformat(text) if len(text) <= 64 else None
+    except ValueError:
+        when = None
+    if when is None:
+        raise v.fail(label, f"expected an ISO 8601 time like 2026-12-01T09:00:00+00:00, or a duration ago like 2h, "
+                            f"got {v.echo(text)}")
+    return when if when.tzinfo else when.replace(tzinfo=UTC)
 
 
 def validate_name(name: Any) -> str:
-    with _refused():
-        v.text("name", name, v.NAME_MAX)
-    if name != name.strip() or not _NAME_RE.match(name):
-        raise AdminError(f"schedule name {v.echo(name)}: use 1-200 letters, digits, spaces or _ . : / @ + -, "
-                         "starting with a letter or digit", "name")
-    return name
+    return v.schedule_name(name)
 
 
 def _int_in(label: str, value: Any, lo: int, hi: int) -> int:
-    with _refused():
-        return v.integer(label, value, lo, hi)
+    return v.integer(label, value, lo, hi)
 
 
-def validate_schedule_fields(fields: dict[str, Any], max_args_bytes: int = v.ARGS_MAX_BYTES) -> dict[str, Any]:
-    """Check and normalize schedule fields (a complete set); raises AdminError naming the bad field."""
+def validate_schedule_fields(fields: dict[str, Any], *, max_args_bytes: int = v.ARGS_MAX_BYTES) -> dict[str, Any]:
+    """Check and normalize schedule fields (a complete set); raises AdminError naming the bad field (`.field`)."""
     out = dict(fields)
-    with _refused():
-        v.text("cron", out["cron"], v.CRON_MAX)
-        v.text("timezone", out["timezone"], 100)
-        v.text("task", out["task"], v.TASK_MAX)
+    v.cron_text(out["cron"])
     try:
-        spec = cron.parse_cron(str(out["cron"]))
+        spec = cron.parse_cron(out["cron"])
     except cron.CronError as exc:
-        raise AdminError(v.one_line(str(exc)), "cron") from None
+        raise AdminError(str(exc), field="cron") from None
     out["cron"] = spec.expr
+    v.timezone(out["timezone"])
     try:
         cron.load_timezone(out["timezone"])
     except cron.TimezoneError as exc:
-        raise AdminError(v.one_line(str(exc)), "timezone") from None
+        raise AdminError(str(exc), field="timezone") from None
     ensure_builtins()
+    v.task_name(out["task"])
     try:
         task = get_task(out["task"])
     except TaskError as exc:
-        raise AdminError(str(exc), "task") from None
-    out["args"] = args_json(out["args"], max_args_bytes)[0]
+        raise AdminError(str(exc), field="task") from None
+    out["args"] = parse_args(out["args"], max_args_bytes)
     try:
         check_args(task, out["args"])
     except TaskError as exc:
-        raise AdminError(v.one_line(str(exc)), "args") from None
-    with _refused():
-        v.text("queue", str(out["queue"]), v.QUEUE_MAX)
-    try:
-        out["queue"] = parse_queues(out["queue"])[0] if "," not in str(out["queue"]) else _bad_queue(out["queue"])
-    except ConfigError as exc:
-        raise AdminError(v.one_line(str(exc)), "queue") from None
-    with _refused():
-        out["priority"] = v.integer("priority", out["priority"], -32768, 32767)
-        out["max_attempts"] = v.integer("max_attempts", out["max_attempts"], 1, 1000)
-        out["catchup_max"] = v.integer("catchup_max", out["catchup_max"], 1, 100_000)
-        out["timeout_seconds"] = v.timeout("timeout_seconds", out["timeout_seconds"])
-        if out["catchup"] not in CATCHUP_POLICIES:
-            raise AdminError(f"catchup {v.echo(out['catchup'])}: use one of {', '.join(CATCHUP_POLICIES)}", "catchup")
-        if out["overlap"] not in OVERLAP_POLICIES:
-            raise AdminError(f"overlap {v.echo(out['overlap'])}: use one of {', '.join(OVERLAP_POLICIES)}", "overlap")
-        v.boolean("enabled", out["enabled"])
-        out["description"] = v.text("description", str(out.get("description") or ""), v.DESCRIPTION_MAX,
-                                    empty=True)
+        raise AdminError(str(exc), field="args") from None
+    if isinstance(out["queue"], str) and "," in out["queue"]:
+        _bad_queue(out["queue"])
+    out["queue"] = v.queue(out["queue"])
+    out["priority"] = v.priority(out["priority"])
+    out["max_attempts"] = v.max_attempts(out["max_attempts"])
+    out["catchup_max"] = _int_in("catchup_max", out["catchup_max"], 1, 100_000)
+    out["timeout_seconds"] = v.timeout(out["timeout_seconds"], "timeout_seconds")
+    if out["catchup"] not in CATCHUP_POLICIES:
+        raise AdminError(f"catchup {v.echo(out['catchup'])}: use one of {', '.join(CATCHUP_POLICIES)}",
+                         field="catchup")
+    overlap = out["overlap"]
+    out["overlap"] = OVERLAP_ALIASES.get(overlap, overlap) if isinstance(overlap, str) else overlap
+    if out["overlap"] not in OVERLAP_POLICIES:
+        raise AdminError(f"overlap {v.echo(out['overlap'])}: use one of {', '.join(OVERLAP_POLICIES)}",
+                         field="overlap")
+    if not isinstance(out["enabled"], bool):
+        raise v.fail("enabled", f"expected true or false, got {v.echo(out['enabled'])}")
+    description = out.get("description") or ""
+    if not isinstance(description, str):
+        raise v.fail("description", f"expected text, got {type(description).__name__}")
+    out["description"] = description[:2000]
+    window = out.get("catchup_window_seconds")
+    if window is not None:
+        window = parse_duration("catchup_window_seconds", window)
+        if not 1 <= window <= MAX_CATCHUP_WINDOW:
+            raise v.fail("catchup_window_seconds",
+                         f"{window:g}s is outside 1..{MAX_CATCHUP_WINDOW:.0f} seconds")
+    out["catchup_window_seconds"] = window
+    jitter = parse_duration("jitter_seconds", out.get("jitter_seconds") or 0)
+    if jitter > MAX_JITTER:
+        raise v.fail("jitter_seconds", f"{jitter:g}s is more than {MAX_JITTER:.0f} seconds")
+    out["jitter_seconds"] = jitter
+    if out.get("pause_after_failures") is not None:
+        out["pause_after_failures"] = _int_in("pause_after_failures", out["pause_after_failures"], 1, 1000)
     return out
 
 
 def _bad_queue(value: Any) -> str:
-    raise AdminError(f"queue {v.echo(value)}: a schedule targets exactly one queue", "queue")
+    raise v.fail("queue", f"{v.echo(value)}: a schedule targets exactly one queue")
 
 
 def describe_cron(expr: str, timezone: str = "UTC", count: int = 5, now: datetime | None = None) -> dict[str, Any]:
     """Validate a cron + timezone; return its description and next fire times (in that timezone)."""
-    with _refused():
-        v.text("cron", expr, v.CRON_MAX)
-        v.text("timezone", timezone, 100)
-        count = v.count("count", count)
+    v.cron_text(expr)
+    v.timezone(timezone)
+    count = v.integer("count", count, 0, v.COUNT_MAX)  # 0: the description only (the console)
     try:
         spec = cron.parse_cron(expr)
+    except cron.CronError as exc:
+        raise AdminError(str(exc), field="cron") from None
+    try:
         times = cron.preview(expr, timezone, count=count, now=now)
-    except (cron.CronError, cron.TimezoneError) as exc:
-        raise AdminError(str(exc)) from None
+    except cron.TimezoneError as exc:
+        raise AdminError(str(exc), field="timezone") from None
     return {"cron": spec.expr, "timezone": timezone, "description": cron.describe(spec), "next": times}
-
-
-def connection_reason(exc: BaseException) -> str:
-    """A refused connection's reason on one line: libpq's message lines (e.g. 'connection refused' and
-    'Is the server running on that host...') joined, without the repeated 'connection failed' preamble."""
-    lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
-    text = " ".join(lines) or type(exc).__name__
-    return v.one_line(text)[:300]
 
 
 def default_actor() -> str:
@@ -241,13 +284,9 @@ class Admin:
             conn = psycopg.connect(self.settings.require_database(), row_factory=dict_row, connect_timeout=10,
                                    application_name="pgjobs admin")
         except psycopg.OperationalError as exc:
-            raise AdminError(f"cannot connect to the database: {connection_reason(exc)}") from None
-        try:
-            with conn:
-                yield conn
-        except psycopg.errors.UndefinedTable:
-            raise AdminError(f"pgjobs tables not found in schema '{self.settings.schema}': run pgjobs migrate "
-                             "(or alembic upgrade head) first") from None
+            raise AdminError(f"cannot connect to the database: {v.first_line(exc)}") from None
+        with conn:
+            yield conn
 
     def _require_admin(self) -> None:
         if self.role != "admin":
@@ -275,8 +314,8 @@ class Admin:
         unknown = set(fields) - set(SCHEDULE_FIELDS)
         if unknown:
             raise AdminError(f"unknown schedule field(s): {', '.join(sorted(unknown))}")
-        values = validate_schedule_fields({**DEFAULTS, **{k: v for k, v in fields.items() if v is not None},
-                                           "cron": cron, "task": task})
+        values = validate_schedule_fields({**DEFAULTS, **{k: x for k, x in fields.items() if x is not None},
+                                           "cron": cron, "task": task}, max_args_bytes=self.settings.max_args_bytes)
         with self._conn() as conn:
             now = self._db_now(conn)
             values["next_run_at"] = self._first_run(values, now)
@@ -293,18 +332,25 @@ class Admin:
     def _first_run(values: dict[str, Any], now: datetime) -> datetime:
         return _next_slot(values["cron"], values["timezone"], now)
 
-    def edit_schedule(self, name: str, **changes: Any) -> dict[str, Any]:
-        """Change fields of a schedule; a new cron or timezone recomputes the next run from now."""
+    def edit_schedule(self, name: str, *, expected_version: int | None = None, **changes: Any) -> dict[str, Any]:
+        """Change fields of a schedule; a new cron or timezone recomputes the next run from now. Only the
+        fields given change. With `expected_version` (the `version` the caller read), EditConflict is raised
+        instead if anyone changed the schedule since."""
         self._require_admin()
         unknown = set(changes) - set(SCHEDULE_FIELDS)
         if unknown:
             raise AdminError(f"unknown schedule field(s): {', '.join(sorted(unknown))}")
-        changes = {k: v for k, v in changes.items() if v is not None or k == "timeout_seconds"}
+        changes = {k: x for k, x in changes.items()
+                   if x is not None or k in ("timeout_seconds", "catchup_window_seconds", "pause_after_failures")}
         with self._conn() as conn:
             before = conn.execute(self.q.get_schedule_for_update, {"name": name}).fetchone()
             if before is None:
                 raise NotFound(f"schedule '{name}' does not exist")
-            merged = validate_schedule_fields({**{k: before[k] for k in SCHEDULE_FIELDS}, **changes})
+            if expected_version is not None and before["version"] != expected_version:
+                last = conn.execute(self.q.last_schedule_change, {"name": name}).fetchone() or {}
+                raise EditConflict(name, last.get("actor", "someone"), last.get("at"), before)
+            merged = validate_schedule_fields({**{k: before[k] for k in SCHEDULE_FIELDS}, **changes},
+                                              max_args_bytes=self.settings.max_args_bytes)
             next_run_at = before["next_run_at"]
             if (merged["cron"] != before["cron"] or merged["timezone"] != before["timezone"]
                     or next_run_at is None):
@@ -320,6 +366,24 @@ class Admin:
 
     def pause_schedule(self, name: str) -> dict[str, Any]:
         return self.edit_schedule(name, enabled=False)
+
+    def pause_for_failures(self, name: str, failures: int) -> dict[str, Any]:
+        """Pause a schedule whose last `failures` slots failed (the leader's pause_after_failures); audited
+        as action `pause` with the reason in `after`."""
+        self._require_admin()
+        with self._conn() as conn, conn.transaction():  # one transaction, on a pool's autocommit one too
+            before = conn.execute(self.q.get_schedule_for_update, {"name": name}).fetchone()
+            if before is None:
+                raise NotFound(f"schedule '{name}' does not exist")
+            if not before["enabled"]:
+                return before
+            row = conn.execute(self.q.update_schedule, {
+                **{k: before[k] for k in SCHEDULE_FIELDS}, "enabled": False, "id": before["id"],
+                "args": Jsonb(before["args"]), "next_run_at": before["next_run_at"]}).fetchone()
+            self._audit(conn, "pause", "schedule", name, before,
+                        {**row, "reason": f"its last {failures} slots failed (pause_after_failures)"})
+            self._notify(conn, name)
+        return row
 
     def resume_schedule(self, name: str) -> dict[str, Any]:
         """Enable again; slots missed while paused follow the schedule's catch-up policy."""
@@ -350,6 +414,136 @@ class Admin:
             self._audit(conn, "run-now", "schedule", name, None, {"job_id": job_id})
         return job_id
 
+    def schedule_slots(self, name: str, *, since: datetime | None = None, limit: int = 100) -> list[dict[str, Any]]:
+        """The slot ledger of a schedule, oldest first: every slot since `since` (else the latest `limit`)
+        with its outcome (completed, failed, cancelled, running, waiting, skipped, missed, paused), whether a
+        backfill created it, its first attempt's start and lateness, and the reason for every gap. A run of
+        missed or paused slots is one row: `slot` (the first), `last_slot` and `slot_count` (None = more than
+        the scheduler counts)."""
+        limit = _int_in("limit", limit, 1, 100_000)
+        with self._conn() as conn:
+            schedule_id = self._schedule_id(conn, name)
+            if since is not None:
+                return conn.execute(self.q.list_slots_since, {
+                    "schedule_id": schedule_id, "since": since, "limit": limit}).fetchall()
+            return conn.execute(self.q.list_slots_latest, {"schedule_id": schedule_id, "limit": limit}).fetchall()
+
+    def backfill(self, name: str, *, start: datetime, end: datetime, dry_run: bool = False,
+                 overlap: str | None = None) -> dict[str, Any]:
+        """Create jobs for the slots in [start, end) that have none (no job, no ledger row): idempotent, so a
+        second call creates nothing. Bounded by `Settings.backfill_max` slots (a larger range is refused).
+        The schedule's overlap policy applies against its unfinished runs (`overlap` overrides it for this
+        backfill). Audited (action `backfill`); `dry_run` reports what it would do and writes nothing."""
+        from pgjobs.scheduler import overlap_states
+
+        self._require_admin()
+        if start.tzinfo is None or end.tzinfo is None:
+            raise AdminError("backfill: --from and --to must be timezone-aware")
+        if end <= start:
+            raise AdminError(f"backfill: --to ({end.isoformat()}) must be after --from ({start.isoformat()})")
+        if overlap is not None:
+            overlap = OVERLAP_ALIASES.get(overlap, overlap)
+            if overlap not in OVERLAP_POLICIES:
+                raise AdminError(f"overlap '{overlap}': use one of {', '.join(OVERLAP_POLICIES)}")
+        cap = self.settings.backfill_max
+        with self._conn() as conn, conn.transaction():
+            now = self._db_now(conn)
+            if end > now:
+                raise AdminError(f"backfill: --to ({end.isoformat()}) is in the future; backfill fills past slots "
+                                 "(the scheduler runs the coming ones)")
+            sc = conn.execute(self.q.get_schedule_for_update, {"name": name}).fetchone()
+            if sc is None:
+                raise NotFound(f"schedule '{name}' does not exist")
+            spec, tz = cron.parse_cron(sc["cron"]), cron.load_timezone(sc["timezone"])
+            slots = cron.slots_between(spec, tz, start - timedelta(microseconds=1), end - timedelta(microseconds=1),
+                                       limit=cap + 1)
+            if len(slots) > cap:
+                raise AdminError(f"backfill of '{name}': more than {cap} slots in [{start.isoformat()}, "
+                                 f"{end.isoformat()}); narrow the range or raise PGJOBS_BACKFILL_MAX")
+            ids = {"schedule_id": sc["id"], "start": start, "end": end}
+            taken = {r["slot"] for r in conn.execute(self.q.slots_taken_between, ids)}
+            todo = [s for s in slots if s not in taken]
+            unfinished = conn.execute(self.q.unfinished_by_schedule, {"ids": [sc["id"]]}).fetchone()
+            running, waiting = (unfinished["running"], unfinished["waiting"]) if unfinished else (0, 0)
+            policy = overlap or sc["overlap"]
+            planned = overlap_states(todo, policy, running, waiting)
+            result = {"schedule": name, "from": start, "to": end, "overlap": policy, "dry_run": dry_run,
+                      "slots": len(slots), "existing": len(slots) - len(todo),
+                      "created": [p.slot for p in planned if p.state == "available"],
+                      "skipped": [p.slot for p in planned if p.state == "skipped"]}
+            if dry_run:
+                return result
+            if planned:
+                self._split_ranges(conn, ids, spec, tz)
+                conn.execute(self.q.insert_due_slots, {
+                    "schedule_id": [sc["id"]] * len(planned), "slot": [p.slot for p in planned],
+                    "due": [p.slot for p in planned], "state": [p.state for p in planned],
+                    "note": [p.note and f"{p.note} (backfill)" for p in planned], "backfilled": True})
+            self._audit(conn, "backfill", "schedule", name, None, {
+                "from": start, "to": end, "overlap": policy, "created": len(result["created"]),
+                "skipped": len(result["skipped"]), "existing": result["existing"]})
+        return result
+
+    def _split_ranges(self, conn: psycopg.Connection, ids: dict[str, Any], spec: Any, tz: Any) -> None:
+        """Ledger ranges (missed, paused) overlapping [start, end) keep the parts outside it: the slots inside
+        it get rows of their own from the backfill."""
+        from pgjobs.scheduler import MISSED_COUNT_CAP, last_slots
+
+        cols: dict[str, list[Any]] = {k: [] for k in ("schedule_id", "first", "last", "count", "outcome", "reason")}
+        for r in conn.execute(self.q.slot_ranges_overlapping, ids).fetchall():
+            pieces = []
+            before = (last_slots(spec, tz, r["slot"], min(r["last_slot"], ids["start"] - timedelta(microseconds=1)), 1)
+                      if r["slot"] < ids["start"] else [])
+            if before:
+                pieces.append((r["slot"], before[0]))
+            if r["last_slot"] >= ids["end"]:
+                pieces.append((cron.next_slot(spec, tz, ids["end"] - timedelta(microseconds=1)), r["last_slot"]))
+            for first, last in pieces:
+                for key, value in (("schedule_id", ids["schedule_id"]), ("first", first), ("last", last),
+                                   ("count", cron.count_slots(spec, tz, first, last, MISSED_COUNT_CAP)),
+                                   ("outcome", r["outcome"]), ("reason", r["reason"])):
+                    cols[key].append(value)
+        if cols["first"]:
+            conn.execute(self.q.insert_slot_ranges, cols)
+
+    def overdue_schedules(self, *, intervals: float | None = None, limit: int = 10_000) -> dict[str, Any]:
+        """The dead man's switch: every enabled schedule (up to `limit`) with its last success, and `overdue`,
+        those with no successful slot within `intervals` of their intervals (default
+        `Settings.overdue_intervals`): no completed slot at or after their Nth latest slot. A schedule
+        created or edited after that slot is not overdue yet."""
+        from pgjobs.scheduler import last_slots
+
+        n = float(intervals if intervals is not None else self.settings.overdue_intervals)
+        if not (math.isfinite(n) and 1 <= n <= 1000):
+            raise AdminError(f"intervals: {n:g} is outside 1..1000")
+        with self._conn() as conn:
+            now = self._db_now(conn)
+            rows = conn.execute(self.q.schedule_successes, {"limit": _int_in("limit", limit, 1, 100_000)}).fetchall()
+        out = []
+        for r in rows:
+            try:
+                spec, tz = cron.parse_cron(r["cron"]), cron.load_timezone(r["timezone"])
+                recent = last_slots(spec, tz, now - timedelta(days=3660), now, math.ceil(n) + 1)
+            except ValueError:  # a cron or zone written by SQL that does not parse: the scheduler logs it
+                continue
+            # The deadline: n intervals back from the latest slot (fractional n interpolates the last gap).
+            whole = math.floor(n)
+            if len(recent) <= whole:
+                deadline = None
+            else:
+                deadline = recent[-1 - whole]
+                if n > whole and len(recent) > whole + 1:
+                    deadline -= (recent[-1 - whole] - recent[-2 - whole]) * (n - whole)
+            since = max(r["created_at"], r["updated_at"])
+            overdue = (deadline is not None and deadline >= since and
+                       (r["last_success_slot"] is None or r["last_success_slot"] < deadline))
+            out.append({"name": r["name"], "cron": r["cron"], "timezone": r["timezone"],
+                        "last_success_slot": r["last_success_slot"], "last_success_at": r["last_success_at"],
+                        "deadline": deadline, "overdue": overdue,
+                        "overdue_seconds": (now - deadline).total_seconds() if overdue and deadline else 0.0})
+        return {"intervals": n, "checked_at": now, "schedules": out,
+                "overdue": [s for s in out if s["overdue"]]}
+
     def get_schedule(self, name: str) -> dict[str, Any]:
         with self._conn() as conn:
             row = conn.execute(self.q.get_schedule, {"name": name}).fetchone()
@@ -376,6 +570,7 @@ class Admin:
         """Insert one job; see `pgjobs.enqueue`. With `conn`, the job commits with the caller's transaction."""
         self._require_admin()
         params = self._job_params(task, args, queue, priority, max_attempts, scheduled_at, unique_key, timeout)
+        params.pop("args_text")
         if conn is not None:
             return self._insert_job(_raw_connection(conn), params)
         with self._conn() as own:
@@ -384,40 +579,35 @@ class Admin:
             return job_id
 
     def _job_params(self, task: str, args: Any, queue: str, priority: int, max_attempts: int | None,
-                    scheduled_at: Any, unique_key: str | None, timeout: Any,
-                    check_task_args: bool = True) -> dict[str, Any]:
-        """Validate one job's fields (pgjobs.validation owns the limits). `check_task_args=False` skips the
-        task's own argument check, for a bulk enqueue that checks each job's args itself."""
-        ensure_builtins()
-        with _refused():
-            v.text("task", task, v.TASK_MAX)
-            v.text("queue", queue, v.QUEUE_MAX)
-        try:
-            t = get_task(task)
-        except TaskError as exc:
-            raise AdminError(str(exc), "task") from None
-        parsed = args_json(args, self.settings.max_args_bytes)[0]
-        if check_task_args:
+                    scheduled_at: datetime | None, unique_key: str | None, timeout: float | None,
+                    check: bool = True) -> dict[str, Any]:
+        """Every job option checked (validation.py); `args` against the task's own check unless `check` is
+        False (a bulk enqueue checks each job's args itself)."""
+        t = self._task(task)
+        parsed, text = v.args(args, self.settings.max_args_bytes)
+        if check:
             try:
                 check_args(t, parsed)
             except TaskError as exc:
-                raise AdminError(v.one_line(str(exc)), "args") from None
+                raise AdminError(str(exc), field="args") from None
+        if scheduled_at is not None:
+            scheduled_at = v.aware_time("scheduled_at", scheduled_at)
+        return {
+            "queue": v.queue(queue), "task": task, "args": Jsonb(parsed), "args_text": text,
+            "priority": v.priority(priority),
+            "max_attempts": v.max_attempts(max_attempts if max_attempts is not None else (t.max_attempts or 3)),
+            "timeout": v.timeout(timeout) if timeout is not None else t.timeout, "scheduled_at": scheduled_at,
+            "unique_key": v.unique_key(unique_key), "schedule_id": None,
+        }
+
+    @staticmethod
+    def _task(task: str) -> Any:
+        ensure_builtins()
+        v.task_name(task)
         try:
-            queue = parse_queues(queue)[0]
-        except ConfigError as exc:
-            raise AdminError(v.one_line(str(exc)), "queue") from None
-        with _refused():
-            scheduled_at = v.aware_datetime("scheduled_at", scheduled_at)
-            if unique_key is not None:
-                v.text("unique_key", unique_key, v.UNIQUE_KEY_MAX)
-            return {
-                "queue": queue, "task": task, "args": Jsonb(parsed),
-                "priority": v.integer("priority", priority, -32768, 32767),
-                "max_attempts": v.integer("max_attempts",
-                                          (t.max_attempts or 3) if max_attempts is None else max_attempts, 1, 1000),
-                "timeout": v.timeout("timeout", timeout if timeout is not None else t.timeout),
-                "scheduled_at": scheduled_at, "unique_key": unique_key, "schedule_id": None,
-            }
+            return get_task(task)
+        except TaskError as exc:
+            raise AdminError(str(exc), field="task") from None
 
     def _insert_job(self, conn: psycopg.Connection, params: dict[str, Any]) -> int:
         while True:
@@ -429,26 +619,28 @@ class Admin:
                 return existing["id"] if isinstance(existing, dict) else existing[0]
 
     def enqueue_many(self, task: str, args_list: Iterable[Any], *, queue: str = "default", priority: int = 0,
-                     max_attempts: int | None = None) -> int:
-        """Bulk insert with COPY; returns the number of jobs inserted."""
+                     max_attempts: int | None = None, timeout: float | None = None) -> int:
+        """Bulk insert with COPY; returns the number of jobs inserted. Every job's args are checked before
+        the first row is sent: one bad job refuses them all, and nothing is written."""
         self._require_admin()
-        base = self._job_params(task, None, queue, priority, max_attempts, None, None, None, check_task_args=False)
+        base = self._job_params(task, None, queue, priority, max_attempts, None, None, timeout, check=False)
         t = get_task(task)
-        count = 0
+        rows = []
+        for i, args in enumerate(args_list):
+            try:
+                _, text = v.args(args, self.settings.max_args_bytes)
+                check_args(t, _)
+            except (AdminError, TaskError) as exc:
+                raise AdminError(f"job #{i}: {exc}", field="args") from None
+            rows.append(text)
         with self._conn() as conn:
             now = self._db_now(conn)
             with conn.cursor().copy(self.q.copy_jobs) as copy:
-                for args in args_list:
-                    parsed, text = args_json(args, self.settings.max_args_bytes)
-                    try:
-                        check_args(t, parsed)
-                    except TaskError as exc:
-                        raise AdminError(v.one_line(str(exc)), "args") from None
-                    copy.write_row((base["queue"], task, text, base["priority"], base["max_attempts"],
-                                    base["timeout"], now))
-                    count += 1
-            self._audit(conn, "enqueue-many", "job", task, None, {"count": count})
-        return count
+                for text in rows:
+                    copy.write_row((base["queue"], task, text, base["priority"], base["max_attempts"], now,
+                                    base["timeout"]))
+            self._audit(conn, "enqueue-many", "job", task, None, {"count": len(rows)})
+        return len(rows)
 
     def get_job(self, job_id: int) -> dict[str, Any]:
         with self._conn() as conn:
@@ -511,6 +703,13 @@ class Admin:
 
     # ------------------------------------------------------------------ status, stats, audit
     def status(self) -> dict[str, Any]:
+        try:
+            return self._status()
+        except psycopg.errors.UndefinedTable:
+            raise AdminError(f"pgjobs tables not found in schema '{self.settings.schema}': run pgjobs migrate "
+                             "(or alembic upgrade head) first") from None
+
+    def _status(self) -> dict[str, Any]:
         with self._conn() as conn:
             workers = conn.execute(self.q.list_workers, self.q.lock).fetchall()
             backend = conn.execute(self.q.leader_backend, self.q.lock).fetchone()
@@ -594,6 +793,50 @@ class Admin:
             return conn.execute(self.q.list_audit, {
                 "limit": _int_in("limit", limit, 1, 10_000), "entity_name": entity_name,
                 "before_id": before_id}).fetchall()
+
+    def timezones(self) -> list[str]:
+        """Every timezone name the server knows that Python's zoneinfo loads too (CET, GMT, Japan, ...)."""
+        with self._conn() as conn:
+            names = [r["name"] for r in conn.execute(self.q.list_timezones).fetchall()]
+        usable = []
+        for zone in names:
+            try:
+                cron.load_timezone(zone)
+            except cron.TimezoneError:  # a name only the server knows is left out
+                continue
+            usable.append(zone)
+        return usable
+
+    # ---- console sign-in limits
+    def begin_signin(self, username: str, client: str) -> tuple[int, datetime | None]:
+        """Record a sign-in attempt before its password is checked: (attempt id, None) when the check may go
+        ahead, or (attempt id, retry_at) when a limit is reached (the attempt is then `blocked` and audited).
+        Recording first means attempts made in parallel count each other. Any role may call it."""
+        username, client = username[:64], (client or "unknown")[:64]
+        with self._conn() as conn:
+            conn.execute(self.q.prune_signin_attempts)
+            attempt_id = conn.execute(self.q.insert_signin_attempt,
+                                      {"username": username, "client": client}).fetchone()["id"]
+            conn.commit()
+            counts = conn.execute(self.q.signin_failures, {"username": username, "client": client,
+                                                           "window": SIGNIN_WINDOW, "id": attempt_id}).fetchone()
+            retry_at = None
+            if counts["user_failures"] >= SIGNIN_USER_FAILURES:
+                retry_at = counts["user_retry_at"]
+            if counts["client_failures"] >= SIGNIN_CLIENT_FAILURES:
+                retry_at = max(filter(None, (retry_at, counts["client_retry_at"])))
+            if retry_at is not None:
+                conn.execute(self.q.set_signin_result, {"id": attempt_id, "result": "blocked"})
+                self._audit(conn, "sign-in-blocked", "console-user", username, None,
+                            {"client": client, "retry_at": retry_at})
+            return attempt_id, retry_at
+
+    def finish_signin(self, attempt_id: int, username: str, client: str, ok: bool) -> None:
+        """Record the checked attempt's result (`ok` or `failed`) and audit it."""
+        with self._conn() as conn:
+            conn.execute(self.q.set_signin_result, {"id": attempt_id, "result": "ok" if ok else "failed"})
+            self._audit(conn, "sign-in" if ok else "sign-in-failed", "console-user", username[:64], None,
+                        {"client": (client or "unknown")[:64]})
 
     # ---- console reads
     # What the Streamlit console shows, each read bounded (a page, a LIMIT, a window with a cap) so a page

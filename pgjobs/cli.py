@@ -18,10 +18,11 @@ from typing import Any
 
 import psycopg
 
-from pgjobs.admin import Admin, AdminError, connection_reason, describe_cron, describe_horizon_holder
+from pgjobs.admin import Admin, AdminError, describe_cron, describe_horizon_holder, parse_time
 from pgjobs.config import ConfigError, Settings
+from pgjobs.states import OVERLAP_ALIASES, OVERLAP_POLICIES
 from pgjobs.tasks import TaskError, ensure_builtins, import_modules
-from pgjobs.validation import one_line
+from pgjobs.validation import count, first_line, one_line
 
 
 class CliError(Exception):
@@ -56,9 +57,20 @@ def _table(rows: list[dict[str, Any]], columns: list[str]) -> None:
         return
     cells = [[_fmt(r.get(c)) for c in columns] for r in rows]
     widths = [max(len(c), *(len(row[i]) for row in cells)) for i, c in enumerate(columns)]
-    print("  ".join(c.upper().ljust(w) for c, w in zip(columns, widths, strict=True)))
+    print("  ".join(c.upper().ljust(w) for c, w in zip(columns, widths, strict=True)).rstrip())
     for row in cells:
-        print("  ".join(v.ljust(w) for v, w in zip(row, widths, strict=True)))
+        print("  ".join(v.ljust(w) for v, w in zip(row, widths, strict=True)).rstrip())
+
+
+def _age(seconds: float | None) -> str:
+    """A heartbeat age for people: '0.4s ago', '12s ago', '3m ago'."""
+    if seconds is None:
+        return "-"
+    if seconds < 10:
+        return f"{seconds:.1f}s ago"
+    if seconds < 120:
+        return f"{seconds:.0f}s ago"
+    return f"{seconds / 60:.0f}m ago"
 
 
 def _show(row: dict[str, Any], as_json: bool) -> None:
@@ -86,31 +98,39 @@ def _schedule_options(p: argparse.ArgumentParser, required: bool) -> None:
     p.add_argument("--args", help="task arguments as a JSON object")
     p.add_argument("--timezone", help="IANA timezone the cron is read in (default UTC)")
     p.add_argument("--queue")
-    p.add_argument("--priority", help="lower runs first (default 0)")
-    p.add_argument("--max-attempts")
-    p.add_argument("--timeout", help="seconds a run may take")
+    p.add_argument("--priority", type=int, help="lower runs first (default 0)")
+    p.add_argument("--max-attempts", type=int)
+    p.add_argument("--timeout", type=float, help="seconds a run may take")
     p.add_argument("--catchup", choices=["latest", "all", "none"], help="what to run after downtime")
-    p.add_argument("--catchup-max", help="with --catchup all: at most this many missed slots")
-    p.add_argument("--overlap", choices=["skip", "queue", "allow"], help="a slot while the last run is unfinished")
+    p.add_argument("--catchup-max", type=int, help="with --catchup all: at most this many missed slots")
+    p.add_argument("--overlap", choices=[*OVERLAP_POLICIES, *OVERLAP_ALIASES],
+                   help="a slot while the last run is unfinished (queue = buffer_all)")
+    p.add_argument("--catchup-window", metavar="DURATION",
+                   help="after downtime, slots older than this are not run (recorded as missed), e.g. 1h")
+    p.add_argument("--jitter", metavar="DURATION",
+                   help="each slot's job starts at an offset in [0, DURATION) derived from (schedule, slot)")
+    p.add_argument("--pause-after-failures", type=int, metavar="N",
+                   help="pause the schedule after N consecutive failed slots")
     p.add_argument("--description")
 
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="pgjobs", description="Postgres-native cron scheduler and job system.")
-    parser.add_argument("--debug", action="store_true", help="print a traceback for unexpected errors")
     parser.add_argument("--database-url", help="Postgres URL (else PGJOBS_DATABASE_URL, else DATABASE_URL)")
     parser.add_argument("--schema", help="schema of pgjobs' tables (default pgjobs)")
     parser.add_argument("--import", dest="imports", action="append", default=[], metavar="MODULE",
                         help="import a module that registers tasks (repeatable)")
+    parser.add_argument("--debug", action="store_true", help="on an unexpected error, print its traceback")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     sub.add_parser("migrate", help="upgrade the database schema to the latest revision")
 
     w = sub.add_parser("worker", help="run a worker process (leader election, scheduling, jobs)")
-    w.add_argument("--concurrency")
+    w.add_argument("--concurrency", type=int)
+    w.add_argument("--async-concurrency", type=int, help="async jobs run at once (default 100)")
     w.add_argument("--queues", help="comma-separated queues (default: default)")
     w.add_argument("--import", dest="worker_imports", action="append", default=[], metavar="MODULE")
-    w.add_argument("--metrics-port", help="serve /metrics, /healthz, /readyz on this port")
+    w.add_argument("--metrics-port", type=int, help="serve /metrics, /healthz, /readyz on this port")
     w.add_argument("--log-format", choices=["text", "json"])
 
     s = sub.add_parser("schedule", help="manage cron schedules").add_subparsers(dest="action", required=True)
@@ -126,13 +146,29 @@ def build_parser() -> argparse.ArgumentParser:
         a.add_argument("name")
         if action == "show":
             a.add_argument("--json", action="store_true")
+    sl = s.add_parser("slots", help="the slot ledger: every slot with its outcome, and why a slot did not run")
+    sl.add_argument("name")
+    sl.add_argument("--since", help="ISO 8601 time (no zone = UTC) or a duration ago (2h); default: the latest")
+    sl.add_argument("--limit", type=int, default=100)
+    sl.add_argument("--json", action="store_true")
+    od = s.add_parser("overdue", help="enabled schedules with no success within N intervals (exit 1 if any)")
+    od.add_argument("--intervals", type=float, help="default PGJOBS_OVERDUE_INTERVALS (3)")
+    od.add_argument("--json", action="store_true")
+    bf = s.add_parser("backfill", help="create jobs for the past slots in [--from, --to) that have none")
+    bf.add_argument("name")
+    bf.add_argument("--from", dest="start", required=True, help="ISO 8601 time (no zone = UTC) or a duration ago")
+    bf.add_argument("--to", dest="end", required=True, help="ISO 8601 time (no zone = UTC) or a duration ago")
+    bf.add_argument("--overlap", choices=[*OVERLAP_POLICIES, *OVERLAP_ALIASES],
+                    help="the overlap policy for this backfill (default: the schedule's)")
+    bf.add_argument("--dry-run", action="store_true", help="show what it would create; write nothing")
+    bf.add_argument("--json", action="store_true")
     edit = s.add_parser("edit", help="change a schedule (only the given options)")
     edit.add_argument("name")
     _schedule_options(edit, required=False)
     check = s.add_parser("check", help="validate a cron expression and show its next fire times")
     check.add_argument("cron")
     check.add_argument("--timezone", default="UTC")
-    check.add_argument("--count", default=5)
+    check.add_argument("--count", type=int, default=5)
     check.add_argument("--json", action="store_true")
     ap = s.add_parser("apply", help="create/update the schedules in a TOML or YAML file (docs/schedules-file.md)")
     ap.add_argument("file")
@@ -146,10 +182,11 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("task")
     e.add_argument("--args")
     e.add_argument("--queue", default="default")
-    e.add_argument("--priority", default=0)
-    e.add_argument("--max-attempts")
+    e.add_argument("--priority", type=int, default=0)
+    e.add_argument("--max-attempts", type=int)
     e.add_argument("--unique-key")
-    e.add_argument("--timeout")
+    e.add_argument("--timeout", type=float)
+    e.add_argument("--scheduled-at", help="run at this time (ISO 8601, no zone = UTC), not now")
 
     j = sub.add_parser("jobs", help="inspect and manage jobs").add_subparsers(dest="action", required=True)
     jl = j.add_parser("list")
@@ -210,7 +247,7 @@ def cmd_worker(args: argparse.Namespace) -> int:
     from pgjobs.logs import setup_logging
     from pgjobs.worker import Worker
 
-    settings = _settings(args, concurrency=args.concurrency, queues=args.queues, metrics_port=args.metrics_port,
+    settings = _settings(args, concurrency=args.concurrency, async_concurrency=args.async_concurrency, queues=args.queues, metrics_port=args.metrics_port,
                          log_format=args.log_format)
     settings.require_database()
     setup_logging(settings)
@@ -246,7 +283,7 @@ def _require_schema(settings: Settings) -> None:
             break
         except psycopg.OperationalError as exc:
             # Tried every second at most, so a worker started during an outage runs within a second of its end.
-            outage.failed(str(exc).strip().splitlines()[-1])
+            outage.failed(first_line(exc))
             time.sleep(delay)
             delay = min(delay * 2, 1.0)
         except migrations.MigrationError as exc:  # no alembic.ini: the head revision is unknown here
@@ -272,6 +309,8 @@ def _schedule_fields(args: argparse.Namespace) -> dict[str, Any]:
         "args": args.args, "timezone": args.timezone, "queue": args.queue, "priority": args.priority,
         "max_attempts": args.max_attempts, "timeout_seconds": args.timeout, "catchup": args.catchup,
         "catchup_max": args.catchup_max, "overlap": args.overlap, "description": args.description,
+        "catchup_window_seconds": args.catchup_window, "jitter_seconds": args.jitter,
+        "pause_after_failures": args.pause_after_failures,
     }
 
 
@@ -282,7 +321,7 @@ SCHEDULE_COLUMNS = ["name", "task", "cron", "timezone", "enabled", "catchup", "o
 def cmd_schedule(args: argparse.Namespace, admin: Admin) -> int:
     a = args.action
     if a == "check":
-        info = describe_cron(args.cron, args.timezone, count=args.count)
+        info = describe_cron(args.cron, args.timezone, count=count(args.count, "--count"))
         if args.json:
             _print_json(info)
         else:
@@ -313,6 +352,36 @@ def cmd_schedule(args: argparse.Namespace, admin: Admin) -> int:
             _table(rows, SCHEDULE_COLUMNS)
     elif a == "show":
         _show(admin.get_schedule(args.name), args.json)
+    elif a == "slots":
+        since = parse_time("--since", args.since) if args.since else None
+        rows = admin.schedule_slots(args.name, since=since, limit=args.limit)
+        if args.json:
+            _print_json(rows)
+        else:
+            _table([_slot_line(r) for r in rows], ["slot", "outcome", "slots", "started_at", "late", "job", "reason"])
+    elif a == "overdue":
+        report = admin.overdue_schedules(intervals=args.intervals)
+        if args.json:
+            _print_json({"intervals": report["intervals"], "checked_at": report["checked_at"],
+                         "overdue": report["overdue"]})
+        elif report["overdue"]:
+            _table([{**r, "behind": f"{r['overdue_seconds']:.0f}s"} for r in report["overdue"]],
+                   ["name", "cron", "last_success_at", "deadline", "behind"])
+        else:
+            print(f"no schedule is overdue ({len(report['schedules'])} enabled, "
+                  f"{report['intervals']:g} intervals)")
+        return 1 if report["overdue"] else 0
+    elif a == "backfill":
+        result = admin.backfill(args.name, start=parse_time("--from", args.start), end=parse_time("--to", args.end),
+                                dry_run=args.dry_run, overlap=args.overlap)
+        if args.json:
+            _print_json(result)
+        else:
+            verb = "would create" if args.dry_run else "created"
+            print(f"backfill of '{args.name}' [{_fmt(result['from'])}, {_fmt(result['to'])}), overlap "
+                  f"{result['overlap']}: {result['slots']} slot(s), {result['existing']} already had a job; "
+                  f"{verb} {len(result['created'])} job(s)"
+                  + (f", {len(result['skipped'])} recorded skipped" if result["skipped"] else ""))
     elif a == "pause":
         admin.pause_schedule(args.name)
         print(f"schedule '{args.name}' paused")
@@ -341,9 +410,25 @@ def cmd_schedule(args: argparse.Namespace, admin: Admin) -> int:
     return 0
 
 
+def _slot_line(r: dict[str, Any]) -> dict[str, Any]:
+    """One ledger row for the table: a range shows its last slot and count."""
+    outcome = r["outcome"] or "unknown"
+    if r["backfilled"]:
+        outcome += " (backfilled)"
+    slots = "1"
+    if r["last_slot"] is not None:
+        count = r["slot_count"] if r["slot_count"] is not None else "many"
+        slots = f"{count} until {_fmt(r['last_slot'])}"
+    late = f"{r['lateness']:.3f}s" if r["lateness"] is not None else None
+    return {"slot": r["slot"], "outcome": outcome, "slots": slots, "started_at": r["started_at"], "late": late,
+            "job": r["job_id"], "reason": (r["reason"] or "")[:120] or None}
+
+
 def cmd_enqueue(args: argparse.Namespace, admin: Admin) -> int:
+    scheduled_at = parse_time("--scheduled-at", args.scheduled_at) if args.scheduled_at else None
     job_id = admin.enqueue(args.task, args.args, queue=args.queue, priority=args.priority,
-                           max_attempts=args.max_attempts, unique_key=args.unique_key, timeout=args.timeout)
+                           max_attempts=args.max_attempts, unique_key=args.unique_key, timeout=args.timeout,
+                           scheduled_at=scheduled_at)
     print(f"enqueued job {job_id}")
     return 0
 
@@ -401,9 +486,14 @@ def cmd_status(args: argparse.Namespace, admin: Admin) -> int:
     if len(st["queues"]) > 1:
         _table(st["queues"], ["queue", "available", "scheduled", "running", "lag"])
     print(f"schema:   revision {st['schema_revision'] or 'not migrated'}")
-    print(f"workers:  {len(st['workers'])}")
-    _table(st["workers"], ["id", "name", "queues", "concurrency", "running", "alive", "heartbeat_age",
-                           "leader_since"])
+    dead = sum(1 for w in st["workers"] if not w.get("alive", True))
+    print(f"workers:  {len(st['workers']) - dead} live" + (f", {dead} dead (jobs being rescued)" if dead else ""))
+    leader_id = leader["id"] if leader else None
+    _table([{"id": w["id"], "name": w["name"], "queues": ", ".join(w["queues"] or []),
+             "threads": w["concurrency"], "running": w["running"],
+             "state": "stopping" if w.get("stopping") else "live" if w.get("alive", True) else "dead",
+             "heartbeat": _age(w["heartbeat_age"]), "role": "leader" if w["id"] == leader_id else ""}
+            for w in st["workers"]], ["id", "name", "queues", "threads", "running", "state", "heartbeat", "role"])
     return 0
 
 
@@ -429,69 +519,70 @@ def cmd_tasks(args: argparse.Namespace) -> int:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """Run one command. Refused input: one line, exit 2. Anything unexpected: one line, exit 1 (the
-    traceback only with --debug). A closed stdout (`pgjobs jobs list | head`) ends quietly."""
+    """Run one command. Exit 0 on success, 2 with one line for anything the user can fix, 1 with one line
+    for anything else (the traceback only with --debug); a closed stdout (`| head`) ends quietly."""
     parser = build_parser()
     args = parser.parse_args(argv)
     try:
-        return _dispatch(args)
-    except BrokenPipeError:
-        _silence_stdout()
-        return 141
+        return _run(args)
+    except (AdminError, ConfigError, TaskError) as exc:
+        _error(str(exc))
+        return 2
+    except psycopg.errors.UndefinedTable:
+        _error("pgjobs tables not found: run `pgjobs migrate` (or `alembic upgrade head`) first")
+        return 2
+    except psycopg.OperationalError as exc:
+        _error(f"database unavailable: {first_line(exc)}")
+        return 1
     except KeyboardInterrupt:
         return 130
-    except Exception as exc:  # the last resort: one line, never a bare traceback
-        if getattr(args, "debug", False):
+    except BrokenPipeError:
+        _quiet_stdout()
+        return 141
+    except Exception as exc:  # the last resort: one line, never a traceback unless asked for
+        if type(exc).__name__ == "MigrationError":
+            _error(str(exc))
+            return 1
+        if args.debug:
             traceback.print_exc()
-        detail = one_line(str(exc))[:200]
-        hint = "" if getattr(args, "debug", False) else " (run with --debug for the traceback)"
-        print(f"pgjobs: error: unexpected {type(exc).__name__}: {detail}{hint}", file=sys.stderr)
+        _error(f"unexpected {type(exc).__name__}: {first_line(exc)} (run with --debug for the traceback)")
         return 1
 
 
-def _silence_stdout() -> None:
-    """After EPIPE, point stdout at /dev/null so Python's exit-time flush cannot raise again."""
+def _error(message: str) -> None:
     try:
-        devnull = os.open(os.devnull, os.O_WRONLY)
-        os.dup2(devnull, sys.stdout.fileno())
-    except (OSError, ValueError):
+        print(f"pgjobs: error: {one_line(message)}", file=sys.stderr)
+    except (BrokenPipeError, OSError):
         pass
 
 
-def _dispatch(args: argparse.Namespace) -> int:
+def _quiet_stdout() -> None:
+    """After EPIPE, point stdout at /dev/null so the interpreter's final flush does not complain."""
     try:
-        ensure_builtins()
-        if args.command == "worker":
-            return cmd_worker(args)
-        settings = _settings(args)
-        import_modules(settings.imports)
-        if args.command == "migrate":
-            return cmd_migrate(args)
-        if args.command == "demo":
-            from pgjobs import demo
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+    except (OSError, ValueError, AttributeError):
+        pass
 
-            return demo.run(args, settings)
-        if args.command == "tasks":
-            return cmd_tasks(args)
-        if args.command == "schedule" and args.action == "check":
-            return cmd_schedule(args, None)  # type: ignore[arg-type]
-        settings.require_database()
-        admin = Admin(settings)
-        handler = {"schedule": cmd_schedule, "enqueue": cmd_enqueue, "jobs": cmd_jobs, "status": cmd_status,
-                   "audit": cmd_audit}[args.command]
-        return handler(args, admin)
-    except (AdminError, ConfigError, TaskError) as exc:
-        print(f"pgjobs: error: {exc}", file=sys.stderr)
-        return 2
-    except psycopg.OperationalError as exc:
-        print(f"pgjobs: error: database unavailable: {connection_reason(exc)}", file=sys.stderr)
-        return 1
-    except psycopg.errors.UndefinedTable:
-        print("pgjobs: error: pgjobs tables not found: run pgjobs migrate (or alembic upgrade head) first",
-              file=sys.stderr)
-        return 2
-    except Exception as exc:  # MigrationError and friends: one line, not a traceback
-        if type(exc).__name__ == "MigrationError":
-            print(f"pgjobs: error: {one_line(str(exc))}", file=sys.stderr)
-            return 1
-        raise
+
+def _run(args: argparse.Namespace) -> int:
+    ensure_builtins()
+    if args.command == "worker":
+        return cmd_worker(args)
+    settings = _settings(args)
+    import_modules(settings.imports)
+    if args.command == "migrate":
+        return cmd_migrate(args)
+    if args.command == "demo":
+        from pgjobs import demo
+
+        return demo.run(args, settings)
+    if args.command == "tasks":
+        return cmd_tasks(args)
+    if args.command == "schedule" and args.action == "check":
+        return cmd_schedule(args, None)  # type: ignore[arg-type]
+    settings.require_database()
+    admin = Admin(settings)
+    handler = {"schedule": cmd_schedule, "enqueue": cmd_enqueue, "jobs": cmd_jobs, "status": cmd_status,
+               "audit": cmd_audit}[args.command]
+    return handler(args, admin)

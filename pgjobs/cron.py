@@ -498,6 +498,22 @@ def slots_between(
     return out
 
 
+def count_slots(spec: CronSpec, tz: ZoneInfo, first: datetime, last: datetime, cap: int) -> int | None:
+    """How many slots s with first <= s <= last; None when more than `cap` (a cron expression is counted by
+    enumerating, so the cap bounds the time; an interval is counted by arithmetic, whatever its size)."""
+    _require_aware("first", first)
+    _require_aware("last", last)
+    if last < first:
+        return 0
+    if spec.kind == "interval":
+        n = spec.interval_seconds
+        assert n is not None
+        lo = next_slot(spec, tz, first - timedelta(microseconds=1))
+        return max(0, _seconds_since_epoch(last) // n - _seconds_since_epoch(lo) // n + 1)
+    found = len(slots_between(spec, tz, first - timedelta(microseconds=1), last, limit=cap + 1))
+    return found if found <= cap else None
+
+
 def preview(expr: str, tz_name: str, count: int = 5, now: datetime | None = None) -> list[datetime]:
     """The next `count` fire times after `now` (default: the current time), in the schedule's zone, for display.
 

@@ -121,10 +121,10 @@ def validate_entries(entries: dict[str, dict[str, Any]], source: str = "schedule
             unknown = sorted(set(fields) - set(SCHEDULE_FIELDS))
             if unknown:
                 raise AdminError(f"{unknown[0]}: unknown field (known: name, {', '.join(SCHEDULE_FIELDS)})",
-                                 unknown[0])
+                                 field=unknown[0])
             for required in ("cron", "task"):
                 if fields.get(required) in (None, ""):
-                    raise AdminError(f"{required}: required", required)
+                    raise AdminError(f"{required}: required", field=required)
             normalized = validate_schedule_fields({**DEFAULTS, **fields})
             if "enabled" not in fields:
                 normalized.pop("enabled")  # not managed by this file: keep what the database has
@@ -304,8 +304,8 @@ def plan_pg_cron_import(admin: Admin, jobs: list[PgCronJob], database: str, user
         if refresh is not None:
             task, args, overlap = "pgjobs.refresh_materialized_view", refresh, "skip"
         elif sql_enabled:
-            # pg_cron never runs two instances of a job at once: it queues the next run, as 'queue' does.
-            task, args, overlap = "pgjobs.sql", {"sql": job.command}, "queue"
+            # pg_cron never runs two instances of a job at once: at most one run waits, as 'buffer_one' does.
+            task, args, overlap = "pgjobs.sql", {"sql": job.command}, "buffer_one"
         else:
             items.append(ImportItem(job, "skip", name, "not a REFRESH MATERIALIZED VIEW and SQL tasks are disabled "
                                     "(set PGJOBS_SQL_TASKS=1 to import it as a pgjobs.sql task)"))

@@ -25,6 +25,7 @@ import argparse
 import os
 import random
 import re
+import shlex
 import signal
 import socket
 import subprocess
@@ -409,6 +410,7 @@ def _run_processes(args: argparse.Namespace, settings: Settings, data_dir: Path)
 
 def _print_guide(settings: Settings, console_url: str | None, workers: int) -> None:
     url = _redact(settings.database_url)
+    py = shlex.quote(sys.executable)  # this environment's python: a bare `python` may not have pgjobs
     lines = [
         "",
         "pgjobs demo is running.",
@@ -422,9 +424,9 @@ def _print_guide(settings: Settings, console_url: str | None, workers: int) -> N
         "  - Workers: the leader and the heartbeats; stop a worker's process and another takes over.",
         "  - From another terminal:",
         f"      export PGJOBS_DATABASE_URL='{url}'",
-        "      python -m pgjobs status",
-        "      python -m pgjobs schedule list",
-        "      python -m pgjobs jobs list --schedule demo-spans",
+        f"      {py} -m pgjobs status",
+        f"      {py} -m pgjobs schedule list",
+        f"      {py} -m pgjobs jobs list --schedule demo-spans",
         "",
         "Press Ctrl-C to stop everything.",
     ]

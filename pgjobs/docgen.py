@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import argparse
 import sys
-from dataclasses import fields
 from pathlib import Path
 
 from pgjobs.config import settings_reference
@@ -22,13 +21,17 @@ Every process (worker, CLI, console) reads these environment variables; CLI flag
 (`pgjobs --database-url ... worker --concurrency 8 --queues default,reports --metrics-port 9477 --log-format json`).
 Durations are in seconds. A bad value stops the process with one line naming the variable.
 
-| Variable | Default | Meaning |
-|---|---|---|
+| Variable | Default | Accepted | Meaning |
+|---|---|---|---|
 """
 
 FOOTER = """
 The console's sign-in is configured separately (`PGJOBS_CONSOLE_USERS`, `PGJOBS_CONSOLE_ADMIN_PASSWORD_HASH`,
 `PGJOBS_CONSOLE_VIEWER_PASSWORD_HASH`; see `console/auth.py` and `python -m console hash-password`).
+The console answers only to the loopback names, its bound address and `PGJOBS_CONSOLE_ALLOWED_HOSTS`
+(comma-separated host names; a request with any other Host or Origin gets 403: `console/guard.py`);
+`PGJOBS_CONSOLE_TOKEN` (or `python -m console --token`) also requires a Jupyter-style token in the URL;
+`PGJOBS_CONSOLE_SESSION_SECRET` signs the sign-in cookie (default: derived from the users' hashes).
 `PGJOBS_ALEMBIC_INI` points `pgjobs migrate` and the worker's schema check at `alembic.ini` when pgjobs is
 installed as a package (the Docker image sets it to `/app/alembic.ini`).
 """
@@ -51,46 +54,38 @@ def _default(row: dict[str, str]) -> str:
     return f"`{value}`"
 
 
-def limits() -> str:
-    """The bounds every input is checked against (pgjobs/validation.py and config._BOUNDS), as markdown."""
-    from pgjobs import validation as v
-    from pgjobs.config import _BOUNDS, _INT_BOUNDS, _LOG_LEVELS, Settings
-
-    env = {f.name: f.metadata["env"] for f in fields(Settings)}
-    lines = ["", "## Limits", "",
-             "Every value is checked once, in `pgjobs/validation.py`, by the admin API, the Python API, the CLI, the",
-             "schedules file, the settings (environment and keyword arguments) and the console. A refused value is",
-             f"one line naming the field and echoing at most {v.ECHO_CHARS} characters of it (exit 2 from the CLI),",
-             "and nothing is written.", "",
-             "Settings (a value that would make a worker spin or never act is refused at start):", "",
-             "| Variable | Allowed |", "|---|---|"]
-    for name, (lo, hi) in _BOUNDS.items():
-        lines.append(f"| `{env[name]}` | finite, more than {lo:g} and at most {hi:.0f} s |")
-    for name, (ilo, ihi) in _INT_BOUNDS.items():
-        lines.append(f"| `{env[name]}` | whole number {ilo}..{ihi} |")
-    lines.append(f"| `PGJOBS_LOG_LEVEL` | one of {', '.join(_LOG_LEVELS)} (any case) |")
-    lines += ["", "Jobs and schedules:", "", "| Field | Allowed |", "|---|---|",
-              f"| args | a JSON object storable as jsonb: no `\\u0000`, no lone surrogates, no NaN/Infinity, "
-              f"nesting at most {v.ARGS_MAX_DEPTH} deep, at most `PGJOBS_MAX_ARGS_BYTES` bytes of JSON "
-              f"(default {v.ARGS_MAX_BYTES:,}) |",
-              f"| schedule name | 1-{v.NAME_MAX} letters, digits, spaces or `_ . : / @ + -` |",
-              f"| cron | at most {v.CRON_MAX} characters |",
-              f"| task | at most {v.TASK_MAX} characters, registered |",
-              f"| queue | at most {v.QUEUE_MAX} characters (`A-Z a-z 0-9 _ . : -`, 1-64) |",
-              "| priority | whole number -32768..32767 |",
-              "| max_attempts | whole number 1..1000 |",
-              f"| timeout | finite seconds, more than 0 and at most {v.TIMEOUT_MAX} |",
-              "| catchup_max | whole number 1..100000 |",
-              f"| unique_key | 1-{v.UNIQUE_KEY_MAX} characters |",
-              f"| description | at most {v.DESCRIPTION_MAX} characters |",
-              "| scheduled_at | a timezone-aware time (ISO 8601 with an offset) |",
-              f"| counts (`schedule check --count`) | 1..{v.COUNT_MAX} |", ""]
-    return "\n".join(lines)
-
-
 def render() -> str:
-    rows = [f"| `{r['env']}` | {_default(r)} | {_cell(r['doc'])} |" for r in settings_reference()]
-    return HEADER + "\n".join(rows) + "\n" + FOOTER + limits()
+    rows = [f"| `{r['env']}` | {_default(r)} | {_cell(r['bounds']) or '-'} | {_cell(r['doc'])} |"
+            for r in settings_reference()]
+    return HEADER + "\n".join(rows) + "\n" + FOOTER + _input_limits()
+
+
+def _input_limits() -> str:
+    """The limits of `pgjobs.validation`, which every surface (API, CLI, schedules file, console) applies."""
+    from pgjobs import validation as v
+
+    items = [
+        ("job timeout (`--timeout`, `timeout`, `timeout_seconds`)",
+         f"a finite number of seconds, more than 0, at most {v.TIMEOUT_MAX:g}"),
+        ("max attempts", f"a whole number 1..{v.MAX_ATTEMPTS_MAX} (0 is refused)"),
+        ("priority", f"a whole number {v.PRIORITY_MIN}..{v.PRIORITY_MAX}"),
+        ("cron expression or interval", f"at most {v.CRON_MAX} characters, no control characters"),
+        ("schedule name", f"1-{v.NAME_MAX} letters, digits, spaces or _ . : / @ + -, starting with a letter or digit"),
+        ("task name", f"at most {v.TASK_NAME_MAX} characters, no control characters"),
+        ("timezone", f"an IANA name, at most {v.TIMEZONE_MAX} characters"),
+        ("queue", "1-64 of A-Z a-z 0-9 _ . : -"),
+        ("unique key", f"1-{v.UNIQUE_KEY_MAX} characters, no control characters"),
+        ("scheduled_at", "a timezone-aware datetime or ISO 8601 text (no zone = UTC)"),
+        ("`schedule check --count`", f"1..{v.COUNT_MAX}"),
+        ("args", f"a JSON object of at most `PGJOBS_MAX_ARGS_BYTES` bytes, nested at most {v.ARGS_MAX_DEPTH} deep, "
+                 "no \\u0000 and no lone surrogate in any key or string, no NaN or infinity"),
+    ]
+    lines = "\n".join(f"| {_cell(k)} | {_cell(val)} |" for k, val in items)
+    return ("\n## Input limits\n\n"
+            "Every surface (the Python and admin API, the CLI, the schedules file, the console) checks input in one "
+            "place, `pgjobs/validation.py`, before anything touches the database. A refused value is one line naming "
+            f"the field and echoing at most {v.ECHO_CHARS} characters of the value (exit 2 from the CLI), and "
+            "nothing is written.\n\n| Input | Accepted |\n|---|---|\n" + lines + "\n")
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -9,8 +9,14 @@
   just now: after an outage, everyone did) declares nobody dead until its session is that old, so that every
   live worker has reconnected and taken its lock back first. A follower that had been connected all along and
   takes over from a killed leader rescues that leader's jobs at once.
-- Pruner: finished jobs older than their retention are deleted in batches of `PRUNE_BATCH`, a few batches
-  per minute, so a 1-second schedule keeps bounded history.
+- Ledger: every SETTLE_EVERY seconds the slots whose job has finished take its outcome (`settle_slots`, one
+  write per slot), and the settled outcomes are emitted (`slot.recorded`: metrics). A schedule with
+  `pause_after_failures` N whose last N slots that ran all failed is paused (audited as actor `pgjobs`).
+- Pruner: retention is mostly the storage duty's (`storage.Rotator`, its own thread): it TRUNCATEs and DROPs
+  whole days of history. The pruner deletes what is left older than its retention (rows of a day not yet
+  expired as a whole, rows written by hand) in batches of `PRUNE_BATCH`, and the cron fence of old slots. The ledger is settled first, so pruning a job
+  never loses what happened to its slot; ledger rows go after `retention_slots`.
+- Storage (`storage.py`): rotates the ring of hot segments and reclaims them by TRUNCATE.
 
 The duties start when leadership is gained and stop when it is lost; before each scheduling pass the
 leader confirms it still holds the lock.
@@ -29,6 +35,7 @@ from pgjobs import telemetry
 from pgjobs.config import Settings
 from pgjobs.queries import Queries
 from pgjobs.scheduler import Scheduler
+from pgjobs.storage import Rotator
 
 log = logging.getLogger("pgjobs.maintenance")
 
@@ -40,6 +47,9 @@ PRUNE_EVERY = 60.0
 SETTLE = 3.0
 HORIZON_LOG_EVERY = 60.0   # one warning a minute per holder while it holds the xmin horizon
 HORIZON_EVERY = 5.0        # the horizon check's own cadence (the liveness check runs several times a second)
+SETTLE_EVERY = 1.0         # the slot ledger takes the outcomes of finished slot jobs this often, while some are
+SETTLE_IDLE_EVERY = 10.0   # pending (or the scheduler inserted slots); with none pending, this often
+SETTLE_BATCH = 5000
 
 
 class LeaderDuties:
@@ -49,6 +59,7 @@ class LeaderDuties:
         self._settings = settings
         self._worker = worker
         self.scheduler = Scheduler(pool, queries, grace=settings.catchup_grace)
+        self.rotator = Rotator(pool, queries, settings)
         self._thread: threading.Thread | None = None
         self._stop = threading.Event()
         self.rescued_total = 0
@@ -56,6 +67,7 @@ class LeaderDuties:
         self._settled_at = time.monotonic() + SETTLE
         self._free_since: dict[int, float] = {}  # worker id -> when this leader first saw its lock free
         self._horizon_logged: dict[tuple[Any, ...], float] = {}
+        self.pending = True  # slots may wait for their outcome (settle() knows)
 
     def start(self) -> None:
         self._stop.clear()
@@ -69,12 +81,14 @@ class LeaderDuties:
                     conn.execute(self._q.claim_leadership_row, {"id": self._worker.worker_id})
             except psycopg.Error as exc:
                 log.warning("could not mark this worker as leader: %s", exc)
+        self.rotator.start()
         self._thread = threading.Thread(target=self._loop, name="pgjobs-leader", daemon=True)
         self._thread.start()
 
     def stop(self, reason: str = "") -> None:
         self._stop.set()
         self.scheduler.wake.set()
+        self.rotator.stop()
         t = self._thread
         if t is not None and t is not threading.current_thread():
             t.join(10)
@@ -97,6 +111,8 @@ class LeaderDuties:
         next_maintenance = 0.0
         next_prune = time.monotonic() + 5.0
         next_horizon = 0.0
+        next_settle = 0.0
+        settled_at_inserts = -1
         delay = 0.05
         while not self._stop.is_set():
             try:
@@ -113,10 +129,16 @@ class LeaderDuties:
                 if now >= next_horizon:
                     self.watch_horizon()
                     next_horizon = now + HORIZON_EVERY
+                if now >= next_settle or settled_at_inserts != self.scheduler.inserted_total:
+                    settled_at_inserts = self.scheduler.inserted_total
+                    self.settle()
+                    # An idle leader reads the ledger every SETTLE_IDLE_EVERY only (a backfill's slots, from
+                    # another process, are settled then); new slots or pending ones make it every second.
+                    next_settle = now + (SETTLE_EVERY if self.pending else SETTLE_IDLE_EVERY)
                 if now >= next_prune:
                     self.prune()
                     next_prune = now + PRUNE_EVERY
-                wait = min(next_pass, next_maintenance, next_prune, next_horizon) - time.monotonic()
+                wait = min(next_pass, next_maintenance, next_prune, next_horizon, next_settle) - time.monotonic()
                 delay = 0.05
             except psycopg.Error as exc:
                 log.warning("leader pass failed: %s; retrying in %.2fs", str(exc).strip().splitlines()[0], delay)
@@ -187,8 +209,51 @@ class LeaderDuties:
         self._horizon_logged = {k: v for k, v in self._horizon_logged.items() if k in seen}
         return holders
 
+    def settle(self) -> int:
+        """Write the outcome of every slot whose job has finished into the ledger; returns how many. Sets
+        `pending`: whether slots still wait for their job's outcome."""
+        total = 0
+        while True:
+            with self._pool.connection() as conn:
+                rows = conn.execute(self._q.settle_slots, {"limit": SETTLE_BATCH}).fetchall()
+            for _schedule_id, _slot, outcome, lateness, name in rows:
+                telemetry.emit("slot.recorded", schedule=name, outcome=outcome, count=1, lateness=lateness)
+            total += len(rows)
+            failed = sorted({r[0] for r in rows if r[2] == "failed"})
+            if failed:
+                self.pause_failing(failed)
+            if len(rows) < SETTLE_BATCH:
+                with self._pool.connection() as conn:
+                    self.pending = bool(conn.execute(self._q.pending_slots_exist).fetchone()[0])
+                return total
+
+    def pause_failing(self, schedule_ids: list[int]) -> list[str]:
+        """Pause the schedules whose last `pause_after_failures` slots all failed: through the admin API, so
+        the pause is audited (actor `pgjobs`) and notified like an operator's; logged at ERROR."""
+        from pgjobs.admin import Admin, AdminError
+
+        with self._pool.connection() as conn:
+            failing = conn.execute(self._q.failing_schedules, {"ids": schedule_ids}).fetchall()
+        paused = []
+        for _sid, name, count in failing:
+            try:
+                Admin(self._settings, actor="pgjobs", pool=self._pool).pause_for_failures(name, count)
+            except AdminError as exc:  # removed meanwhile
+                log.warning("schedule %s: could not pause it after %d failed slots: %s", name, count, exc)
+                continue
+            log.error("schedule %s paused: its last %d slots failed (pause_after_failures); resume it with "
+                      "`pgjobs schedule resume %s`", name, count, name)
+            telemetry.emit("schedule.paused", schedule=name, reason="failures")
+            paused.append(name)
+        return paused
+
     def prune(self) -> int:
         s = self._settings
+        self.settle()  # a job's outcome is in the ledger before the job can go
+        with self._pool.connection() as conn:
+            slots = conn.execute(self._q.prune_slots, {"age": s.retention_slots, "batch": PRUNE_BATCH}).rowcount
+        if slots:
+            log.info("pruned %d slot ledger row(s) older than %.0f s", slots, s.retention_slots)
         total = 0
         for states, age in ((["completed", "skipped"], s.retention_completed),
                             (["failed", "cancelled"], s.retention_failed)):
@@ -198,6 +263,10 @@ class LeaderDuties:
                 total += n
                 if n < PRUNE_BATCH:
                     break
+        # The cron fence of slots whose jobs are past every retention (a slot that old is never planned again).
+        with self._pool.connection() as conn:
+            conn.execute(self._q.prune_job_slots, {"age": max(s.retention_completed, s.retention_failed, s.retention_slots),
+                                                   "batch": PRUNE_BATCH})
         if total:
             log.info("pruned %d finished job(s)", total)
         self.pruned_total += total

@@ -57,7 +57,9 @@ class DatabaseGauges:
                 from pgjobs.admin import Admin
 
                 try:
-                    self._health = Admin(self._settings, actor="metrics", role="viewer").health()
+                    admin = Admin(self._settings, actor="metrics", role="viewer")
+                    self._health = admin.health()
+                    self._health["schedules"] = admin.overdue_schedules()["schedules"]
                 except Exception as exc:  # noqa: BLE001 - a scrape reports the database down, it does not fail
                     log.warning("metrics: could not read job counts: %s", str(exc).strip().splitlines()[0])
                     self._health = None
@@ -104,6 +106,20 @@ class DatabaseGauges:
         for kind in ("transaction", "prepared transaction", "replication slot"):
             holders.add_metric([kind], float(sum(1 for x in h["horizon_holders"] if x["kind"] == kind)))
         yield holders
+        success = GaugeMetricFamily(
+            "pgjobs_schedule_last_success_timestamp_seconds",
+            "Unix time of the last slot of the schedule that completed (its finish); absent when none has.",
+            labels=["schedule"])
+        overdue_by = GaugeMetricFamily(
+            "pgjobs_schedule_overdue",
+            "1 when the enabled schedule has had no successful slot for PGJOBS_OVERDUE_INTERVALS of its "
+            "intervals (`pgjobs schedule overdue`).", labels=["schedule"])
+        for s in (h.get("schedules") or []):
+            if s["last_success_at"] is not None:
+                success.add_metric([s["name"]], s["last_success_at"].timestamp())
+            overdue_by.add_metric([s["name"]], 1.0 if s["overdue"] else 0.0)
+        yield success
+        yield overdue_by
 
 
 class WorkerMetrics:
@@ -125,6 +141,15 @@ class WorkerMetrics:
                               ["queue"], buckets=LATENESS_BUCKETS, registry=r)
         self.retries = Counter("pgjobs_job_retries", "Failed runs put back in the queue for another attempt.",
                                ["task"], registry=r)
+        self.slots = Counter("pgjobs_schedule_slots", "Slots recorded in the ledger by this worker while "
+                             "leader, per schedule and outcome (completed, failed, cancelled, skipped, missed, "
+                             "paused; a missed range counts every slot).", ["schedule", "outcome"], registry=r)
+        self.schedule_lateness = Histogram(
+            "pgjobs_schedule_lateness_seconds", "Per schedule: seconds from the slot to the start of its first "
+            "attempt (observed by the leader when the slot's outcome is recorded).", ["schedule"],
+            buckets=LATENESS_BUCKETS, registry=r)
+        self.auto_pauses = Counter("pgjobs_schedule_auto_pauses", "Schedules paused by pause_after_failures, "
+                                   "per schedule.", ["schedule"], registry=r)
         self.rescues = Counter("pgjobs_jobs_rescued", "Jobs rescued by this worker while leader (their worker's "
                                "session ended), by the state they were moved to.", ["state"], registry=r)
         leader = Gauge("pgjobs_leader", "1 while this worker is the leader.", registry=r)
@@ -147,6 +172,12 @@ class WorkerMetrics:
             self.wait.labels(f["queue"]).observe(max(0.0, f["wait"]))
         elif event == "job.recorded" and f["state"] == "available":
             self.retries.labels(f["task"]).inc()
+        elif event == "slot.recorded":
+            self.slots.labels(f["schedule"], f["outcome"]).inc(f["count"])
+            if f["lateness"] is not None:
+                self.schedule_lateness.labels(f["schedule"]).observe(max(0.0, f["lateness"]))
+        elif event == "schedule.paused":
+            self.auto_pauses.labels(f["schedule"]).inc()
         elif event == "job.rescued":
             self.rescues.labels(f["state"]).inc()
         elif event == "worker.heartbeat":

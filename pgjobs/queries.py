@@ -43,17 +43,32 @@ _HELD_WORKER_LOCKS = """held AS MATERIALIZED (
               AND l.database = (SELECT oid FROM pg_database WHERE datname = current_database()))"""
 
 
+# The slot ledger as `schedule slots` shows it (list_slots_since, list_slots_latest).
+_LEDGER_COLUMNS = """l.slot, l.last_slot, l.slot_count,
+                   coalesce(l.outcome, CASE j.state WHEN 'running' THEN 'running' WHEN 'available' THEN 'waiting'
+                                              ELSE j.state END) AS outcome,
+                   l.backfilled, l.job_id, coalesce(l.started_at, j.first_started_at) AS started_at,
+                   coalesce(l.finished_at, j.finished_at) AS finished_at,
+                   extract(epoch FROM coalesce(l.started_at, j.first_started_at) - l.slot)::float8 AS lateness,
+                   coalesce(l.reason, CASE WHEN j.state NOT IN ('completed', 'running', 'available')
+                                           THEN left(j.last_error, 500) END) AS reason
+            FROM {s}.slots AS l LEFT JOIN {s}.jobs AS j ON l.outcome IS NULL AND j.id = l.job_id"""
+
 _JOB_COLUMNS = """id, queue, task, args, state, priority, attempt, max_attempts, timeout_seconds, scheduled_at,
     schedule_id, slot, unique_key, inserted_at, started_at, finished_at, worker_id, worker, last_error,
     cancel_requested"""
 
 _SCHEDULE_COLUMNS = """id, name, task, args, cron, timezone, enabled, queue, priority, max_attempts,
     timeout_seconds, catchup, catchup_max, overlap, description, next_run_at, last_slot_at, created_at,
-    updated_at"""
+    updated_at, paused_since, catchup_window_seconds, jitter_seconds, pause_after_failures, version"""
 
 
 def _claim_jobs(queue_match: str, *, async_commit: bool = False) -> str:
     """Claim up to %(limit)s due jobs in (priority, scheduled_at, id) order, skipping rows others hold.
+
+    Only the segments in %(segs)s are read (the live ones, `storage.SegmentCache`): the worker sends the claim
+    unprepared, so the planner prunes the other partitions and never locks them, and the leader can TRUNCATE
+    a drained segment while claims go on.
 
     With `async_commit` the claim's own transaction commits with synchronous_commit = off (set_config(...,
     true) lasts until the end of the statement's transaction): the worker does not wait for the WAL flush
@@ -65,15 +80,15 @@ def _claim_jobs(queue_match: str, *, async_commit: bool = False) -> str:
         """ if async_commit else ""
     return """
         WITH """ + commit_mode + """next AS (
-            SELECT id FROM {s}.jobs AS j
-            WHERE state = 'available' AND """ + queue_match + """ AND scheduled_at <= now()
-              -- Overlap 'skip' and 'queue': a schedule runs one job at a time, oldest first. A queued slot
+            SELECT id, seg FROM {s}.jobs AS j
+            WHERE seg = ANY(%(segs)s) AND state = 'available' AND """ + queue_match + """ AND scheduled_at <= now()
+              -- Every overlap but 'allow': a schedule runs one job at a time, oldest first. A buffered slot
               -- (or a catch-up backlog) waits here until the run before it has finished. Evaluated only
               -- for rows of a schedule (schedule_id IS NULL short-circuits), through pk_schedules and
               -- ix_jobs_schedule_unfinished.
               AND (schedule_id IS NULL OR NOT EXISTS (
                   SELECT 1 FROM {s}.schedules AS sc JOIN {s}.jobs AS o ON o.schedule_id = sc.id
-                  WHERE sc.id = j.schedule_id AND sc.overlap <> 'allow' AND o.id <> j.id
+                  WHERE sc.id = j.schedule_id AND sc.overlap <> 'allow' AND o.id <> j.id AND o.seg = ANY(%(segs)s)
                     AND o.state IN ('available', 'running')
                     AND (o.state = 'running' OR (o.id < j.id AND o.scheduled_at <= now()))))
             ORDER BY priority, scheduled_at, id
@@ -82,10 +97,12 @@ def _claim_jobs(queue_match: str, *, async_commit: bool = False) -> str:
         )
         UPDATE {s}.jobs AS j
         SET state = 'running', attempt = j.attempt + 1, started_at = now(), finished_at = NULL,
+            first_started_at = coalesce(j.first_started_at, now()),
             worker_id = %(worker_id)s, worker = %(worker)s
-        FROM next""" + (", commit_mode" if async_commit else "") + """ WHERE j.id = next.id
+        FROM next""" + (", commit_mode" if async_commit else "") + """
+        WHERE j.seg = ANY(%(segs)s) AND j.id = next.id AND j.seg = next.seg
         RETURNING j.id, j.queue, j.task, j.args, j.attempt, j.max_attempts, j.timeout_seconds,
-                  j.schedule_id, j.slot, j.scheduled_at, j.started_at"""
+                  j.schedule_id, j.slot, j.scheduled_at, j.started_at, j.seg"""
 
 
 def _list_jobs_arm(rows: str, states: tuple[str, ...], *, read_all: bool = False) -> str:
@@ -213,9 +230,13 @@ TEMPLATES: dict[str, str] = {
     "claim_leadership_row": """
         UPDATE {s}.workers SET leader_since = CASE WHEN id = %(id)s THEN now() END
         WHERE id = %(id)s OR leader_since IS NOT NULL""",
+    # The jobs this worker runs that it must stop: an operator (or overlap cancel_previous) asked to cancel
+    # them (`ours`: the worker stops them and records `cancelled`), or they were cancelled and taken from it
+    # (overlap terminate_previous; not `ours`: their outcome would be refused, the worker abandons them).
     "cancel_requested_jobs": """
-        SELECT id FROM {s}.jobs
-        WHERE worker_id = %(worker_id)s AND state = 'running' AND cancel_requested""",
+        SELECT id, state = 'running' AS ours FROM {s}.jobs
+        WHERE id = ANY(%(ids)s) AND cancel_requested
+          AND ((state = 'running' AND worker_id = %(worker_id)s) OR (state = 'cancelled' AND worker_id IS NULL))""",
     "unregister_worker": "DELETE FROM {s}.workers WHERE id = %(id)s",
     # ---------------------------------------------------------------- job claim / outcome (workers)
     # A worker of one queue (the usual case) claims with `queue = %(queue)s`, which walks ix_jobs_claim
@@ -239,13 +260,16 @@ TEMPLATES: dict[str, str] = {
     "complete_jobs": """
         UPDATE {s}.jobs AS j
         SET state = 'completed', started_at = j.started_at + d.waited * interval '1 second',
+            first_started_at = CASE WHEN j.attempt = 1 THEN j.started_at + d.waited * interval '1 second'
+                                    ELSE j.first_started_at END,
             finished_at = j.started_at + (d.waited + d.seconds) * interval '1 second',
-            result = d.result, backend_pid = NULL
+            result = d.result, backend_pid = NULL,
+            seg = {s}.history_seg('completed', j.started_at + (d.waited + d.seconds) * interval '1 second')
         FROM (SELECT d.*, 'running'::text AS state, %(worker_id)s::bigint AS worker_id
-              FROM unnest(%(ids)b::bigint[], %(attempts)b::int[], %(waited)b::float8[], %(seconds)b::float8[],
-                          %(results)b::jsonb[]) AS d(id, attempt, waited, seconds, result)
+              FROM unnest(%(ids)b::bigint[], %(attempts)b::int[], %(segs)b::int[], %(waited)b::float8[],
+                          %(seconds)b::float8[], %(results)b::jsonb[]) AS d(id, attempt, seg, waited, seconds, result)
               OFFSET 0) AS d
-        WHERE j.id = d.id AND (j.attempt, j.state, j.worker_id) IS NOT DISTINCT FROM (d.attempt, d.state, d.worker_id)
+        WHERE j.seg = ANY(%(in_segs)s) AND j.id = d.id AND j.seg = d.seg AND (j.attempt, j.state, j.worker_id) IS NOT DISTINCT FROM (d.attempt, d.state, d.worker_id)
         RETURNING j.id""",
     # A failed attempt is retried while attempts remain, unless an operator asked to cancel it.
     "fail_job": """
@@ -254,7 +278,8 @@ TEMPLATES: dict[str, str] = {
                             WHEN %(retry)s AND attempt < max_attempts THEN 'available'
                             ELSE %(final_state)s END AS next_state
             FROM {s}.jobs
-            WHERE id = %(id)s AND attempt = %(attempt)s AND state = 'running' AND worker_id = %(worker_id)s
+            WHERE seg = ANY(%(segs)s) AND id = %(id)s AND attempt = %(attempt)s AND state = 'running'
+              AND worker_id = %(worker_id)s
             FOR UPDATE
         )
         UPDATE {s}.jobs AS j
@@ -262,6 +287,8 @@ TEMPLATES: dict[str, str] = {
             scheduled_at = CASE WHEN d.next_state = 'available'
                                 THEN now() + %(delay)s * interval '1 second' ELSE j.scheduled_at END,
             started_at = j.started_at + %(waited)s * interval '1 second',
+            first_started_at = CASE WHEN j.attempt = 1 THEN j.started_at + %(waited)s * interval '1 second'
+                                    ELSE j.first_started_at END,
             finished_at = CASE WHEN d.next_state = 'available'
                                THEN NULL ELSE j.started_at + (%(waited)s + %(seconds)s) * interval '1 second' END,
             worker_id = CASE WHEN d.next_state = 'available' THEN NULL ELSE j.worker_id END,
@@ -269,32 +296,45 @@ TEMPLATES: dict[str, str] = {
             backend_pid = NULL,
             errors = j.errors || jsonb_build_array(jsonb_build_object(
                 'attempt', j.attempt, 'at', now(), 'error', %(error)s::text, 'traceback', %(traceback)s::text,
-                'worker', j.worker))
-        FROM d WHERE j.id = d.id
+                'worker', j.worker)),
+            seg = CASE WHEN d.next_state = 'available' THEN j.seg
+                       ELSE {s}.history_seg(d.next_state,
+                                            j.started_at + (%(waited)s + %(seconds)s) * interval '1 second') END
+        FROM d WHERE j.seg = ANY(%(segs)s) AND j.id = d.id
         RETURNING j.state, j.scheduled_at""",
-    "set_job_backend": "UPDATE {s}.jobs SET backend_pid = %(pid)s WHERE id = %(id)s AND state = 'running'",
+    # On-time future jobs: seconds (database clock) until the earliest future job of these queues is due; the
+    # worker's due timer sleeps that long, then wakes a runner. Read from ix_jobs_claim.
+    "next_due_in": """
+        SELECT extract(epoch FROM min(scheduled_at) - clock_timestamp())::float8 FROM {s}.jobs
+        WHERE seg < 100 AND state = 'available' AND queue = ANY(%(queues)s) AND scheduled_at > now()""",
+    "notify_jobs": "SELECT pg_notify(%(channel)s, '')",
+    "set_job_backend": """
+        UPDATE {s}.jobs SET backend_pid = %(pid)s WHERE seg < 100 AND id = %(id)s AND state = 'running'""",
     # Wakes every worker when a finished run leaves another run of the same schedule waiting.
     "notify_waiting_schedule_runs": """
         SELECT pg_notify(%(channel)s, '') FROM (
-            SELECT 1 FROM {s}.jobs WHERE schedule_id = ANY(%(ids)s) AND state = 'available' LIMIT 1) AS w""",
+            SELECT 1 FROM {s}.jobs WHERE seg < 100 AND schedule_id = ANY(%(ids)s) AND state = 'available'
+            LIMIT 1) AS w""",
     # Jobs a runner claimed but did not start (it got stuck behind a slow job) go back, untouched.
     "release_jobs": """
         UPDATE {s}.jobs
         SET state = 'available', attempt = greatest(attempt - 1, 0), worker_id = NULL, started_at = NULL,
-            backend_pid = NULL
-        WHERE id = ANY(%(ids)s) AND state = 'running' AND worker_id = %(worker_id)s""",
+            backend_pid = NULL, first_started_at = CASE WHEN attempt <= 1 THEN NULL ELSE first_started_at END
+        WHERE seg < 100 AND id = ANY(%(ids)s) AND state = 'running' AND worker_id = %(worker_id)s""",
     # On shutdown: jobs that did not finish within the grace period go back to the queue, attempt refunded.
     "requeue_worker_jobs": """
         UPDATE {s}.jobs
         SET state = 'available', attempt = greatest(attempt - 1, 0), worker_id = NULL, started_at = NULL,
             scheduled_at = now(), backend_pid = NULL,
+            first_started_at = CASE WHEN attempt <= 1 THEN NULL ELSE first_started_at END,
             errors = errors || jsonb_build_array(jsonb_build_object(
                 'attempt', attempt, 'at', now(), 'error', 'requeued: worker shut down', 'worker', worker))
-        WHERE worker_id = %(worker_id)s AND state = 'running'
+        WHERE seg < 100 AND worker_id = %(worker_id)s AND state = 'running'
         RETURNING id""",
     # ---------------------------------------------------------------- scheduler (leader only)
     "due_schedules": """
-        SELECT id, name, cron, timezone, catchup, catchup_max, overlap, next_run_at, clock_timestamp() AS now
+        SELECT id, name, cron, timezone, catchup, catchup_max, overlap, next_run_at, paused_since,
+               catchup_window_seconds, jitter_seconds, clock_timestamp() AS now
         FROM {s}.schedules
         -- statement_timestamp(), not clock_timestamp(): a volatile function cannot be an index condition,
         -- and with it this read every schedule (Seq Scan) on each pass. The rows' `now` stays the clock.
@@ -308,24 +348,78 @@ TEMPLATES: dict[str, str] = {
                count(*) FILTER (WHERE state = 'available') AS waiting,
                min(id) AS oldest
         FROM {s}.jobs
-        WHERE schedule_id = ANY(%(ids)s) AND state IN ('available', 'running')
+        WHERE seg < 100 AND schedule_id = ANY(%(ids)s) AND state IN ('available', 'running')
         GROUP BY schedule_id""",
-    # The unique constraint on (schedule_id, slot) is what makes a slot exactly-once, even for a stale leader.
-    # The job's queue, task, args, ... are copied from its schedule row, which this transaction holds locked
+    # The primary key of job_slots (schedule_id, slot) is what makes a slot exactly-once, even for a stale
+    # leader. The job's queue, task, args, ... are copied from its schedule row, which this transaction holds locked
     # (due_schedules), so only the planned (schedule, slot, state, note) travel from Python.
+    # The fence is job_slots' primary key (insert-only; a unique constraint of the partitioned jobs cannot
+    # hold it): the slot row, its job and its ledger row are written by one statement, so a slot already taken
+    # (by this leader earlier, or by a stale one right now) inserts none of them. A skipped slot gets its
+    # outcome in the ledger at once, a job to run none yet (settle_slots writes it when the job has finished).
     "insert_due_slots": """
-        INSERT INTO {s}.jobs (queue, task, args, priority, max_attempts, timeout_seconds, schedule_id, slot,
-                              scheduled_at, state, finished_at, last_error)
-        SELECT sc.queue, sc.task, sc.args, sc.priority, sc.max_attempts, sc.timeout_seconds, sc.id, d.slot,
-               d.slot, d.state, CASE WHEN d.state = 'skipped' THEN now() END, d.note
-        FROM unnest(%(schedule_id)b::bigint[], %(slot)b::timestamptz[], %(state)b::text[], %(note)b::text[])
-             AS d(schedule_id, slot, state, note)
-        JOIN {s}.schedules AS sc ON sc.id = d.schedule_id
-        ON CONFLICT (schedule_id, slot) DO NOTHING
-        RETURNING id, schedule_id, slot, state""",
+        WITH d AS (
+            SELECT * FROM unnest(%(schedule_id)b::bigint[], %(slot)b::timestamptz[], %(due)b::timestamptz[],
+                                 %(state)b::text[], %(note)b::text[]) AS d(schedule_id, slot, due, state, note)
+        ), fenced AS (
+            INSERT INTO {s}.job_slots (schedule_id, slot)
+            SELECT d.schedule_id, d.slot FROM d JOIN {s}.schedules AS sc ON sc.id = d.schedule_id
+            ON CONFLICT (schedule_id, slot) DO NOTHING
+            RETURNING schedule_id, slot
+        ), ins AS (
+            INSERT INTO {s}.jobs (queue, task, args, priority, max_attempts, timeout_seconds, schedule_id, slot,
+                                  scheduled_at, state, finished_at, last_error, seg)
+            SELECT sc.queue, sc.task, sc.args, sc.priority, sc.max_attempts, sc.timeout_seconds, sc.id, d.slot,
+                   d.due, d.state, CASE WHEN d.state = 'skipped' THEN now() END, d.note,
+                   CASE WHEN d.state = 'skipped' THEN {s}.history_seg('skipped', now()) ELSE {s}.open_seg() END
+            FROM fenced JOIN d ON d.schedule_id = fenced.schedule_id AND d.slot = fenced.slot
+            JOIN {s}.schedules AS sc ON sc.id = d.schedule_id
+            RETURNING id, schedule_id, slot, state, last_error, finished_at
+        ), ledger AS (
+            INSERT INTO {s}.slots (schedule_id, slot, job_id, outcome, reason, finished_at)
+            SELECT schedule_id, slot, id, CASE WHEN state = 'skipped' THEN 'skipped' END,
+                   CASE WHEN state = 'skipped' THEN last_error END, finished_at
+            FROM ins
+            ON CONFLICT (schedule_id, slot) DO NOTHING
+        )
+        SELECT id, schedule_id, slot, state FROM ins""",
+    # A run of slots that never became jobs (downtime, a pause, the catch-up policy): one ledger row.
+    "insert_slot_ranges": """
+        INSERT INTO {s}.slots (schedule_id, slot, last_slot, slot_count, outcome, reason)
+        SELECT * FROM unnest(%(schedule_id)s::bigint[], %(first)s::timestamptz[], %(last)s::timestamptz[],
+                             %(count)s::int[], %(outcome)s::text[], %(reason)s::text[])
+        ON CONFLICT (schedule_id, slot) DO NOTHING""",
+    # Overlap cancel_previous / terminate_previous: a new slot replaces its schedule's unfinished runs. A
+    # waiting run is cancelled outright; a running one is asked to stop (cancel: the worker records it
+    # `cancelled`) or is cancelled now and taken from its worker (terminate: worker_id cleared, so its late
+    # outcome is refused). Returns the old state and backend pid, to signal the run's SQL after the commit.
+    "replace_previous_runs": """
+        WITH old AS (
+            SELECT j.id, j.state, j.backend_pid, d.terminate
+            FROM {s}.jobs AS j JOIN unnest(%(ids)s::bigint[], %(terminate)s::bool[]) AS d(schedule_id, terminate)
+                 ON j.schedule_id = d.schedule_id
+            WHERE j.seg < 100 AND j.state IN ('available', 'running') AND NOT (j.id = ANY(%(new)s::bigint[]))
+            FOR UPDATE OF j
+        )
+        UPDATE {s}.jobs AS j
+        SET state = CASE WHEN old.state = 'available' OR old.terminate THEN 'cancelled' ELSE j.state END,
+            finished_at = CASE WHEN old.state = 'available' OR old.terminate THEN now() END,
+            cancel_requested = true,
+            worker_id = CASE WHEN old.terminate THEN NULL ELSE j.worker_id END,
+            backend_pid = CASE WHEN old.terminate THEN NULL ELSE j.backend_pid END,
+            last_error = CASE WHEN old.state = 'available' OR old.terminate
+                              THEN 'cancelled: replaced by a newer slot (overlap '
+                                   || CASE WHEN old.terminate THEN 'terminate_previous' ELSE 'cancel_previous' END
+                                   || ')'
+                              ELSE j.last_error END,
+            seg = CASE WHEN old.state = 'available' OR old.terminate THEN {s}.history_seg('cancelled', now())
+                       ELSE j.seg END
+        FROM old WHERE j.seg < 100 AND j.id = old.id
+        RETURNING j.id, old.state, old.backend_pid, old.terminate""",
     "advance_schedules": """
         UPDATE {s}.schedules AS sc
-        SET next_run_at = d.next_run_at, last_slot_at = coalesce(d.last_slot_at, sc.last_slot_at)
+        SET next_run_at = d.next_run_at, last_slot_at = coalesce(d.last_slot_at, sc.last_slot_at),
+            paused_since = CASE WHEN sc.enabled THEN NULL ELSE sc.paused_since END
         FROM unnest(%(ids)b::bigint[], %(next)b::timestamptz[], %(last)b::timestamptz[])
              AS d(id, next_run_at, last_slot_at)
         WHERE sc.id = d.id""",
@@ -341,7 +435,8 @@ TEMPLATES: dict[str, str] = {
         WITH """ + _HELD_WORKER_LOCKS + """
         SELECT k.id, mod(k.id, 2147483648) IN (SELECT key FROM held) AS alive
         FROM (SELECT id FROM {s}.workers
-              UNION SELECT worker_id FROM {s}.jobs WHERE state = 'running' AND worker_id IS NOT NULL) AS k""",
+              UNION SELECT worker_id FROM {s}.jobs
+                    WHERE seg < 100 AND state = 'running' AND worker_id IS NOT NULL) AS k""",
     # Rescue: the running jobs of workers the leader has seen without a session for the grace period go back
     # to the queue, or fail when out of attempts (cancelled when an operator asked); their rows are removed.
     # The lock is read again here, so a worker that took its lock back just now keeps its jobs and its row.
@@ -353,8 +448,8 @@ TEMPLATES: dict[str, str] = {
             WHERE id = ANY(%(ids)s) AND mod(id, 2147483648) NOT IN (SELECT key FROM held)
             RETURNING id, name
         ), orphans AS (
-            SELECT j.id FROM {s}.jobs AS j
-            WHERE j.state = 'running'
+            SELECT j.id, j.seg FROM {s}.jobs AS j
+            WHERE j.seg < 100 AND j.state = 'running'
               AND (j.worker_id IS NULL
                    OR (j.worker_id = ANY(%(ids)s) AND mod(j.worker_id, 2147483648) NOT IN (SELECT key FROM held)))
             FOR UPDATE OF j SKIP LOCKED
@@ -369,39 +464,137 @@ TEMPLATES: dict[str, str] = {
                 errors = j.errors || jsonb_build_array(jsonb_build_object(
                     'attempt', j.attempt, 'at', now(), 'error',
                     'rescued: the session of worker ' || coalesce(j.worker, '?') || ' ended', 'worker', j.worker)),
-                worker_id = NULL, backend_pid = NULL
-            FROM orphans WHERE j.id = orphans.id
+                worker_id = NULL, backend_pid = NULL,
+                seg = CASE WHEN j.attempt < j.max_attempts AND NOT j.cancel_requested THEN j.seg
+                           ELSE {s}.history_seg(CASE WHEN j.cancel_requested THEN 'cancelled' ELSE 'failed' END,
+                                                now()) END
+            FROM orphans WHERE j.seg < 100 AND j.id = orphans.id AND j.seg = orphans.seg
             RETURNING j.id, j.state, j.task, j.worker
         )
         SELECT 'job' AS kind, id, state, task, worker FROM rescued
         UNION ALL
         SELECT 'worker', id, NULL, NULL, name FROM dead""",
+    # The ledger's outcome write, once per slot: the slots whose job has finished (or is gone) take its outcome,
+    # its first attempt's start and its error. Driven by ix_slots_pending (the few slots still pending) and
+    # the jobs' primary key. The leader runs it every second and before pruning jobs.
+    "settle_slots": """
+        WITH done AS (
+            SELECT l.schedule_id, l.slot, j.state, j.first_started_at, j.started_at, j.finished_at, j.last_error,
+                   j.id IS NULL AS gone
+            FROM {s}.slots AS l LEFT JOIN {s}.jobs AS j ON j.id = l.job_id
+            WHERE l.outcome IS NULL AND (j.id IS NULL OR j.finished_at IS NOT NULL)
+            LIMIT %(limit)s
+            FOR UPDATE OF l SKIP LOCKED
+        )
+        UPDATE {s}.slots AS l
+        SET outcome = CASE WHEN done.gone THEN 'cancelled' ELSE done.state END,
+            started_at = coalesce(done.first_started_at, done.started_at),
+            finished_at = coalesce(done.finished_at, now()),
+            reason = CASE WHEN done.gone THEN 'its job was deleted before it finished'
+                          WHEN done.state <> 'completed' THEN left(done.last_error, 500) END
+        FROM done WHERE l.schedule_id = done.schedule_id AND l.slot = done.slot
+        RETURNING l.schedule_id, l.slot, l.outcome, extract(epoch FROM l.started_at - l.slot)::float8 AS lateness,
+                  (SELECT name FROM {s}.schedules WHERE id = l.schedule_id) AS name""",
+    # Pause after failures: the enabled schedules among %(ids)s whose last pause_after_failures slots that ran
+    # (completed, failed or cancelled; skipped and missed slots do not break a streak) all failed. Reads the
+    # newest ledger rows of each through the primary key.
+    "failing_schedules": """
+        SELECT sc.id, sc.name, sc.pause_after_failures FROM {s}.schedules AS sc
+        WHERE sc.id = ANY(%(ids)s) AND sc.enabled AND sc.pause_after_failures IS NOT NULL
+          AND (SELECT count(*) FILTER (WHERE r.outcome = 'failed') FROM (
+                   SELECT l.outcome FROM {s}.slots AS l
+                   WHERE l.schedule_id = sc.id AND l.outcome IN ('completed', 'failed', 'cancelled')
+                   ORDER BY l.slot DESC LIMIT sc.pause_after_failures) AS r) = sc.pause_after_failures""",
+    "pending_slots_exist": "SELECT EXISTS (SELECT 1 FROM {s}.slots WHERE outcome IS NULL)",
+    # Ledger retention: per schedule through the primary key, the oldest first, bounded per round.
+    "prune_slots": """
+        DELETE FROM {s}.slots AS l USING (
+            SELECT x.schedule_id, x.slot FROM {s}.schedules AS sc
+            CROSS JOIN LATERAL (
+                SELECT schedule_id, slot FROM {s}.slots
+                WHERE schedule_id = sc.id AND slot < now() - %(age)s * interval '1 second'
+                  AND outcome IS NOT NULL
+                ORDER BY slot LIMIT %(batch)s) AS x
+            LIMIT %(batch)s) AS old
+        WHERE l.schedule_id = old.schedule_id AND l.slot = old.slot""",
     "prune_jobs": """
         DELETE FROM {s}.jobs WHERE id IN (
             SELECT id FROM {s}.jobs
             WHERE state = ANY(%(states)s) AND finished_at < now() - %(age)s * interval '1 second'
             LIMIT %(batch)s)""",
+    # ---------------------------------------------------------------- storage: the ring of hot segments (storage.py)
+    # What a claimer reads: the segments that may hold available jobs. `next` is announced before it opens, so a
+    # worker's cached list already names it when new jobs start to land there.
+    "live_segments": """
+        SELECT coalesce(array_agg(seg ORDER BY seg), '{{}}') FROM {s}.segments
+        WHERE state IN ('next', 'open', 'closed')""",
+    "segments_for_update": """
+        SELECT seg, state, extract(epoch FROM now() - since)::float8 AS age FROM {s}.segments
+        ORDER BY seg FOR UPDATE""",
+    "set_segment_state": "UPDATE {s}.segments SET state = %(state)s, since = now() WHERE seg = %(seg)s",
+    "add_segment": "INSERT INTO {s}.segments (seg, state) VALUES (%(seg)s, 'free')",
+    # Sent unprepared with the segment as a value, so only that partition is read and locked.
+    "segment_has_rows": "SELECT EXISTS (SELECT 1 FROM {s}.jobs WHERE seg = %(seg)s)",
+    # Whether a segment ever took a row since it was last truncated (its file is not empty): no scan.
+    "segment_used": "SELECT pg_relation_size(to_regclass(%(name)s)) > 0",
+    "segment_unfinished": """
+        SELECT count(*) FROM (SELECT 1 FROM {s}.jobs WHERE seg = %(seg)s AND finished_at IS NULL LIMIT %(cap)s) AS u""",
+    # A closed segment's leftovers leave it: unfinished jobs to the parked partition, finished ones to their
+    # history partition (a day outside the partitions that exist goes to the nearest one).
+    "evacuate_segment": """
+        WITH m AS (SELECT id FROM {s}.jobs WHERE seg = %(seg)s LIMIT %(batch)s FOR UPDATE SKIP LOCKED)
+        UPDATE {s}.jobs AS j
+        SET seg = CASE WHEN j.finished_at IS NULL THEN 0
+                       WHEN j.state IN ('completed', 'skipped')
+                       THEN 100000 + least(greatest(floor(extract(epoch FROM j.finished_at) / 86400)::integer,
+                                                    %(done_lo)s), %(done_hi)s)
+                       ELSE 200000 + least(greatest(floor(extract(epoch FROM j.finished_at) / 86400)::integer,
+                                                    %(failed_lo)s), %(failed_hi)s) END
+        FROM m WHERE j.seg = %(seg)s AND j.id = m.id""",
+    # Live segments whose statistics lag their size (a segment fills within seconds; autovacuum's analyze comes
+    # a minute later, and with "empty" statistics the planner sorts a claim's candidates instead of merging the
+    # segments' claim indexes in order, reading a whole backlog per claim).
+    "segments_to_analyze": """
+        SELECT c.relname FROM pg_class AS c
+        WHERE c.relnamespace = to_regnamespace(%(schema)s) AND c.relname = ANY(%(names)s)
+          AND pg_relation_size(c.oid) > 2 * greatest(c.relpages, 0)::bigint * current_setting('block_size')::bigint
+                                        + 65536""",
+    "history_partitions": """
+        SELECT c.relname FROM pg_inherits AS i JOIN pg_class AS c ON c.oid = i.inhrelid
+        WHERE i.inhparent = to_regclass(%(table)s) ORDER BY c.relname""",
+    "db_day": "SELECT floor(extract(epoch FROM now()) / 86400)::integer",
+    "prune_job_slots": """
+        DELETE FROM {s}.job_slots WHERE (schedule_id, slot) IN (
+            SELECT schedule_id, slot FROM {s}.job_slots WHERE slot < now() - %(age)s * interval '1 second'
+            LIMIT %(batch)s)""",
     # ---------------------------------------------------------------- enqueue
+    # A job with a unique key, or due only later, is parked (seg 0: see storage.py); the others go to the
+    # ring's open segment.
     "enqueue_job": """
         INSERT INTO {s}.jobs (queue, task, args, priority, max_attempts, timeout_seconds, scheduled_at,
-                              unique_key, schedule_id)
+                              unique_key, schedule_id, seg)
         VALUES (%(queue)s, %(task)s, %(args)s, %(priority)s, %(max_attempts)s, %(timeout)s,
-                coalesce(%(scheduled_at)s, now()), %(unique_key)s, %(schedule_id)s)
-        ON CONFLICT (unique_key) WHERE unique_key IS NOT NULL AND state IN ('available', 'running')
+                coalesce(%(scheduled_at)s, now()), %(unique_key)s, %(schedule_id)s,
+                CASE WHEN %(unique_key)s::text IS NOT NULL
+                       OR %(scheduled_at)s::timestamptz > now() + 60 * interval '1 second'
+                     THEN 0 ELSE {s}.open_seg() END)
+        ON CONFLICT (unique_key, seg) WHERE unique_key IS NOT NULL AND state IN ('available', 'running')
         DO NOTHING
         RETURNING id""",
     "find_unique_job": """
         SELECT id FROM {s}.jobs
-        WHERE unique_key = %(unique_key)s AND state IN ('available', 'running')""",
+        WHERE seg = 0 AND unique_key = %(unique_key)s AND state IN ('available', 'running')""",
     "copy_jobs": """
-        COPY {s}.jobs (queue, task, args, priority, max_attempts, timeout_seconds, scheduled_at) FROM STDIN""",
+        COPY {s}.jobs (queue, task, args, priority, max_attempts, scheduled_at, timeout_seconds) FROM STDIN""",
     # ---------------------------------------------------------------- admin: schedules
     "insert_schedule": """
         INSERT INTO {s}.schedules (name, task, args, cron, timezone, enabled, queue, priority, max_attempts,
-                                   timeout_seconds, catchup, catchup_max, overlap, description, next_run_at)
+                                   timeout_seconds, catchup, catchup_max, overlap, description, next_run_at,
+                                   catchup_window_seconds, jitter_seconds, pause_after_failures, paused_since)
         VALUES (%(name)s, %(task)s, %(args)s, %(cron)s, %(timezone)s, %(enabled)s, %(queue)s, %(priority)s,
                 %(max_attempts)s, %(timeout_seconds)s, %(catchup)s, %(catchup_max)s, %(overlap)s,
-                %(description)s, %(next_run_at)s)
+                %(description)s, %(next_run_at)s, %(catchup_window_seconds)s, %(jitter_seconds)s,
+                %(pause_after_failures)s, CASE WHEN %(enabled)s THEN NULL ELSE now() END)
         RETURNING """ + _SCHEDULE_COLUMNS,
     "update_schedule": """
         UPDATE {s}.schedules
@@ -409,16 +602,26 @@ TEMPLATES: dict[str, str] = {
             queue = %(queue)s, priority = %(priority)s, max_attempts = %(max_attempts)s,
             timeout_seconds = %(timeout_seconds)s, catchup = %(catchup)s, catchup_max = %(catchup_max)s,
             overlap = %(overlap)s, description = %(description)s, next_run_at = %(next_run_at)s,
-            updated_at = now()
+            catchup_window_seconds = %(catchup_window_seconds)s, jitter_seconds = %(jitter_seconds)s,
+            pause_after_failures = %(pause_after_failures)s,
+            paused_since = CASE WHEN NOT %(enabled)s THEN coalesce(paused_since, now()) ELSE paused_since END,
+            updated_at = now(), version = version + 1
         WHERE id = %(id)s
         RETURNING """ + _SCHEDULE_COLUMNS,
+    # Who made a schedule's newest change, and when (the edit conflict message).
+    "last_schedule_change": """
+        SELECT actor, at FROM {s}.audit WHERE entity_name = %(name)s AND entity = 'schedule'
+        ORDER BY id DESC LIMIT 1""",
+    # Every timezone the server knows (the console's list; names without a '/' like CET or Japan too).
+    "list_timezones": "SELECT name FROM pg_timezone_names ORDER BY name",
     "delete_schedule": "DELETE FROM {s}.schedules WHERE id = %(id)s",
     "get_schedule_for_update": "SELECT " + _SCHEDULE_COLUMNS + " FROM {s}.schedules WHERE name = %(name)s FOR UPDATE",
     "get_schedule": "SELECT " + _SCHEDULE_COLUMNS + " FROM {s}.schedules WHERE name = %(name)s",
     "list_schedules": """
         SELECT sc.id, sc.name, sc.task, sc.args, sc.cron, sc.timezone, sc.enabled, sc.queue, sc.priority,
                sc.max_attempts, sc.timeout_seconds, sc.catchup, sc.catchup_max, sc.overlap, sc.description,
-               sc.next_run_at, sc.last_slot_at, sc.created_at, sc.updated_at,
+               sc.next_run_at, sc.last_slot_at, sc.created_at, sc.updated_at, sc.catchup_window_seconds,
+               sc.jitter_seconds, sc.pause_after_failures,
                last.id AS last_job_id, last.state AS last_state, last.inserted_at AS last_run_at,
                last.finished_at AS last_finished_at
         FROM {s}.schedules AS sc
@@ -436,11 +639,66 @@ TEMPLATES: dict[str, str] = {
     "insert_audit": """
         INSERT INTO {s}.audit (actor, action, entity, entity_name, before, after)
         VALUES (%(actor)s, %(action)s, %(entity)s, %(entity_name)s, %(before)s, %(after)s)""",
+    # ---------------------------------------------------------------- console sign-in limits
+    # The attempt is recorded (committed) before the password is checked, so parallel tries count each other.
+    "insert_signin_attempt": """
+        INSERT INTO {s}.signin_attempts (username, client, result) VALUES (%(username)s, %(client)s, 'pending')
+        RETURNING id""",
+    # Failures (and attempts still being checked) in the window: for the user since its last success, for the
+    # client address all of them. `retry_at` is when the oldest counted one leaves the window.
+    "signin_failures": """
+        SELECT count(*) FILTER (WHERE username = %(username)s AND at > coalesce((
+                   SELECT max(at) FROM {s}.signin_attempts
+                   WHERE username = %(username)s AND result = 'ok' AND at > now() - %(window)s), '-infinity'))
+                   AS user_failures,
+               count(*) FILTER (WHERE client = %(client)s) AS client_failures,
+               min(at) FILTER (WHERE username = %(username)s) + %(window)s AS user_retry_at,
+               min(at) FILTER (WHERE client = %(client)s) + %(window)s AS client_retry_at
+        FROM {s}.signin_attempts
+        WHERE at > now() - %(window)s AND result IN ('pending', 'failed') AND id <> %(id)s
+          AND (username = %(username)s OR client = %(client)s)""",
+    "set_signin_result": "UPDATE {s}.signin_attempts SET result = %(result)s WHERE id = %(id)s",
+    "prune_signin_attempts": "DELETE FROM {s}.signin_attempts WHERE at < now() - interval '1 day'",
     "list_audit": """
         SELECT id, at, actor, action, entity, entity_name, before, after FROM {s}.audit
         WHERE (%(entity_name)s::text IS NULL OR entity_name = %(entity_name)s)
           AND (%(before_id)s::bigint IS NULL OR id < %(before_id)s)
         ORDER BY id DESC LIMIT %(limit)s""",
+    # ---------------------------------------------------------------- admin: the slot ledger
+    # A slot's outcome: the stored one, else its job's live state (running, waiting = available).
+    "list_slots_since": """
+        SELECT """ + _LEDGER_COLUMNS + """
+        WHERE l.schedule_id = %(schedule_id)s AND l.slot >= %(since)s
+        ORDER BY l.slot LIMIT %(limit)s""",
+    "list_slots_latest": """
+        SELECT * FROM (
+            SELECT """ + _LEDGER_COLUMNS + """
+            WHERE l.schedule_id = %(schedule_id)s
+            ORDER BY l.slot DESC LIMIT %(limit)s) AS latest
+        ORDER BY slot""",
+    # Backfill: the slots of [from, to) that already have a job or a ledger row of their own, and the ledger
+    # ranges (missed, paused) that overlap it (a backfill splits them around the slots it creates).
+    "slots_taken_between": """
+        SELECT slot FROM {s}.jobs WHERE schedule_id = %(schedule_id)s AND slot >= %(start)s AND slot < %(end)s
+        UNION
+        SELECT slot FROM {s}.slots
+        WHERE schedule_id = %(schedule_id)s AND slot >= %(start)s AND slot < %(end)s AND last_slot IS NULL""",
+    "slot_ranges_overlapping": """
+        DELETE FROM {s}.slots
+        WHERE schedule_id = %(schedule_id)s AND last_slot IS NOT NULL AND last_slot >= %(start)s AND slot < %(end)s
+        RETURNING slot, last_slot, slot_count, outcome, reason""",
+    # The dead man's switch: every enabled schedule with its last successful slot (the newest completed
+    # ledger row, through the primary key), for `schedule overdue`, the console and /metrics.
+    "schedule_successes": """
+        SELECT sc.name, sc.cron, sc.timezone, sc.created_at, sc.updated_at, last.slot AS last_success_slot,
+               last.finished_at AS last_success_at
+        FROM {s}.schedules AS sc
+        LEFT JOIN LATERAL (
+            SELECT l.slot, l.finished_at FROM {s}.slots AS l
+            WHERE l.schedule_id = sc.id AND l.outcome = 'completed' ORDER BY l.slot DESC LIMIT 1
+        ) AS last ON true
+        WHERE sc.enabled
+        ORDER BY sc.name LIMIT %(limit)s""",
     # ---------------------------------------------------------------- admin: jobs
     "get_job": "SELECT " + _JOB_COLUMNS + ", errors, result, backend_pid FROM {s}.jobs WHERE id = %(id)s",
     # Newest first, in three arms that partition the table (ck_jobs_finished), so that no arm walks another's
@@ -469,18 +727,28 @@ TEMPLATES: dict[str, str] = {
         SET state = CASE WHEN state = 'available' THEN 'cancelled' ELSE state END,
             finished_at = CASE WHEN state = 'available' THEN now() ELSE finished_at END,
             cancel_requested = true,
-            last_error = CASE WHEN state = 'available' THEN 'cancelled by ' || %(actor)s ELSE last_error END
-        WHERE id = ANY(%(ids)s) AND state IN ('available', 'running')
+            last_error = CASE WHEN state = 'available' THEN 'cancelled by ' || %(actor)s ELSE last_error END,
+            seg = CASE WHEN state = 'available' THEN {s}.history_seg('cancelled', now()) ELSE seg END
+        WHERE seg < 100 AND id = ANY(%(ids)s) AND state IN ('available', 'running')
         RETURNING id, state, backend_pid""",
+    # A retried slot's ledger row is pending again (its new outcome is settled when it finishes).
     "retry_jobs": """
-        UPDATE {s}.jobs
-        SET state = 'available', scheduled_at = now(), finished_at = NULL, cancel_requested = false,
-            max_attempts = greatest(max_attempts, attempt + 1), worker_id = NULL
-        WHERE id = ANY(%(ids)s) AND state IN ('failed', 'cancelled', 'completed', 'skipped')
-        RETURNING id""",
+        WITH retried AS (
+            UPDATE {s}.jobs
+            SET state = 'available', scheduled_at = now(), finished_at = NULL, cancel_requested = false,
+                max_attempts = greatest(max_attempts, attempt + 1), worker_id = NULL,
+                seg = CASE WHEN unique_key IS NOT NULL THEN 0 ELSE {s}.open_seg() END
+            WHERE id = ANY(%(ids)s) AND state IN ('failed', 'cancelled', 'completed', 'skipped')
+            RETURNING id, schedule_id, slot
+        ), ledger AS (
+            UPDATE {s}.slots AS l SET outcome = NULL, finished_at = NULL, job_id = r.id
+            FROM retried AS r WHERE l.schedule_id = r.schedule_id AND l.slot = r.slot
+        )
+        SELECT id FROM retried""",
     "delete_jobs": """
         DELETE FROM {s}.jobs WHERE id = ANY(%(ids)s) AND state <> 'running' RETURNING id""",
     "cancel_backend": "SELECT pg_cancel_backend(%(pid)s)",
+    "terminate_backend": "SELECT pg_terminate_backend(%(pid)s)",
     # ---------------------------------------------------------------- admin: status and stats
     # `alive`: the worker's session holds its liveness lock (what the leader decides on); heartbeat_age is shown.
     "list_workers": """
@@ -493,27 +761,30 @@ TEMPLATES: dict[str, str] = {
         ORDER BY w.started_at""",
     "job_counts": """
         SELECT state, count(*) FROM {s}.jobs GROUP BY state""",
+    # jobs is partitioned: its size and row estimate are its partitions' sums.
     "job_count_estimate": """
-        SELECT reltuples::bigint FROM pg_class WHERE oid = to_regclass(%(table)s)""",
+        SELECT coalesce(sum(greatest(c.reltuples, 0)), 0)::bigint AS reltuples
+        FROM pg_partition_tree(to_regclass(%(table)s)) AS t JOIN pg_class AS c ON c.oid = t.relid
+        WHERE t.isleaf""",
     "unfinished_counts": """
-        SELECT 'available' AS state, count(*) FROM {s}.jobs WHERE state = 'available'
+        SELECT 'available' AS state, count(*) FROM {s}.jobs WHERE seg < 100 AND state = 'available'
         UNION ALL
-        SELECT 'running', count(*) FROM {s}.jobs WHERE state = 'running'""",
+        SELECT 'running', count(*) FROM {s}.jobs WHERE seg < 100 AND state = 'running'""",
     "finished_counts_since": """
         SELECT state, count(*) FROM {s}.jobs
         WHERE state = ANY(%(states)s) AND finished_at >= %(since)s GROUP BY state""",
     "schedule_history": """
-        SELECT id, state, attempt, slot, scheduled_at, inserted_at, started_at, finished_at,
+        SELECT id, state, attempt, max_attempts, slot, scheduled_at, inserted_at, started_at, finished_at,
                extract(epoch FROM finished_at - started_at) AS duration,
-               extract(epoch FROM started_at - coalesce(slot, scheduled_at)) AS lateness,
+               extract(epoch FROM coalesce(first_started_at, started_at) - coalesce(slot, scheduled_at)) AS lateness,
                worker, last_error
         FROM {s}.jobs
         WHERE schedule_id = %(schedule_id)s AND inserted_at >= %(since)s
         ORDER BY inserted_at DESC
         LIMIT %(limit)s""",
     "recent_lateness": """
-        SELECT j.id, sc.name AS schedule, j.slot, j.started_at,
-               extract(epoch FROM j.started_at - j.slot) AS lateness
+        SELECT j.id, sc.name AS schedule, j.slot, coalesce(j.first_started_at, j.started_at) AS started_at,
+               extract(epoch FROM coalesce(j.first_started_at, j.started_at) - j.slot) AS lateness
         FROM {s}.jobs AS j JOIN {s}.schedules AS sc ON sc.id = j.schedule_id
         WHERE j.slot IS NOT NULL AND j.started_at IS NOT NULL AND j.inserted_at >= %(since)s
         ORDER BY j.inserted_at DESC LIMIT %(limit)s""",
@@ -522,17 +793,19 @@ TEMPLATES: dict[str, str] = {
         WHERE enabled AND next_run_at IS NOT NULL ORDER BY next_run_at LIMIT %(limit)s""",
     "schema_revision": "SELECT version_num FROM {s}.alembic_version",
     # Health at a glance (status, metrics): reads only unfinished jobs and the schedules, never the history, so it
-    # stays cheap however many finished jobs are kept. Available jobs are counted from ix_jobs_claim alone (an
-    # index-only scan: queue and scheduled_at are in it), running ones through ix_jobs_running_worker.
+    # stays cheap however many finished jobs are kept (seg < 100: the hot partitions only). Available jobs are
+    # counted from ix_jobs_claim alone (an index-only scan: queue and scheduled_at are in it), running ones
+    # through ix_jobs_running_worker.
     "queue_health": """
         SELECT queue, sum(available)::bigint AS available, sum(scheduled)::bigint AS scheduled,
                sum(running)::bigint AS running, coalesce(max(lag), 0)::float8 AS lag
         FROM (SELECT queue, count(*) FILTER (WHERE scheduled_at <= now()) AS available,
                      count(*) FILTER (WHERE scheduled_at > now()) AS scheduled, 0 AS running,
                      extract(epoch FROM now() - min(scheduled_at) FILTER (WHERE scheduled_at <= now())) AS lag
-              FROM {s}.jobs WHERE state = 'available' GROUP BY queue
+              FROM {s}.jobs WHERE seg < 100 AND state = 'available' GROUP BY queue
               UNION ALL
-              SELECT queue, 0, 0, count(*), NULL FROM {s}.jobs WHERE state = 'running' GROUP BY queue) AS arms
+              SELECT queue, 0, 0, count(*), NULL FROM {s}.jobs WHERE seg < 100 AND state = 'running' GROUP BY queue
+             ) AS arms
         GROUP BY queue ORDER BY queue""",
     "schedules_overdue": """
         SELECT count(*) AS overdue,
@@ -575,7 +848,7 @@ TEMPLATES: dict[str, str] = {
         SELECT count(*) AS runs,
                coalesce(percentile_cont(0.5) WITHIN GROUP (ORDER BY lateness), 0)::float8 AS p50,
                coalesce(max(lateness), 0)::float8 AS max
-        FROM (SELECT extract(epoch FROM started_at - slot) AS lateness FROM {s}.jobs
+        FROM (SELECT extract(epoch FROM coalesce(first_started_at, started_at) - slot) AS lateness FROM {s}.jobs
               WHERE inserted_at >= %(since)s AND slot IS NOT NULL AND started_at IS NOT NULL
               ORDER BY inserted_at DESC LIMIT 1000) AS recent""",
     # ---------------------------------------------------------------- console
@@ -615,14 +888,17 @@ TEMPLATES: dict[str, str] = {
     # Counts by state without counting: reltuples times pg_stats' frequency of each state. The size lets
     # the caller count exactly when the table is small (or was never analyzed).
     "console_jobs_size": """
-        SELECT reltuples::bigint AS reltuples, pg_relation_size(oid) AS bytes
-        FROM pg_class WHERE oid = to_regclass(%(table)s)""",
+        SELECT coalesce(sum(greatest(c.reltuples, 0)), 0)::bigint AS reltuples,
+               coalesce(sum(pg_relation_size(c.oid)), 0)::bigint AS bytes
+        FROM pg_partition_tree(to_regclass(%(table)s)) AS t JOIN pg_class AS c ON c.oid = t.relid
+        WHERE t.isleaf""",
     "console_state_estimates": """
-        SELECT v.state, round(v.freq * greatest(c.reltuples, 0))::bigint AS count
-        FROM pg_class AS c, pg_stats AS st,
+        SELECT v.state, round(sum(v.freq * greatest(c.reltuples, 0)))::bigint AS count
+        FROM pg_partition_tree(to_regclass(%(table)s)) AS t JOIN pg_class AS c ON c.oid = t.relid
+        JOIN pg_stats AS st ON st.schemaname = %(schema)s AND st.tablename = c.relname AND st.attname = 'state',
              unnest(st.most_common_vals::text::text[], st.most_common_freqs) AS v(state, freq)
-        WHERE c.oid = to_regclass(%(table)s) AND st.schemaname = %(schema)s AND st.tablename = 'jobs'
-          AND st.attname = 'state'""",
+        WHERE t.isleaf
+        GROUP BY v.state""",
     "console_recent_failures": """
         SELECT j.id, j.task, sc.name AS schedule, j.queue, j.attempt, j.max_attempts, j.finished_at,
                j.worker, j.last_error
@@ -644,7 +920,7 @@ TEMPLATES: dict[str, str] = {
                max(r.lateness)::float8 AS max_lateness
         FROM (SELECT j.state, coalesce(j.slot, j.inserted_at) AS at,
                      extract(epoch FROM j.finished_at - j.started_at) AS duration,
-                     extract(epoch FROM j.started_at - coalesce(j.slot, j.scheduled_at)) AS lateness
+                     extract(epoch FROM coalesce(j.first_started_at, j.started_at) - coalesce(j.slot, j.scheduled_at)) AS lateness
               FROM {s}.jobs AS j
               WHERE j.schedule_id = %(schedule_id)s AND j.inserted_at >= %(since)s
               ORDER BY j.inserted_at DESC LIMIT %(cap)s) AS r
@@ -661,7 +937,7 @@ TEMPLATES: dict[str, str] = {
                percentile_cont(0.95) WITHIN GROUP (ORDER BY r.duration)::float8 AS p95_duration,
                avg(r.lateness)::float8 AS avg_lateness
         FROM (SELECT j.state, j.attempt, extract(epoch FROM j.finished_at - j.started_at) AS duration,
-                     extract(epoch FROM j.started_at - coalesce(j.slot, j.scheduled_at)) AS lateness
+                     extract(epoch FROM coalesce(j.first_started_at, j.started_at) - coalesce(j.slot, j.scheduled_at)) AS lateness
               FROM {s}.jobs AS j
               WHERE j.schedule_id = %(schedule_id)s AND j.inserted_at >= %(since)s
               ORDER BY j.inserted_at DESC LIMIT %(cap)s) AS r""",
@@ -690,6 +966,37 @@ def refresh_matview(schema: str, view: str, concurrently: bool) -> sql.Composed:
     return sql.SQL("REFRESH MATERIALIZED VIEW {}{}.{}").format(
         sql.SQL("CONCURRENTLY ") if concurrently else sql.SQL(""), sql.Identifier(schema), sql.Identifier(view)
     )
+
+
+def lock_partition(schema: str, name: str, *, nowait: bool = False) -> sql.Composed:
+    """LOCK TABLE "schema"."name" IN ACCESS EXCLUSIVE MODE [NOWAIT] (storage.py, with a short lock_timeout)."""
+    return sql.SQL("LOCK TABLE {}.{} IN ACCESS EXCLUSIVE MODE{}").format(
+        sql.Identifier(schema), sql.Identifier(name), sql.SQL(" NOWAIT" if nowait else ""))
+
+
+def analyze_partition(schema: str, name: str) -> sql.Composed:
+    return sql.SQL("ANALYZE {}.{}").format(sql.Identifier(schema), sql.Identifier(name))
+
+
+def truncate_partition(schema: str, name: str) -> sql.Composed:
+    return sql.SQL("TRUNCATE {}.{}").format(sql.Identifier(schema), sql.Identifier(name))
+
+
+def drop_partition(schema: str, name: str) -> sql.Composed:
+    return sql.SQL("DROP TABLE {}.{}").format(sql.Identifier(schema), sql.Identifier(name))
+
+
+def create_partition(schema: str, name: str) -> sql.Composed:
+    """A table shaped like jobs, to be attached as a partition (ATTACH takes SHARE UPDATE EXCLUSIVE on jobs,
+    which neither claims nor readers conflict with; CREATE TABLE ... PARTITION OF would take ACCESS
+    EXCLUSIVE)."""
+    return sql.SQL("CREATE TABLE {}.{} (LIKE {}.jobs INCLUDING DEFAULTS INCLUDING CONSTRAINTS)").format(
+        sql.Identifier(schema), sql.Identifier(name), sql.Identifier(schema))
+
+
+def attach_partition(schema: str, name: str, low: int, high: int) -> sql.Composed:
+    return sql.SQL("ALTER TABLE {}.jobs ATTACH PARTITION {}.{} FOR VALUES FROM ({}) TO ({})").format(
+        sql.Identifier(schema), sql.Identifier(schema), sql.Identifier(name), sql.Literal(low), sql.Literal(high))
 
 
 def qualified_name(schema: str | None, name: str) -> str:

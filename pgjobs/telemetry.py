@@ -9,12 +9,17 @@ Invariants
 - With no observer attached, `emit` costs one empty-tuple check.
 
 Events and their fields
-- `job.claimed`   task, queue, lateness (seconds from the cron slot to the start; None for non-cron jobs),
+- `job.claimed`   task, queue, lateness (seconds from the cron slot to the start of its first attempt; None
+                  for non-cron jobs and retries),
                   wait (seconds from scheduled_at to the start)
 - `job.ran`       task, queue, outcome ('completed', 'failed', 'skipped', 'cancelled'), seconds
 - `job.recorded`  task, queue, state (the state the failure was recorded as: 'available' = will retry,
                   'failed', 'cancelled', 'skipped')
 - `job.rescued`   task, state (the rescued job's new state), worker (the dead worker's name)
+- `slot.recorded` schedule (name), outcome (the ledger outcome just written: completed, failed, cancelled,
+                  skipped, missed, paused), count (slots: a missed range counts all), lateness (first attempt
+                  start minus the slot, seconds; None when it never started). Emitted by the leader.
+- `schedule.paused`  schedule, reason ('failures': pause_after_failures)
 - `worker.heartbeat`  (no fields) after a successful heartbeat
 """
 

@@ -1,247 +1,263 @@
-"""Every value a user can hand pgjobs is checked here, once: its type, its bounds and its size.
+"""Input validation: the one place that owns each field's type, bounds, size limit and error text.
 
-The admin API, the Python API, the CLI, the schedules file, the settings and the console all call these
-functions, so a limit is stated in one place (and documented in docs/configuration.md). A refusal is an
-`InvalidValue` carrying the failing field in `.field`; its message is one line that names the field and
-echoes at most `ECHO_CHARS` characters of the bad value, with any newline from user data escaped.
+Every surface (the admin API, the CLI, the schedules file, the console) checks a value here before it
+reaches the database, so a bad value is refused the same way everywhere: an `AdminError` whose message is one
+line, names the field (`.field`) and echoes at most `ECHO_CHARS` characters of the bad value. Nothing here does
+I/O, so a refused value has touched nothing.
 """
 
 from __future__ import annotations
 
 import json
 import math
-from datetime import datetime
+import re
+from datetime import UTC, datetime
 from typing import Any
 
-# ---------------------------------------------------------------------- the limits
 ECHO_CHARS = 80            # at most this much of a bad value is echoed in an error
-NAME_MAX = 200             # schedule names
-CRON_MAX = 300             # a cron expression
-TASK_MAX = 200             # a task name
-QUEUE_MAX = 100            # a queue name
+MESSAGE_CHARS = 2000       # no error line is longer than this
+NAME_MAX = 200             # schedule names (also the audit's entity name)
+TASK_NAME_MAX = 200
+CRON_MAX = 300             # a cron expression or an 'N seconds' interval
+TIMEZONE_MAX = 64
 UNIQUE_KEY_MAX = 500
-DESCRIPTION_MAX = 2000
-ARGS_MAX_BYTES = 1_000_000  # default for settings.max_args_bytes
-ARGS_MAX_DEPTH = 64         # nesting of objects/arrays inside args
-COUNT_MAX = 1000            # previews and other user-chosen counts
-TIMEOUT_MAX = 7 * 86400     # a job's timeout, seconds
+TIMEOUT_MAX = 7 * 86400.0  # a job's timeout: more than 0, at most a week
+MAX_ATTEMPTS_MAX = 1000
+PRIORITY_MIN, PRIORITY_MAX = -32768, 32767
+COUNT_MAX = 1000           # `schedule check --count`
+ARGS_MAX_BYTES = 1024 * 1024  # default for PGJOBS_MAX_ARGS_BYTES
+ARGS_MAX_DEPTH = 64
+
+_CONTROL = re.compile(r"[\x00-\x1f\x7f\u2028\u2029]")
+_SURROGATE = re.compile(r"[\ud800-\udfff]")
+_NAME_RE = re.compile(r"^[\w][\w .:/@+-]*$")
+_QUEUE_RE = re.compile(r"^[A-Za-z0-9_.:-]{1,64}$")
 
 
-class InvalidValue(ValueError):
-    """A refused value; `.field` names what was wrong, the message is one line."""
+class AdminError(ValueError):
+    """A request the admin API refuses; the message is one line that says what to fix. `field` names the
+    input it is about (None when it is about no single field)."""
 
-    def __init__(self, message: str, field: str | None = None):
-        super().__init__(one_line(message))
+    def __init__(self, message: Any = "", *, field: str | None = None):
+        super().__init__(one_line(str(message)))
         self.field = field
 
 
-def one_line(text: str) -> str:
-    """`text` with newlines and other control characters escaped, so an error stays one line."""
-    return "".join(c if c.isprintable() or c == " " else repr(c)[1:-1] for c in str(text))
+def one_line(message: str) -> str:
+    """`message` on one line, at most MESSAGE_CHARS long."""
+    text = " ".join(message.split()) if _CONTROL.search(message) else message
+    return text if len(text) <= MESSAGE_CHARS else text[:MESSAGE_CHARS - 3] + "..."
 
 
 def echo(value: Any) -> str:
-    """A short one-line rendering of a bad value for an error message (never the whole of a huge one)."""
-    text = value if isinstance(value, str) else repr(value)
-    if isinstance(value, str):
-        shown = one_line(text[:ECHO_CHARS])
-        return f"'{shown}'" + ("..." if len(text) > ECHO_CHARS else "")
-    shown = one_line(text[:ECHO_CHARS])
-    return shown + ("..." if len(text) > ECHO_CHARS else "")
+    """A bad value as it is shown in an error: repr (so control characters are escaped), at most ECHO_CHARS."""
+    if isinstance(value, str) and len(value) > ECHO_CHARS:
+        return repr(value[:ECHO_CHARS]) + f"... ({len(value)} characters)"
+    try:
+        text = repr(value)
+    except Exception:  # noqa: BLE001 - a hostile __repr__
+        text = f"<{type(value).__name__}>"
+    return text if len(text) <= ECHO_CHARS + 2 else text[:ECHO_CHARS] + "..."
 
 
-def fail(field: str, message: str, value: Any = None, *, show: bool = True) -> InvalidValue:
-    return InvalidValue(f"{field}: {message}" + (f", got {echo(value)}" if show else ""), field)
+def first_line(exc: BaseException) -> str:
+    """The first non-empty line of an exception's text (libpq puts the reason first), bounded."""
+    for line in str(exc).splitlines():
+        if line.strip():
+            return one_line(line.strip())
+    return type(exc).__name__
+
+
+def fail(field: str, problem: str) -> AdminError:
+    return AdminError(f"{field}: {problem}", field=field)
 
 
 # ---------------------------------------------------------------------- scalars
+def text(field: str, value: Any, max_chars: int, *, allow_empty: bool = False) -> str:
+    """A string without control characters (no newlines), at most `max_chars`."""
+    if not isinstance(value, str):
+        raise fail(field, f"expected text, got {type(value).__name__} {echo(value)}")
+    if not value and not allow_empty:
+        raise fail(field, "must not be empty")
+    if len(value) > max_chars:
+        raise fail(field, f"{len(value)} characters is more than {max_chars}: {echo(value)}")
+    if _CONTROL.search(value) or _SURROGATE.search(value):
+        raise fail(field, f"contains a control character or a lone surrogate: {echo(value)}")
+    return value
+
+
 def integer(field: str, value: Any, lo: int, hi: int) -> int:
-    """A whole number in lo..hi (an integral float or a numeric string is accepted; bools are not)."""
+    """A whole number in lo..hi (an int, a whole float or digits as text)."""
     if isinstance(value, bool):
-        raise fail(field, "expected a whole number", value)
+        raise fail(field, f"expected a whole number, got {echo(value)}")
     try:
         if isinstance(value, float):
             if not value.is_integer():
                 raise ValueError
             number = int(value)
-        elif isinstance(value, str):
-            if len(value) > 40:
-                raise ValueError
+        elif isinstance(value, int):
+            number = value
+        elif isinstance(value, str) and len(value) <= 40:
             number = int(value.strip())
         else:
-            number = int(value)
+            raise ValueError
     except (TypeError, ValueError, OverflowError):
-        raise fail(field, "expected a whole number", value) from None
+        raise fail(field, f"expected a whole number, got {echo(value)}") from None
     if not lo <= number <= hi:
-        raise InvalidValue(f"{field}: {echo(number)} is outside {lo}..{hi}", field)
+        raise fail(field, f"{echo(number)} is outside {lo}..{hi}")
     return number
 
 
-def count(field: str, value: Any, hi: int = COUNT_MAX) -> int:
-    return integer(field, value, 1, hi)
-
-
-def number(field: str, value: Any, *, lo: float = 0.0, hi: float, lo_open: bool = True) -> float:
-    """A finite number of seconds (or other unit) in (lo, hi] (or [lo, hi] with lo_open=False)."""
+def number(field: str, value: Any, lo: float, hi: float, *, lo_open: bool = False, unit: str = "") -> float:
+    """A finite number in lo..hi (lo excluded when `lo_open`); numeric text is accepted."""
     if isinstance(value, bool):
-        raise fail(field, "expected a number", value)
+        raise fail(field, f"expected a number, got {echo(value)}")
     try:
         if isinstance(value, str) and len(value) > 40:
             raise ValueError
         result = float(value)
     except (TypeError, ValueError, OverflowError):
-        raise fail(field, "expected a number", value) from None
-    if not math.isfinite(result) or result > hi or result < lo or (lo_open and result == lo):
-        bound = f"{'more than' if lo_open else 'at least'} {lo:g} and at most {hi:g}"
-        raise fail(field, f"must be {bound}", value)
+        raise fail(field, f"expected a number, got {echo(value)}") from None
+    below = result <= lo if lo_open else result < lo
+    if not math.isfinite(result) or below or result > hi:
+        bound = f"more than {lo:g}" if lo_open else f"at least {lo:g}"
+        raise fail(field, f"{echo(value)} must be finite, {bound} and at most {hi:g}{unit}")
     return result
 
 
-def timeout(field: str, value: Any) -> float | None:
-    """A job timeout in seconds: None (no timeout) or 0 < t <= TIMEOUT_MAX."""
+def timeout(value: Any, field: str = "timeout") -> float | None:
+    """A job's timeout in seconds: None (no timeout) or finite, more than 0, at most a week."""
     if value is None:
         return None
-    return number(field, value, lo=0.0, hi=TIMEOUT_MAX)
+    return number(field, value, 0.0, TIMEOUT_MAX, lo_open=True, unit=" seconds")
 
 
-def text(field: str, value: Any, max_chars: int, *, empty: bool = False) -> str:
-    """A string of at most max_chars characters, without NUL or lone surrogates (Postgres refuses both)."""
-    if not isinstance(value, str):
-        raise fail(field, "expected text", value)
-    if not empty and not value.strip():
-        raise fail(field, "is empty", value, show=False)
-    if len(value) > max_chars:
-        raise fail(field, f"is {len(value)} characters, at most {max_chars} allowed", value)
-    _storable(field, value)
+def max_attempts(value: Any, field: str = "max_attempts") -> int:
+    """At least 1 (0 is refused, never read as 'the default'), at most MAX_ATTEMPTS_MAX."""
+    return integer(field, value, 1, MAX_ATTEMPTS_MAX)
+
+
+def priority(value: Any, field: str = "priority") -> int:
+    return integer(field, value, PRIORITY_MIN, PRIORITY_MAX)
+
+
+def count(value: Any, field: str = "count") -> int:
+    return integer(field, value, 1, COUNT_MAX)
+
+
+def schedule_name(value: Any, field: str = "name") -> str:
+    if isinstance(value, str) and not value.strip():
+        raise fail(field, "schedule name is empty")
+    text(field, value, NAME_MAX)
+    if value != value.strip() or not _NAME_RE.match(value):
+        raise fail(field, f"schedule name {echo(value)}: use 1-{NAME_MAX} letters, digits, spaces or _ . : / @ + -, "
+                          "starting with a letter or digit")
     return value
 
 
-def _storable(field: str, s: str) -> None:
-    if "\x00" in s:
-        raise fail(field, "contains a NUL character (\\u0000), which Postgres cannot store", s)
-    try:
-        s.encode("utf-8")
-    except UnicodeEncodeError:
-        raise fail(field, "contains a lone surrogate (invalid Unicode)", s) from None
+def task_name(value: Any, field: str = "task") -> str:
+    return text(field, value, TASK_NAME_MAX)
 
 
-def aware_datetime(field: str, value: Any) -> datetime | None:
-    """None, a timezone-aware datetime, or ISO 8601 text with an offset."""
-    if value is None:
-        return None
+def cron_text(value: Any, field: str = "cron") -> str:
+    """The raw text of a cron expression or interval, bounded before it is parsed (cron.parse_cron)."""
+    return text(field, value, CRON_MAX)
+
+
+def timezone(value: Any, field: str = "timezone") -> str:
+    return text(field, value, TIMEZONE_MAX)
+
+
+def queue(value: Any, field: str = "queue") -> str:
+    if not isinstance(value, str) or not _QUEUE_RE.match(value):
+        raise AdminError(f"{field} {echo(value)}: use 1-64 letters, digits, '_', '.', ':' or '-'", field=field)
+    return value
+
+
+def unique_key(value: Any, field: str = "unique_key") -> str | None:
+    return None if value is None else text(field, value, UNIQUE_KEY_MAX)
+
+
+def aware_time(field: str, value: Any) -> datetime:
+    """A timezone-aware datetime; ISO 8601 text is parsed (no zone = UTC)."""
     if isinstance(value, str):
         if len(value) > 64:
-            raise fail(field, "expected an ISO 8601 time with a timezone", value)
+            raise fail(field, f"expected an ISO 8601 time, got {echo(value)}")
         try:
             value = datetime.fromisoformat(value.strip())
         except ValueError:
-            raise fail(field, "expected an ISO 8601 time with a timezone like 2026-01-01T09:00+00:00",
-                       value) from None
+            raise fail(field, f"expected an ISO 8601 time like 2026-12-01T09:00:00+00:00, got {echo(value)}") from None
+        return value if value.tzinfo else value.replace(tzinfo=UTC)
     if not isinstance(value, datetime):
-        raise fail(field, "expected a timezone-aware datetime", value)
-    if value.tzinfo is None or value.utcoffset() is None:
-        raise fail(field, "must be timezone-aware", value.isoformat())
-    return value
-
-
-def boolean(field: str, value: Any) -> bool:
-    if not isinstance(value, bool):
-        raise fail(field, "expected true or false", value)
+        raise fail(field, f"expected a datetime or ISO 8601 text, got {type(value).__name__} {echo(value)}")
+    if value.tzinfo is None:
+        raise fail(field, "must be timezone-aware")
     return value
 
 
 # ---------------------------------------------------------------------- JSON args
-def json_args(value: Any, max_bytes: int = ARGS_MAX_BYTES, field: str = "args") -> tuple[dict[str, Any], str]:
-    """JSON text or a dict -> (dict, its JSON text), storable as Postgres jsonb.
-
-    Refused before any database work: not an object, invalid JSON, NaN/Infinity, NUL or lone surrogates
-    anywhere (keys too), nesting deeper than ARGS_MAX_DEPTH, or more than max_bytes of JSON text.
-    """
+def args(value: Any, max_bytes: int = ARGS_MAX_BYTES, field: str = "args") -> tuple[dict[str, Any], str]:
+    """JSON text or a dict -> (dict, its JSON text), representable in Postgres jsonb: an object, at most
+    `max_bytes` of JSON, nested at most ARGS_MAX_DEPTH deep, no NUL and no lone surrogate in any key or string,
+    no NaN or infinity. The text returned is what is sent, so args are encoded once."""
     if value is None or value == "":
         return {}, "{}"
-    if isinstance(value, (str, bytes)):
+    if isinstance(value, bytes | bytearray):
+        raise fail(field, "expected a JSON object or JSON text, got bytes")
+    if isinstance(value, str):
         if len(value) > max_bytes:
-            raise fail(field, f"is {len(value)} bytes of JSON, at most {max_bytes} allowed", show=False)
-        if isinstance(value, bytes):
-            try:
-                value = value.decode("utf-8")
-            except UnicodeDecodeError:
-                raise fail(field, "is not UTF-8 text", show=False) from None
-        _check_text_depth(field, value)
+            raise fail(field, f"{len(value)} characters of JSON is more than the limit of {max_bytes} bytes "
+                              "(PGJOBS_MAX_ARGS_BYTES)")
         try:
-            value = json.loads(value, parse_constant=_no_constant)
+            value = json.loads(value)
         except json.JSONDecodeError as exc:
-            raise fail(field, f"invalid JSON ({exc.msg} at line {exc.lineno} column {exc.colno})",
-                       show=False) from None
-        except (ValueError, RecursionError) as exc:
-            raise fail(field, str(exc) if isinstance(exc, ValueError) else "nested too deeply",
-                       show=False) from None
+            raise fail(field, f"invalid JSON ({exc.msg} at line {exc.lineno} column {exc.colno})") from None
+        except RecursionError:
+            raise fail(field, f"nested more than {ARGS_MAX_DEPTH} deep") from None
+        except ValueError as exc:  # e.g. an integer with more digits than Python converts
+            raise fail(field, f"invalid JSON ({first_line(exc)})") from None
     if not isinstance(value, dict):
-        raise fail(field, f"must be a JSON object like {{\"key\": \"value\"}}, not {type(value).__name__}",
-                   show=False)
-    _walk(field, value)
+        raise fail(field, f'must be a JSON object like {{"key": "value"}}, got {type(value).__name__}')
+    _check_tree(value, field)
     try:
         encoded = json.dumps(value, allow_nan=False)
     except (TypeError, ValueError) as exc:
-        raise fail(field, f"not representable as JSON ({one_line(str(exc))[:ECHO_CHARS]})", show=False) from None
+        raise fail(field, f"not representable as JSON ({first_line(exc)})") from None
     except RecursionError:
-        raise fail(field, f"nested deeper than {ARGS_MAX_DEPTH} levels", show=False) from None
-    if len(encoded.encode("utf-8")) > max_bytes:
-        raise fail(field, f"is {len(encoded.encode('utf-8'))} bytes of JSON, at most {max_bytes} allowed",
-                   show=False)
+        raise fail(field, f"nested more than {ARGS_MAX_DEPTH} deep") from None
+    size = len(encoded.encode("utf-8", "surrogatepass"))
+    if size > max_bytes:
+        raise fail(field, f"{size} bytes of JSON is more than the limit of {max_bytes} (PGJOBS_MAX_ARGS_BYTES)")
     return value, encoded
 
 
-def _no_constant(name: str) -> Any:
-    raise ValueError(f"{name} is not valid JSON for Postgres")
-
-
-def _check_text_depth(field: str, s: str) -> None:
-    """Refuse deep nesting in JSON text before json.loads can recurse (brackets inside strings are
-    counted too, which only errs on the side of a clear refusal for pathological strings)."""
-    depth = 0
-    in_string = escaped = False
-    for c in s:
-        if in_string:
-            if escaped:
-                escaped = False
-            elif c == "\\":
-                escaped = True
-            elif c == '"':
-                in_string = False
-        elif c == '"':
-            in_string = True
-        elif c in "[{":
-            depth += 1
-            if depth > ARGS_MAX_DEPTH:
-                raise fail(field, f"nested deeper than {ARGS_MAX_DEPTH} levels", show=False)
-        elif c in "]}":
-            depth -= 1
-
-
-def _walk(field: str, root: Any) -> None:
-    """Iteratively check every key and value: depth, NaN/Infinity, NUL and surrogates, JSON types."""
+def _check_tree(root: dict[str, Any], field: str) -> None:
+    """Walk the value without recursion: depth, key types, strings jsonb can store, finite floats."""
     stack: list[tuple[Any, int]] = [(root, 1)]
+    seen = 0
     while stack:
         node, depth = stack.pop()
+        seen += 1
+        if depth > ARGS_MAX_DEPTH:
+            raise fail(field, f"nested more than {ARGS_MAX_DEPTH} deep")
         if isinstance(node, dict):
-            if depth > ARGS_MAX_DEPTH:
-                raise fail(field, f"nested deeper than {ARGS_MAX_DEPTH} levels", show=False)
             for key, item in node.items():
                 if not isinstance(key, str):
-                    raise fail(field, f"object keys must be text, got {echo(key)}", show=False)
-                _storable(f"{field} key", key)
+                    raise fail(field, f"object keys must be strings, got {type(key).__name__} {echo(key)}")
+                _check_string(key, field, "a key")
                 stack.append((item, depth + 1))
-        elif isinstance(node, (list, tuple)):
-            if depth > ARGS_MAX_DEPTH:
-                raise fail(field, f"nested deeper than {ARGS_MAX_DEPTH} levels", show=False)
+        elif isinstance(node, list | tuple):
             stack.extend((item, depth + 1) for item in node)
         elif isinstance(node, str):
-            _storable(field, node)
-        elif isinstance(node, float):
-            if not math.isfinite(node):
-                raise fail(field, f"{node} is not valid JSON", show=False)
-        elif node is None or isinstance(node, (bool, int)):
-            continue
-        else:
-            raise fail(field, f"a {type(node).__name__} is not representable as JSON", show=False)
+            _check_string(node, field, "a string")
+        elif isinstance(node, float) and not math.isfinite(node):
+            raise fail(field, f"{node!r} is not a JSON number")
+        elif node is not None and not isinstance(node, bool | int | float):
+            raise fail(field, f"{type(node).__name__} is not a JSON value")
+
+
+def _check_string(s: str, field: str, what: str) -> None:
+    if "\x00" in s:
+        raise fail(field, f"{what} contains \\u0000, which Postgres jsonb cannot store: {echo(s)}")
+    if _SURROGATE.search(s):
+        raise fail(field, f"{what} contains a lone surrogate, which is not valid Unicode: {echo(s)}")

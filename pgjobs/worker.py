@@ -12,6 +12,10 @@ Threads and their single duties:
 - supervisor: no queries; releases jobs a runner claimed but could not start within HOLD_LIMIT (its current
   job turned out slow) and abandons jobs past their timeout;
 - heartbeat: refreshes this worker's row (its age is for display only) and delivers cancel requests;
+- due timer: a job whose run time is in the future (a retry's backoff, `scheduled_at`, jitter) starts on
+  time, not at the next poll: whenever a runner goes idle (after a NOTIFY, a poll, a finished batch) the timer
+  reads the earliest future run time of this worker's queues and sleeps until then, then wakes a runner;
+  a retry NOTIFYs every worker so that they read it too;
 - elector (`leadership.py`) and, while leading, the leader duties (`maintenance.py`: scheduler, rescuer,
   pruner).
 
@@ -56,6 +60,7 @@ from pgjobs.leadership import KEEPALIVES, Leadership, pooler_suspected, prepare_
 from pgjobs.logs import Outage
 from pgjobs.maintenance import LeaderDuties
 from pgjobs.queries import Queries, queries
+from pgjobs.storage import PARKED, SegmentCache
 from pgjobs.tasks import (
     JobCancelled,
     JobContext,
@@ -64,6 +69,7 @@ from pgjobs.tasks import (
     ensure_builtins,
     get_task,
     import_modules,
+    registered,
 )
 
 log = logging.getLogger("pgjobs.worker")
@@ -84,6 +90,10 @@ RETRY_MAX_DELAY = 0.5
 NEVER = 10 * 365 * 86400.0   # the pool's reconnect_timeout: a worker does not give up on its database
 FOREIGN_LEADER_CHECK_EVERY = 10.0
 SHUTDOWN_WRITE_GRACE = 10.0
+# The due timer (on-time future jobs) reads the earliest future run time at most this often, and at least
+# every DUE_MAX_SLEEP when nothing wakes it.
+DUE_MIN_INTERVAL = 0.02
+DUE_MAX_SLEEP = 60.0
 
 
 class _CappedBackoff(AttemptWithBackoff):
@@ -116,6 +126,7 @@ class ClaimedJob:
     slot: datetime | None
     scheduled_at: datetime
     started_at: datetime       # when it was claimed (database clock)
+    seg: int = PARKED          # the partition its row is in (storage.py); the leader may move it to parked
     claimed: float = 0.0       # when it was claimed (this process's monotonic clock)
     waited: float = 0.0        # seconds between claim and start, added to started_at when recorded
 
@@ -156,6 +167,7 @@ class Worker:
         self.settings = settings
         self.q: Queries = queries(settings.schema)
         self._claim_sql = self.claim_statement()
+        self.segments = SegmentCache(self.q)
         self.host = socket.gethostname()
         self.pid = os.getpid()
         self.name = f"{self.host}:{self.pid}"
@@ -173,9 +185,10 @@ class Worker:
         self._runners_lock = threading.Lock()
         self._running: dict[int, tuple[ClaimedJob, JobContext]] = {}
         self._running_lock = threading.Lock()
-        self._done: list[tuple[int, int, float, float, Any]] = []
+        self._done: list[tuple[int, int, int, float, float, Any]] = []
         self._done_lock = threading.Lock()
         self._done_event = threading.Event()
+        self._due_recheck = threading.Event()
         self._flush_lock = threading.Lock()
         self.pool: ConnectionPool | None = None
         # Set while this worker holds its liveness lock and its row exists: runners claim only then.
@@ -191,6 +204,7 @@ class Worker:
         self.duties: LeaderDuties | None = None
         self.stats = {"claimed": 0, "completed": 0, "failed": 0, "retried": 0, "skipped": 0, "cancelled": 0}
         self.ready = threading.Event()
+        self._async: Any = None  # async_runner.AsyncRunner, only when an async task is registered
 
     # ------------------------------------------------------------------ lifecycle
     def run(self) -> None:
@@ -225,9 +239,15 @@ class Worker:
             threading.Thread(target=self._listen_loop, name="pgjobs-listener", daemon=True),
             threading.Thread(target=self._complete_loop, name="pgjobs-completer", daemon=True),
             threading.Thread(target=self._supervise_loop, name="pgjobs-supervisor", daemon=True),
+            threading.Thread(target=self._due_loop, name="pgjobs-due-timer", daemon=True),
         ]
         for t in threads:
             t.start()
+        if any(t.is_async for t in registered()):  # sync-only workers start no event loop
+            from pgjobs.async_runner import AsyncRunner
+
+            self._async = AsyncRunner(self, s.async_concurrency, s.async_lag_warn)
+            self._async.start()
         for _ in range(s.concurrency):
             self._start_runner()
         log.info("worker %s started (queues %s, concurrency %d)", self.name, ",".join(s.queues), s.concurrency)
@@ -265,9 +285,13 @@ class Worker:
             t = runner.thread
             while t is not None and t.is_alive() and time.monotonic() < deadline and not self._hard_stop.is_set():
                 t.join(0.05)
+        if self._async is not None:
+            self._async.drain(deadline, self._hard_stop)
         for ctx in self._contexts():
             ctx.cancel_reason = ctx.cancel_reason or "shutdown"
             ctx.cancel_event.set()
+        if self._async is not None:
+            self._async.stop()  # the cancelled async jobs end (outcome `interrupted`) before the requeue
         self._flush_completions()
         if self.worker_id is not None:
             try:
@@ -379,13 +403,36 @@ class Worker:
                 self._next_foreign_check = time.monotonic() + FOREIGN_LEADER_CHECK_EVERY
                 self._report_foreign_leader(conn)
             if self._running:
-                for (job_id,) in conn.execute(self.q.cancel_requested_jobs, {"worker_id": self.worker_id}):
+                with self._running_lock:
+                    ids = list(self._running)
+                for job_id, ours in conn.execute(self.q.cancel_requested_jobs,
+                                                 {"worker_id": self.worker_id, "ids": ids}):
                     with self._running_lock:
                         entry = self._running.get(job_id)
-                    if entry and not entry[1].cancel_event.is_set():
+                    if entry and not ours:
+                        self._disown(*entry)
+                    elif entry and not entry[1].cancel_event.is_set():
                         log.info("job %s: cancel requested", job_id)
                         entry[1].cancel_reason = "operator"
                         entry[1].cancel_event.set()
+
+    def _disown(self, job: ClaimedJob, ctx: JobContext) -> None:
+        """A running job that is no longer this worker's attempt (cancelled and taken from it by overlap
+        terminate_previous): ask it to stop, record nothing for it, and give its runner's place to a new runner, so
+        a task that ignores the request (a Python loop) does not hold a slot of this worker's concurrency."""
+        with self._running_lock:
+            if self._running.pop(job.id, None) is None:
+                return
+        ctx.cancel_reason = "disowned"
+        ctx.cancel_event.set()
+        log.warning("job %s (%s): terminated by a newer slot of its schedule; abandoning it",
+                    job.id, job.task, extra=_log_fields(job))
+        for runner in list(self._runners):
+            if runner.current is not None and runner.current[0] is job and not runner.retired:
+                runner.retired = True
+                self._release_pending(runner, "its runner was retired")
+                self._start_runner()
+                break
 
     def _report_foreign_leader(self, conn: psycopg.Connection) -> None:
         """A session that is not a live worker holds the leader lock: no worker can lead until it ends. Say
@@ -511,6 +558,28 @@ class Worker:
                 self._stopping.wait(delay)
                 delay = min(delay * 2, RETRY_MAX_DELAY)
 
+    def _due_loop(self) -> None:
+        """Sleep until the earliest future job of this worker's queues is due, then wake a runner. Re-read
+        whenever a runner went idle (`_due_recheck`), at most every DUE_MIN_INTERVAL."""
+        queues = list(self.settings.queues)
+        delay = 0.05
+        while not self._stopping.is_set():
+            self._due_recheck.clear()
+            try:
+                with self._pool().connection() as conn:
+                    due_in = conn.execute(self.q.next_due_in, {"queues": queues}).fetchone()[0]
+                delay = 0.05
+            except psycopg.Error:
+                due_in = None  # the runners' own retries report the outage
+                self._stopping.wait(delay)
+                delay = min(delay * 2, RETRY_MAX_DELAY)
+            wait = DUE_MAX_SLEEP if due_in is None else min(DUE_MAX_SLEEP, max(0.0, due_in) + 0.001)
+            if not self._due_recheck.wait(wait):
+                if due_in is not None and not self._stopping.is_set():
+                    self._signal_work()
+            else:
+                self._stopping.wait(DUE_MIN_INTERVAL)  # bounds the reads when runners go idle often
+
     # ------------------------------------------------------------------ claiming and running
     def _start_runner(self) -> None:
         with self._runners_lock:
@@ -529,16 +598,22 @@ class Worker:
     def _claim(self, limit: int) -> list[ClaimedJob]:
         queues = self.settings.queues
         with self._pool().connection() as conn:
-            rows = conn.execute(self._claim_sql, {
-                "queue": queues[0], "queues": list(queues), "limit": limit,
-                "worker_id": self.worker_id, "worker": self.name}).fetchall()
+            # Unprepared: the planner sees the segments and prunes (and locks) every other partition away.
+            params = {"queue": queues[0], "queues": list(queues), "limit": limit, "segs": self.segments.get(conn),
+                      "worker_id": self.worker_id, "worker": self.name}
+            try:
+                rows = conn.execute(self._claim_sql, params, prepare=False).fetchall()
+            except psycopg.errors.SerializationFailure:  # a row the leader moved out of a closed segment
+                rows = conn.execute(self._claim_sql, params, prepare=False).fetchall()
         now = time.monotonic()
         jobs = [ClaimedJob(*r, claimed=now) for r in rows]
         self.stats["claimed"] += len(jobs)
         if telemetry.active():
             for job in jobs:
                 telemetry.emit("job.claimed", task=job.task, queue=job.queue,
-                               lateness=(job.started_at - job.slot).total_seconds() if job.slot else None,
+                               # Lateness is the first attempt's: a retry's delay is not lateness.
+                               lateness=((job.started_at - job.slot).total_seconds()
+                                         if job.slot and job.attempt == 1 else None),
                                wait=(job.started_at - job.scheduled_at).total_seconds())
         return jobs
 
@@ -560,6 +635,7 @@ class Worker:
                 delay = min(delay * 2, RETRY_MAX_DELAY)
                 continue
             if not jobs:
+                self._due_recheck.set()  # idle: the due timer reads the next future run time
                 with self._work:
                     while gen == self._work_gen and not self._stopping.is_set():
                         self._work.wait()
@@ -577,6 +653,11 @@ class Worker:
                     if not runner.pending:
                         break
                     job = runner.pending.popleft()
+                if self._async is not None and self._async.owns(job.task):
+                    if not self._async.submit(job, runner):  # hands off at once while a slot is free
+                        break
+                    ran += 1
+                    continue
                 seconds = self._run_job(job, runner)
                 slowest = max(slowest, seconds)
                 ran += 1
@@ -620,12 +701,17 @@ class Worker:
                 raise TaskError(f"task '{job.task}' returned an awaitable; register a plain function")
         except SkipJob as exc:
             outcome = "skipped"
-            self._finish_special(job, "skipped", str(exc), time.monotonic() - started)
+            if ctx.cancel_reason == "disowned":
+                outcome = "abandoned"
+            else:
+                self._finish_special(job, "skipped", str(exc), time.monotonic() - started)
         except BaseException as exc:  # noqa: BLE001 - a task's failure is data, not a worker crash
             seconds = time.monotonic() - started
             interrupted = ctx.cancelled and isinstance(exc, JobCancelled | psycopg.errors.QueryCanceled)
             reason = ctx.cancel_reason if ctx.cancelled else None
-            if reason == "timeout":
+            if reason == "disowned":
+                outcome = "abandoned"  # no longer this worker's attempt: nothing to record
+            elif reason == "timeout":
                 outcome = "timed out"  # the supervisor recorded it: failed, retried while attempts remain
             elif interrupted and reason == "shutdown":
                 outcome = "interrupted"  # the shutdown requeues it, attempt refunded
@@ -639,11 +725,15 @@ class Worker:
             if isinstance(exc, KeyboardInterrupt | SystemExit):
                 raise
         else:
-            with self._done_lock:
-                self._done.append((job.id, job.attempt, job.waited, time.monotonic() - started, _jsonable(result)))
-                if job.schedule_id is not None:
-                    self._finished_schedules.add(job.schedule_id)
-            self._done_event.set()
+            if ctx.cancel_reason == "disowned":
+                outcome = "abandoned"
+            else:
+                with self._done_lock:
+                    self._done.append((job.id, job.attempt, job.seg, job.waited, time.monotonic() - started,
+                                       _jsonable(result)))
+                    if job.schedule_id is not None:
+                        self._finished_schedules.add(job.schedule_id)
+                self._done_event.set()
         finally:
             runner.current = None
             with self._running_lock:
@@ -654,6 +744,26 @@ class Worker:
                 log.info("job %s %s %s in %.3fs", job.id, job.task, outcome, seconds, extra=_log_fields(job))
         return seconds
 
+    def _job_context(self, job: ClaimedJob, started: float) -> JobContext:
+        return JobContext(
+            id=job.id, task=job.task, args=job.args, attempt=job.attempt, max_attempts=job.max_attempts,
+            queue=job.queue, schedule_id=job.schedule_id, slot=job.slot, worker=self.name, timeout=job.timeout,
+            started=started, queries=self.q, _connect=self._connect_for_task, _on_backend=self._set_backend,
+        )
+
+    def _record_success(self, job: ClaimedJob, seconds: float, result: Any) -> None:
+        """Hand a successful job to the completer (used by the async runner; the sync path inlines it)."""
+        with self._done_lock:
+            self._done.append((job.id, job.attempt, job.waited, seconds, _jsonable(result)))
+            if job.schedule_id is not None:
+                self._finished_schedules.add(job.schedule_id)
+        self._done_event.set()
+
+    def _job_ran(self, job: ClaimedJob, outcome: str, seconds: float) -> None:
+        telemetry.emit("job.ran", task=job.task, queue=job.queue, outcome=outcome, seconds=seconds)
+        if log.isEnabledFor(logging.INFO):
+            log.info("job %s %s %s in %.3fs", job.id, job.task, outcome, seconds, extra=_log_fields(job))
+
     def _record_failure(self, job: ClaimedJob, error: str, tb: str, seconds: float, *, retry: bool,
                         final_state: str = "failed") -> None:
         delay = backoff_delay(job.attempt, self.settings.backoff_base, self.settings.backoff_max)
@@ -662,12 +772,15 @@ class Worker:
             try:
                 with self._pool().connection() as conn:
                     row = conn.execute(self.q.fail_job, {
-                        "id": job.id, "attempt": job.attempt, "worker_id": self.worker_id, "retry": retry,
+                        "id": job.id, "segs": sorted({job.seg, PARKED}),
+                        "attempt": job.attempt, "worker_id": self.worker_id, "retry": retry,
                         "final_state": final_state, "delay": delay, "waited": job.waited, "seconds": seconds,
                         "error": error[:2000],
-                        "traceback": tb[-8000:]}).fetchone()
+                        "traceback": tb[-8000:]}, prepare=False).fetchone()
                     if row and job.schedule_id is not None:
                         self._wake_waiting_runs(conn, [job.schedule_id])
+                    if row and row[0] == "available":  # a retry: every worker's due timer reads its run time
+                        conn.execute(self.q.notify_jobs, {"channel": self.q.jobs_channel})
                 self._outage.ok()
                 if row is None:
                     log.warning("job %s: the outcome of attempt %d was refused: the job was rescued after this "
@@ -714,21 +827,36 @@ class Worker:
         with self._flush_lock:
             self._flush_completions_locked()
 
+    def _complete(self, conn: psycopg.Connection, batch: list[tuple[int, int, int, float, float, Any]]) -> set[int]:
+        """Record a batch of successes; a job the leader moved to parked meanwhile is looked up there."""
+        recorded: set[int] = set()
+        for attempt in range(3):
+            if attempt:  # what was not recorded in its segment: moved to parked, or refused
+                batch = [(b[0], b[1], PARKED, *b[3:]) for b in batch if b[0] not in recorded and b[2] != PARKED]
+                if not batch:
+                    break
+            params = {
+                "ids": [b[0] for b in batch], "attempts": [b[1] for b in batch], "segs": [b[2] for b in batch],
+                "in_segs": sorted({b[2] for b in batch}), "waited": [b[3] for b in batch],
+                "seconds": [b[4] for b in batch],
+                "results": [Jsonb(b[5]) if b[5] is not None else None for b in batch], "worker_id": self.worker_id,
+            }
+            try:
+                recorded |= {r[0] for r in conn.execute(self.q.complete_jobs, params, prepare=False)}
+            except psycopg.errors.SerializationFailure:  # a row moved meanwhile: look again
+                continue
+        return recorded
+
     def _flush_completions_locked(self) -> None:
         with self._done_lock:
             batch, self._done = self._done, []
         if not batch:
             return
-        params = {
-            "ids": [b[0] for b in batch], "attempts": [b[1] for b in batch], "waited": [b[2] for b in batch],
-            "seconds": [b[3] for b in batch], "results": [Jsonb(b[4]) if b[4] is not None else None for b in batch],
-            "worker_id": self.worker_id,
-        }
         delay = 0.05
         while True:
             try:
                 with self._pool().connection() as conn:
-                    recorded = {r[0] for r in conn.execute(self.q.complete_jobs, params)}
+                    recorded = self._complete(conn, batch)
                     with self._done_lock:
                         finished, self._finished_schedules = self._finished_schedules, set()
                     if finished:

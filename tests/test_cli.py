@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import sys
 
@@ -138,4 +139,54 @@ def test_python_dash_m_entry_point_exit_codes(db_url) -> None:
 
 def test_unmigrated_database_says_run_migrate(capsys, empty_db_url) -> None:
     code, _, err = _run(capsys, "--database-url", empty_db_url, "schedule", "list")
-    assert code == 2 and "pgjobs migrate" in err and err.count("\n") == 1
+    assert code == 2 and "pgjobs migrate" in err and len(err.strip().splitlines()) == 1
+    code, _, err = _run(capsys, "--database-url", empty_db_url, "status")
+    assert code == 2 and "run pgjobs migrate" in err and len(err.strip().splitlines()) == 1
+
+
+def test_status_is_formatted_for_people_and_json_for_machines(capsys, db_url, db, workers) -> None:
+    from conftest import wait_for
+
+    workers.start()
+    wait_for(lambda: db.execute("SELECT count(*) FROM pgjobs.workers").fetchone()[0] == 1, timeout=30,
+             what="the worker to register")
+    code, out, _ = _run(capsys, "--database-url", db_url, "status")
+    assert code == 0
+    assert '["default"]' not in out and "[" not in out.split("workers:", 1)[1]
+    assert "workers:  1 live" in out
+    row = [line for line in out.splitlines() if " default " in f" {line} "][-1]
+    assert re.search(r"\b\d+(\.\d)?s ago\b", row) and not re.search(r"\d\.\d{2,}", row), row
+    assert all(line == line.rstrip() for line in out.splitlines()), "trailing padding"
+    code, out, _ = _run(capsys, "--database-url", db_url, "status", "--json")
+    data = json.loads(out)
+    assert data["workers"][0]["queues"] == ["default"] and isinstance(data["workers"][0]["heartbeat_age"], float)
+
+
+def test_tables_carry_no_trailing_padding(capsys, db_url, db) -> None:
+    main(["--database-url", db_url, "schedule", "add", "a-rather-long-schedule-name-for-width", "--cron",
+          "* * * * *", "--task", "pgjobs.noop", "--description", "x" * 80])
+    main(["--database-url", db_url, "schedule", "add", "b", "--cron", "* * * * *", "--task", "pgjobs.noop"])
+    capsys.readouterr()
+    code, out, _ = _run(capsys, "--database-url", db_url, "schedule", "list")
+    assert code == 0 and len(out.splitlines()) >= 3
+    assert all(line == line.rstrip() for line in out.splitlines()), [line for line in out.splitlines()
+                                                                     if line != line.rstrip()]
+
+
+def test_a_demo_schedule_is_edited_without_import(db_url, db) -> None:
+    """`pgjobs.demo.insert_spans` is pgjobs' own: no command needs `--import pgjobs.demo` for it."""
+    env = {**os.environ, "PGJOBS_DATABASE_URL": db_url}
+    env.pop("PGJOBS_IMPORTS", None)
+    add = subprocess.run([sys.executable, "-m", "pgjobs", "schedule", "add", "demo-spans", "--cron", "5 seconds",
+                          "--task", "pgjobs.demo.insert_spans"], env=env, cwd=ROOT, capture_output=True, text=True)
+    assert add.returncode == 0, add.stderr
+    edit = subprocess.run([sys.executable, "-m", "pgjobs", "schedule", "edit", "demo-spans", "--cron",
+                           "10 seconds"], env=env, cwd=ROOT, capture_output=True, text=True)
+    assert edit.returncode == 0, edit.stderr
+    assert db.execute("SELECT cron FROM pgjobs.schedules WHERE name = 'demo-spans'").fetchone()[0] == "10 seconds"
+
+
+def test_console_hash_password_help_prints_usage() -> None:
+    done = subprocess.run([sys.executable, "-m", "console", "hash-password", "--help"], cwd=ROOT,
+                          capture_output=True, text=True, timeout=30)
+    assert done.returncode == 0 and done.stdout.startswith("usage: python -m console hash-password"), done

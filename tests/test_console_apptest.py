@@ -100,6 +100,66 @@ def test_sign_in_is_required_and_a_wrong_password_is_refused(console: None) -> N
     assert "user" not in at.session_state
 
 
+def try_password(user: str, password: str) -> AppTest:
+    """A fresh browser session (a new tab) that tries one sign-in."""
+    at = AppTest.from_file(APP, default_timeout=30).run()
+    at.text_input(key="sign_in_user").input(user)
+    at.text_input(key="sign_in_password").input(password)
+    return at.button[0].click().run()
+
+
+def test_failed_sign_ins_are_limited_per_user_across_sessions_and_audited(console: None, admin: Admin) -> None:
+    from pgjobs.admin import SIGNIN_USER_FAILURES
+
+    for _ in range(SIGNIN_USER_FAILURES):
+        assert "Wrong user or password." in errors(try_password("alice", "wrong"))
+    at = try_password("alice", ADMIN_PW)  # a new tab, the right password: still refused until the window ends
+    assert "user" not in at.session_state
+    assert any("Too many failed sign-ins" in e for e in errors(at)), errors(at)
+    assert "user" in try_password("vic", VIEWER_PW).session_state  # another user is not locked out
+    actions = [(a["action"], a["entity_name"]) for a in admin.audit(limit=10)]
+    assert actions[:2] == [("sign-in", "vic"), ("sign-in-blocked", "alice")]
+    assert actions[2:2 + SIGNIN_USER_FAILURES] == [("sign-in-failed", "alice")] * SIGNIN_USER_FAILURES
+
+
+def test_failed_sign_ins_are_limited_per_client_address_across_user_names(admin: Admin) -> None:
+    from pgjobs.admin import SIGNIN_CLIENT_FAILURES
+
+    for i in range(SIGNIN_CLIENT_FAILURES):
+        attempt_id, retry_at = admin.begin_signin(f"guess{i}", "10.9.8.7")
+        assert retry_at is None
+        admin.finish_signin(attempt_id, f"guess{i}", "10.9.8.7", ok=False)
+    _, retry_at = admin.begin_signin("someone-new", "10.9.8.7")
+    assert retry_at is not None and retry_at > datetime.now(UTC)
+    assert admin.begin_signin("someone-new", "10.9.8.8")[1] is None  # another address is not limited
+    assert admin.audit(limit=1)[0]["action"] == "sign-in-blocked"
+
+
+def test_parallel_attempts_count_each_other(admin: Admin) -> None:
+    """Each attempt is recorded before its password is checked: attempts begun together are all counted."""
+    from pgjobs.admin import SIGNIN_USER_FAILURES
+
+    begun = [admin.begin_signin("alice", f"10.0.0.{i}") for i in range(SIGNIN_USER_FAILURES + 3)]
+    assert sum(retry_at is None for _, retry_at in begun) == SIGNIN_USER_FAILURES
+
+
+def test_a_session_cookie_names_its_user_until_it_expires_or_the_password_changes() -> None:
+    users = auth.load_users({"PGJOBS_CONSOLE_USERS": USERS})
+    key = auth.session_key(users, {})
+    cookie = auth.make_session(users["alice"], key, now=1000.0, ttl=60)
+    assert auth.read_session(cookie, users, key, now=1059.0) == users["alice"]
+    assert auth.read_session(cookie, users, key, now=1060.0) is None  # expired
+    name, role, expires, sig = cookie.split(":")
+    assert auth.read_session(f"{name}:viewer:{expires}:{sig}", users, key, now=1000.0) is None
+    assert auth.read_session(f"{name}:{role}:{int(expires) + 999}:{sig}", users, key, now=1000.0) is None
+    assert auth.read_session(f"vic:viewer:{expires}:{sig}", users, key, now=1000.0) is None
+    assert auth.read_session("garbage", users, key, now=1000.0) is None
+    changed = auth.load_users({"PGJOBS_CONSOLE_USERS": f"alice:admin:{auth.hash_password('new')}"})
+    assert auth.read_session(cookie, changed, auth.session_key(changed, {}), now=1000.0) is None
+    other_key = auth.session_key(users, {"PGJOBS_CONSOLE_SESSION_SECRET": "elsewhere"})
+    assert auth.read_session(cookie, users, other_key, now=1000.0) is None
+
+
 def test_without_users_a_public_console_refuses_to_serve(db_url: str, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("PGJOBS_DATABASE_URL", db_url)
     monkeypatch.delenv("PGJOBS_CONSOLE_USERS", raising=False)
@@ -168,7 +228,7 @@ def test_every_page_loads_and_shows_the_data(console: None, admin: Admin, db_url
     assert "view <b>otel</b> **missing**" in frames(at)  # the error as data, not markup
     assert all("<b>" not in m.value for m in at.markdown)
     at.switch_page("views/schedules.py").run()
-    assert "refresh-traces" in frames(at) and "every 2 minutes" in frames(at) and "0% of 1" in frames(at)
+    assert "refresh-traces" in frames(at) and "every 2 minutes" in texts(at) and "0% of 1" in frames(at)
     at.switch_page("views/schedule_detail.py").run()
     assert "refresh-traces" in texts(at) and "Execution history" in texts(at)
     at.switch_page("views/jobs.py").run()
@@ -183,9 +243,9 @@ def test_times_follow_the_chosen_timezone_and_refresh_is_selectable(console: Non
     admin.add_schedule("tokyo", cron="0 9 * * *", task="pgjobs.noop", timezone="Asia/Tokyo")
     at = sign_in(page="views/schedules.py")
     at.selectbox(key="tz").select("Asia/Tokyo").run()
-    assert "09:00:00" in frames(at)
+    assert " 09:00" in frames(at) and "09:00:00" in texts(at)
     at.selectbox(key="tz").select("UTC").run()
-    assert "00:00:00" in frames(at)
+    assert " 00:00" in frames(at) and "00:00:00" in texts(at)
     at.selectbox(key="refresh").select("5 s").run()
     assert not at.exception
 
@@ -201,13 +261,13 @@ def test_create_a_schedule_with_a_live_preview(console: None, admin: Admin) -> N
     at.selectbox(key="form_timezone").select("America/New_York").run()
     assert "Runs at 02:30 every day (America/New_York)" in texts(at)
     assert texts(at).count("02:30:00 E") == 5  # five fire times, in the schedule's zone (EST / EDT)
-    at.selectbox(key="form_overlap").select("queue")
+    at.selectbox(key="form_overlap").select("buffer_one")
     at.selectbox(key="form_catchup").select("none")
     at.button(key="form_save").click().run()
     assert not errors(at), errors(at)
     sc = admin.get_schedule("refresh traces")
     assert (sc["cron"], sc["timezone"], sc["overlap"], sc["catchup"]) == ("30 2 * * *", "America/New_York",
-                                                                         "queue", "none")
+                                                                         "buffer_one", "none")
     assert sc["args"] == {"view": "otel_trace_summaries"}
     assert "Created 'refresh traces'" in texts(at)
     assert admin.audit(limit=1)[0]["actor"] == "console:alice"
@@ -219,14 +279,51 @@ def test_edit_with_a_bad_cron_shows_the_error_and_changes_nothing(console: None,
     at.selectbox(key="sch_selected").select("nightly")
     at.button(key="sch_edit").click().run()
     at.text_input(key="form_cron").input("*/61 * * * *").run()
-    assert any("minute field '*/61': step '61' must be 1-59" in e for e in errors(at))
-    at.button(key="form_save").click().run()
-    assert any("must be 1-59" in e for e in errors(at))
+    assert [e for e in errors(at) if "must be 1-59" in e] == [
+        "cron '*/61 * * * *': minute field '*/61': step '61' must be 1-59"]  # once, in the preview
+    assert at.button(key="form_save").disabled
     assert admin.get_schedule("nightly")["cron"] == "0 3 * * *"
-    at.text_input(key="form_cron").input("15 4 * * 1-5")
+    at.text_input(key="form_cron").input("15 4 * * 1-5").run()
+    assert not at.button(key="form_save").disabled
     at.button(key="form_save").click().run()
     assert admin.get_schedule("nightly")["cron"] == "15 4 * * 1-5"
     assert admin.audit(limit=1)[0]["action"] == "edit"
+
+
+def test_save_sends_only_changed_fields_and_keeps_a_timezone_without_a_slash(console: None, admin: Admin) -> None:
+    admin.add_schedule("berlin-ish", cron="0 3 * * *", task="pgjobs.noop", timezone="CET")
+    at = sign_in(page="views/schedules.py")
+    zones = at.selectbox(key="tz").options
+    assert {"CET", "GMT", "EST5EDT", "Japan", "Europe/Berlin", "UTC"} <= set(zones)
+    at.selectbox(key="sch_selected").select("berlin-ish")
+    at.button(key="sch_edit").click().run()
+    assert at.selectbox(key="form_timezone").value == "CET"
+    at.number_input(key="form_priority").set_value(5)
+    at.button(key="form_save").click().run()
+    assert not errors(at), errors(at)
+    sc = admin.get_schedule("berlin-ish")
+    assert (sc["timezone"], sc["priority"], sc["version"]) == ("CET", 5, 2)
+    edit = admin.audit(limit=1)[0]
+    changed = {k for k in edit["after"] if edit["before"].get(k) != edit["after"][k]}
+    assert changed <= {"priority", "version", "updated_at"}, changed
+
+
+def test_saving_over_a_newer_version_fails_and_shows_the_difference(console: None, admin: Admin,
+                                                                      settings: Settings) -> None:
+    admin.add_schedule("nightly", cron="0 3 * * *", task="pgjobs.noop")
+    at = sign_in(page="views/schedules.py")
+    at.selectbox(key="sch_selected").select("nightly")
+    at.button(key="sch_edit").click().run()
+    Admin(settings, actor="cli:bob").pause_schedule("nightly")  # from another terminal, while the form is open
+    at.text_input(key="form_cron").input("15 4 * * *").run()
+    at.button(key="form_save").click().run()
+    assert any(re.match(r"Not saved: 'nightly' was changed by cli:bob at \d{4}-\d\d-\d\d \d\d:\d\d:\d\d "
+                        r"\(UTC\) since you opened it\.$", e) for e in errors(at)), errors(at)
+    diff = next(df.value for df in at.dataframe if "Field" in df.value.columns)
+    assert diff.set_index("Field").loc["enabled"].tolist() == ["True", "False", "(not changed)"]
+    assert diff.set_index("Field").loc["cron"].tolist() == ["0 3 * * *", "0 3 * * *", "15 4 * * *"]
+    sc = admin.get_schedule("nightly")
+    assert (sc["cron"], sc["enabled"]) == ("0 3 * * *", False)  # the pause stands, nothing overwritten
 
 
 def test_pause_resume_run_now_and_delete(console: None, admin: Admin) -> None:
@@ -244,7 +341,7 @@ def test_pause_resume_run_now_and_delete(console: None, admin: Admin) -> None:
     at.button(key="_confirm_yes_delete_hourly").click().run()
     with pytest.raises(NotFound):
         admin.get_schedule("hourly")
-    assert [a["action"] for a in admin.audit(limit=5)][:5] == ["remove", "run-now", "resume", "pause", "create"]
+    assert [a["action"] for a in admin.audit(limit=6)] == ["remove", "run-now", "resume", "pause", "sign-in", "create"]
     assert {a["actor"] for a in admin.audit(limit=4)} == {"console:alice"}
 
 
@@ -266,6 +363,51 @@ def test_schedule_detail_shows_stats_and_runs_with_errors(console: None, admin: 
     assert "Runs 4" in texts(at) and not at.exception
     at.button(key="detail_run_now").click().run()
     assert len(admin.list_jobs(schedule="every-minute")) == 5
+
+
+def test_schedule_detail_shows_the_slot_ledger_with_the_reason_for_every_gap(console: None, admin: Admin,
+                                                                               db_url: str) -> None:
+    sc = admin.add_schedule("ledgered", cron="* * * * *", task="pgjobs.noop")
+    with psycopg.connect(db_url, autocommit=True) as conn:
+        conn.execute("""
+            INSERT INTO pgjobs.slots (schedule_id, slot, last_slot, slot_count, outcome, reason) VALUES
+              (%(id)s, '2026-12-01 00:00+00', '2026-12-01 09:59+00', 600, 'missed',
+               'no worker was leading (downtime); catch-up ''latest'' ran only the latest due slot'),
+              (%(id)s, '2026-12-01 10:01+00', NULL, 1, 'skipped', 'skipped: the previous run is still unfinished')
+            """, {"id": sc["id"]})
+    at = sign_in()
+    at.session_state["detail_schedule"] = "ledgered"
+    at.switch_page("views/schedule_detail.py").run()
+    assert not at.exception
+    shown = frames(at)
+    assert "Slot ledger" in texts(at)
+    assert "missed" in shown and "600 slots, until" in shown and "downtime" in shown
+    assert "skipped" in shown and "still unfinished" in shown
+
+
+def test_the_schedule_form_sets_window_jitter_and_pause_after_failures(console: None, admin: Admin) -> None:
+    at = sign_in(page="views/schedules.py")
+    at.button(key="sch_new").click().run()
+    at.text_input(key="form_name").input("spread")
+    at.selectbox(key="form_overlap").select("cancel_previous")
+    at.number_input(key="form_catchup_window").set_value(3600.0)
+    at.number_input(key="form_jitter").set_value(30.0)
+    at.number_input(key="form_pause_after").set_value(2)
+    at.button(key="form_save").click().run()
+    assert not errors(at), errors(at)
+    sc = admin.get_schedule("spread")
+    assert (sc["overlap"], sc["catchup_window_seconds"], sc["jitter_seconds"], sc["pause_after_failures"]) == (
+        "cancel_previous", 3600.0, 30.0, 2)
+
+
+def test_overview_lists_overdue_schedules(console: None, admin: Admin, db_url: str) -> None:
+    admin.add_schedule("stalled", cron="* * * * *", task="pgjobs.noop")
+    with psycopg.connect(db_url, autocommit=True) as conn:  # an old schedule that never succeeded
+        conn.execute("UPDATE pgjobs.schedules SET created_at = now() - interval '1 hour', "
+                     "updated_at = now() - interval '1 hour' WHERE name = 'stalled'")
+    at = sign_in()
+    assert not at.exception
+    assert "Overdue schedules" in texts(at) and "stalled" in frames(at)
 
 
 # ---------------------------------------------------------------------- jobs: actions
@@ -315,6 +457,8 @@ def test_audit_shows_who_changed_what_before_and_after(console: None, admin: Adm
     admin.add_schedule("nightly", cron="0 3 * * *", task="pgjobs.noop")
     admin.edit_schedule("nightly", cron="0 4 * * *")
     at = sign_in(page="views/audit.py")
+    assert at.dataframe[0].value["Action"].tolist()[0] == "sign-in"  # sign-ins are audited too
+    at.text_input(key="audit_entity").input("nightly").run()
     table = at.dataframe[0].value
     assert table["Action"].tolist()[:2] == ["edit", "create"] and table["Who"].tolist()[0] == "test"
     assert [json.loads(j.value)["cron"] for j in at.json[:2]] == ["0 3 * * *", "0 4 * * *"]
@@ -348,3 +492,58 @@ def test_overview_warns_about_a_transaction_holding_the_horizon(console: None, d
         assert f"pg_terminate_backend({holder.info.backend_pid})" in shown
     finally:
         holder.close()
+
+
+def test_jobs_show_retry_state_duration_and_no_none_for_successes(console: None, admin: Admin,
+                                                                   db_url: str) -> None:
+    done = admin.enqueue("pgjobs.noop", {})
+    set_job(db_url, done, "completed", seconds=2.5)
+    retrying = admin.enqueue("pgjobs.noop", {}, max_attempts=3)
+    with psycopg.connect(db_url, autocommit=True) as conn:  # as a worker leaves a job after a failed attempt
+        conn.execute("UPDATE pgjobs.jobs SET attempt = 1, started_at = now() - interval '3 s', "
+                     "scheduled_at = now() + interval '1 hour', last_error = 'ValueError: flaky' WHERE id = %s",
+                     (retrying,))
+    at = sign_in(page="views/jobs.py")
+    table = at.dataframe[0].value.set_index("Job")
+    assert table.loc[done, "State"] == "completed" and table.loc[done, "Duration"] == "2.5 s"
+    assert table.loc[done, "Error"] == "" and table.loc[done, "Worker"] == "w1"
+    assert re.fullmatch(r"retry at \d{4}-\d\d-\d\d \d\d:\d\d:\d\d \(attempt 2 of 3\)", table.loc[retrying, "State"])
+    assert table.loc[retrying, "Duration"] == ""
+    assert "None" not in table.astype(str).to_csv()
+
+
+def test_error_details_default_to_the_newest_real_error(console: None, admin: Admin, db_url: str) -> None:
+    admin.add_schedule("flaky", cron="0 0 1 1 *", task="pgjobs.noop")
+    old = admin.run_now("flaky")
+    set_job(db_url, old, "failed", error="OldError: first")
+    new = admin.run_now("flaky")
+    set_job(db_url, new, "failed", error="NewError: latest")
+    skipped = admin.run_now("flaky")
+    set_job(db_url, skipped, "skipped", error="skipped: the previous run was still going")
+    at = sign_in()
+    st_state = at.session_state
+    st_state["detail_schedule"] = "flaky"
+    at.switch_page("views/schedule_detail.py").run()
+    assert at.selectbox(key="detail_error_job").value == new
+    assert "Traceback: NewError: latest" in texts(at)
+
+
+def test_a_young_schedules_charts_default_to_its_life_and_a_1_h_window_exists(console: None, admin: Admin,
+                                                                               db_url: str) -> None:
+    admin.add_schedule("young", cron="* * * * *", task="pgjobs.noop")
+    set_job(db_url, admin.run_now("young"), "completed")
+    at = sign_in()
+    at.session_state["detail_schedule"] = "young"
+    at.switch_page("views/schedule_detail.py").run()
+    window = at.selectbox(key="detail_window")
+    assert window.value == "since created" and "1 h" in window.options
+    assert any("Execution history · since created" in s.value for s in at.subheader)
+    assert not at.exception
+    with psycopg.connect(db_url, autocommit=True) as conn:  # a schedule older than a day: 24 h by default
+        conn.execute("UPDATE pgjobs.schedules SET created_at = now() - interval '3 days'")
+    at = sign_in()
+    at.session_state["detail_schedule"] = "young"
+    at.switch_page("views/schedule_detail.py").run()
+    assert at.selectbox(key="detail_window").value == "24 h"
+    at.selectbox(key="detail_window").select("1 h").run()
+    assert any("last 1 h · 60.0 s buckets" in s.value for s in at.subheader), [s.value for s in at.subheader]

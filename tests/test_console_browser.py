@@ -26,7 +26,9 @@ ROOT = Path(__file__).resolve().parent.parent
 ARTIFACTS = ROOT / "test-artifacts" / "console"
 CHROMIUM = os.environ.get("PGJOBS_CHROMIUM", "/usr/bin/chromium")
 CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
-                 "--disable-component-update", "--disable-sync"]
+                 "--disable-component-update", "--disable-sync",
+                 # a foreign name that resolves to this machine, like a DNS-rebinding attacker's
+                 "--host-resolver-rules=MAP evil.test 127.0.0.1"]
 PASSWORD = "browser-test-password"
 TIMEOUT_MS = 20_000
 
@@ -47,33 +49,59 @@ def healthy(url: str) -> bool:
         return False
 
 
-@pytest.fixture
-def console_url(db_url: str, tmp_path: Path) -> Iterator[str]:
-    from conftest import wait_for
+class Consoles:
+    """`python -m console` processes on free ports, stopped at teardown."""
 
-    port = free_port()
-    env = {**os.environ, "PGJOBS_DATABASE_URL": db_url,
-           "PGJOBS_CONSOLE_USERS": f"ops:admin:{auth.hash_password(PASSWORD)}"}
-    env.pop("PGJOBS_CONSOLE_INSECURE", None)
-    log = (tmp_path / "console.log").open("wb")
-    proc = subprocess.Popen([sys.executable, "-m", "console", "--server.port", str(port),
-                             "--server.fileWatcherType", "none"], cwd=ROOT, env=env, stdout=log,
-                            stderr=subprocess.STDOUT)
-    url = f"http://127.0.0.1:{port}"
-    try:
+    def __init__(self, db_url: str, tmp_path: Path) -> None:
+        self.db_url, self.tmp_path, self.procs = db_url, tmp_path, []
+
+    def start(self, users: str | None = None, **extra_env: str) -> str:
+        from conftest import wait_for
+
+        port = free_port()
+        env = {**os.environ, "PGJOBS_DATABASE_URL": self.db_url, **extra_env}
+        for var in ("PGJOBS_CONSOLE_INSECURE", "PGJOBS_CONSOLE_USERS", "PGJOBS_CONSOLE_ADMIN_PASSWORD_HASH",
+                    "PGJOBS_CONSOLE_VIEWER_PASSWORD_HASH"):
+            env.pop(var, None)
+        if users:
+            env["PGJOBS_CONSOLE_USERS"] = users
+        log_path = self.tmp_path / f"console-{port}.log"
+        log = log_path.open("wb")
+        proc = subprocess.Popen([sys.executable, "-m", "console", "--server.port", str(port),
+                                 "--server.fileWatcherType", "none"], cwd=ROOT, env=env, stdout=log,
+                                stderr=subprocess.STDOUT)
+        self.procs.append((proc, log))
+        url = f"http://127.0.0.1:{port}"
         try:
             wait_for(lambda: healthy(url) or proc.poll() is not None, timeout=60, what="the console to start")
         except AssertionError as exc:
-            raise AssertionError(f"{exc}; its log:\n{(tmp_path / 'console.log').read_text()}") from None
-        assert proc.poll() is None, (tmp_path / "console.log").read_text()
-        yield url
+            raise AssertionError(f"{exc}; its log:\n{log_path.read_text()}") from None
+        assert proc.poll() is None, log_path.read_text()
+        return url
+
+    def stop_all(self) -> None:
+        for proc, log in self.procs:
+            proc.terminate()
+            try:
+                proc.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
+            log.close()
+
+
+@pytest.fixture
+def consoles(db_url: str, tmp_path: Path) -> Iterator[Consoles]:
+    started = Consoles(db_url, tmp_path)
+    try:
+        yield started
     finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-        log.close()
+        started.stop_all()
+
+
+@pytest.fixture
+def console_url(consoles: Consoles) -> str:
+    return consoles.start(users=f"ops:admin:{auth.hash_password(PASSWORD)}")
 
 
 @pytest.fixture
@@ -104,6 +132,7 @@ def settled(page) -> None:
         "      !== 'running'"
         " && !document.querySelector('[data-testid=\"stStatusWidget\"]')"
         " && document.querySelectorAll('[data-stale=\"true\"]').length === 0"
+        " && !document.querySelector('[data-testid=\"stSkeleton\"]')"
         " && [...document.querySelectorAll('[data-testid=\"stVegaLiteChart\"]')]"
         "      .every(chart => chart.querySelector('canvas, svg'))", timeout=TIMEOUT_MS)
 
@@ -211,3 +240,177 @@ def test_an_operator_signs_in_browses_every_page_creates_edits_and_runs_a_schedu
     shot(page, "08-audit")
     actions = [(a["action"], a["actor"]) for a in admin.audit(limit=3)]
     assert actions == [("run-now", "console:ops"), ("edit", "console:ops"), ("create", "console:ops")]
+
+
+# ---------------------------------------------------------------------- DNS rebinding and foreign origins
+FOREIGN_PAGE = "http://evil.test:9/attack.html"  # answered by page.route below, never by a server
+ATTACK_SCRIPT = """async ([target]) => {
+    const opened = (url) => new Promise((resolve) => {
+        const ws = new WebSocket(url, ["streamlit"]);
+        ws.onopen = () => { ws.close(); resolve("open"); };
+        ws.onerror = () => resolve("refused");
+        setTimeout(() => resolve("timeout"), 10000);
+    });
+    let post;
+    try {
+        const r = await fetch(target + "/_stcore/upload_file/x/y", {method: "PUT", body: "x", mode: "no-cors"});
+        post = "sent";
+    } catch (e) { post = "refused"; }
+    return {
+        stream: await opened(target.replace("http", "ws") + "/_stcore/stream"),
+        post: post,
+    };
+}"""
+
+
+def test_a_page_on_a_rebound_foreign_name_cannot_drive_the_console_without_users(
+        consoles: Consoles, browser_page, admin: Admin) -> None:
+    """No users (loopback): Chromium resolves evil.test to 127.0.0.1, as after a DNS rebinding. Every route
+    under that name answers 403, the app never loads, no job is created; 127.0.0.1 still works."""
+    from playwright.sync_api import expect
+
+    page = browser_page
+    admin.add_schedule("target", cron="0 0 1 1 *", task="pgjobs.noop")
+    url = consoles.start()
+    port = url.rsplit(":", 1)[1]
+    rebound = f"http://evil.test:{port}"
+
+    for path in ("/", "/_stcore/health", "/static/favicon.png", "/_stcore/host-config", "/Schedules"):
+        response = page.goto(rebound + path)
+        assert response is not None and response.status == 403, (path, response and response.status)
+        assert "is not allowed" in page.content()
+    assert page.get_by_test_id("stApp").count() == 0
+
+    # the rebound page's own script: its websocket to the console (same name) is refused too
+    result = page.evaluate(ATTACK_SCRIPT, [rebound])
+    assert result["stream"] == "refused", result
+    assert admin.list_jobs(schedule="target") == []
+
+    # a page on a foreign origin talking to 127.0.0.1 directly: its Origin is refused
+    page.route(FOREIGN_PAGE, lambda route: route.fulfill(status=200, content_type="text/html",
+                                                         body="<html><body>attacker</body></html>"))
+    page.goto(FOREIGN_PAGE)
+    result = page.evaluate(ATTACK_SCRIPT, [url])
+    assert result["stream"] == "refused", result
+    assert admin.list_jobs(schedule="target") == []
+
+    # the legitimate origin: the console works, and Run now creates the job
+    page.goto(url)
+    page.get_by_role("heading", name="Overview", exact=True).wait_for()
+    go(page, "Schedules")
+    settled(page)
+    page.get_by_role("button", name="Run now").click()
+    expect(page.get_by_text("Enqueued job")).to_be_visible()
+    assert len(admin.list_jobs(schedule="target")) == 1
+    assert admin.audit(limit=1)[0]["actor"] == "console:local"
+
+
+def test_a_name_in_allowed_hosts_is_served(consoles: Consoles, browser_page) -> None:
+    page = browser_page
+    url = consoles.start(PGJOBS_CONSOLE_ALLOWED_HOSTS="evil.test")
+    port = url.rsplit(":", 1)[1]
+    response = page.goto(f"http://evil.test:{port}/")
+    assert response is not None and response.status == 200
+    page.get_by_role("heading", name="Overview", exact=True).wait_for()
+
+
+def raw_upgrade(port: int, host: str, origin: str | None) -> str:
+    """The status line the console answers to a hand-written websocket upgrade of its app stream."""
+    lines = ["GET /_stcore/stream HTTP/1.1", f"Host: {host}", "Upgrade: websocket", "Connection: Upgrade",
+             "Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==", "Sec-WebSocket-Version: 13",
+             "Sec-WebSocket-Protocol: streamlit"]
+    if origin:
+        lines.append(f"Origin: {origin}")
+    with socket.create_connection(("127.0.0.1", port), timeout=10) as conn:
+        conn.sendall(("\r\n".join(lines) + "\r\n\r\n").encode())
+        return conn.recv(4096).split(b"\r\n", 1)[0].decode()
+
+
+def test_a_raw_websocket_upgrade_with_a_foreign_host_or_origin_is_refused(consoles: Consoles) -> None:
+    port = int(consoles.start().rsplit(":", 1)[1])
+    assert raw_upgrade(port, f"evil.test:{port}", f"http://evil.test:{port}") == "HTTP/1.1 403 Forbidden"
+    assert raw_upgrade(port, f"evil.test:{port}", None) == "HTTP/1.1 403 Forbidden"
+    assert raw_upgrade(port, f"127.0.0.1:{port}", f"http://evil.test:{port}") == "HTTP/1.1 403 Forbidden"
+    assert raw_upgrade(port, f"127.0.0.1:{port}", "null") == "HTTP/1.1 403 Forbidden"
+    assert raw_upgrade(port, f"127.0.0.1:{port}", f"http://127.0.0.1:{port}") == "HTTP/1.1 101 Switching Protocols"
+    assert raw_upgrade(port, f"localhost:{port}", None) == "HTTP/1.1 101 Switching Protocols"
+
+
+def test_with_a_token_the_console_needs_it_once_in_the_url_then_a_cookie(consoles: Consoles, browser_page) -> None:
+    page = browser_page
+    token = "t0ken-for-the-browser-test"
+    url = consoles.start(PGJOBS_CONSOLE_TOKEN=token)  # its health check answers without the token
+    response = page.goto(url + "/")
+    assert response is not None and response.status == 403 and "needs the token" in page.content()
+    response = page.goto(f"{url}/?token=wrong-token-0000000")
+    assert response is not None and response.status == 403
+    page.goto(f"{url}/?token={token}")
+    page.get_by_role("heading", name="Overview", exact=True).wait_for()
+    assert "token=" not in page.url  # the redirect dropped it from the address bar
+    go(page, "Workers")  # the websocket and static files go on with the cookie
+    page.reload()
+    page.get_by_role("heading", name="Workers", exact=True).wait_for()
+    port = int(url.rsplit(":", 1)[1])
+    assert raw_upgrade(port, f"127.0.0.1:{port}", None) == "HTTP/1.1 403 Forbidden"  # no cookie, no stream
+
+
+def test_a_signed_in_session_survives_a_reload_until_signing_out(console_url: str, browser_page) -> None:
+    from playwright.sync_api import expect
+
+    page = browser_page
+    page.goto(console_url)
+    set_text(page, "User", "ops")
+    page.get_by_label("Password", exact=True).fill(PASSWORD)
+    page.get_by_role("button", name="Sign in").click()
+    page.get_by_role("heading", name="Overview", exact=True).wait_for()
+    settled(page)
+    page.get_by_test_id("stSidebar").get_by_label("Times shown in", exact=True).click()
+    page.keyboard.type("Asia/Tokyo")  # a long, virtualized list: filter it
+    page.get_by_role("option", name="Asia/Tokyo", exact=True).click()
+    settled(page)
+    page.wait_for_function("() => document.cookie.includes('pgjobs_console_session=')")
+    page.reload()
+    page.get_by_role("heading", name="Overview", exact=True).wait_for()
+    settled(page)
+    expect(page.get_by_text("Signed in as ops (admin)")).to_be_visible()
+    expect(page.get_by_test_id("stSidebar").get_by_label("Times shown in", exact=True)).to_have_value(
+        "Asia/Tokyo")  # the zone too
+    page.get_by_role("button", name="Sign out").click()
+    page.get_by_role("button", name="Sign in").wait_for()
+    page.wait_for_function("() => !document.cookie.includes('pgjobs_console_session=')")
+    page.reload()
+    page.get_by_role("button", name="Sign in").wait_for()
+
+
+@pytest.mark.parametrize("width", [1280, 1440])
+def test_every_page_at_laptop_widths_with_no_request_leaving_the_machine(
+        console_url: str, browser_page, admin: Admin, width: int) -> None:
+    """Screenshots of every page at 1280 and 1440 px (test-artifacts/console/width-*), and every request
+    the browser makes goes to the console itself: favicon, fonts and icons are served locally."""
+    from urllib.parse import urlsplit
+
+    page = browser_page
+    page.set_viewport_size({"width": width, "height": 1100})
+    admin.add_schedule("refresh otel_trace_summaries", cron="*/2 * * * *", task="pgjobs.noop",
+                       timezone="Europe/Berlin", description="refresh the traces view")
+    admin.add_schedule("nightly report", cron="0 3 * * 1-5", task="pgjobs.noop", timezone="CET")
+    admin.run_now("nightly report")
+    requests: list[str] = []
+    page.on("request", lambda request: requests.append(request.url))
+    page.goto(console_url)
+    set_text(page, "User", "ops")
+    page.get_by_label("Password", exact=True).fill(PASSWORD)
+    page.get_by_role("button", name="Sign in").click()
+    page.get_by_role("heading", name="Overview", exact=True).wait_for()
+    shot(page, f"width-{width}-1-overview")
+    for n, title in enumerate(["Schedules", "Schedule detail", "Jobs", "Workers", "Audit log"], start=2):
+        go(page, title)
+        shot(page, f"width-{width}-{n}-{title.lower().replace(' ', '-')}")
+    go(page, "Schedules")
+    page.get_by_role("button", name="New schedule").click()
+    settled(page)
+    page.get_by_role("button", name="Create schedule").wait_for()
+    shot(page, f"width-{width}-7-schedule-form")
+    foreign = {urlsplit(u).hostname for u in requests if urlsplit(u).scheme in ("http", "https", "ws", "wss")}
+    assert foreign <= {"127.0.0.1"}, sorted(u for u in requests if urlsplit(u).hostname != "127.0.0.1")
+    assert any(u.endswith(".png") or "media" in u for u in requests)  # the favicon, from the console

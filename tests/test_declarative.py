@@ -203,3 +203,23 @@ def test_the_example_file_applies(admin, db_url):
     assert cli(db_url, "apply", str(EXAMPLE)).returncode == 0
     assert names(admin) == ["heartbeat", "morning-report", "refresh-trace-summaries"]
     assert cli(db_url, "apply", str(EXAMPLE)).stdout.strip().endswith("3 unchanged")
+
+
+def test_the_schedule_policies_are_fields_of_the_file(admin, tmp_path):
+    path = write(tmp_path, "s.toml", """
+[schedules.spread]
+cron = "*/5 * * * *"
+task = "pgjobs.noop"
+overlap = "queue"
+catchup_window_seconds = "1h"
+jitter_seconds = "90s"
+pause_after_failures = 4
+""")
+    assert [c.action for c in declarative.apply_file(admin, path)] == ["create"]
+    sc = admin.get_schedule("spread")
+    assert (sc["overlap"], sc["catchup_window_seconds"], sc["jitter_seconds"], sc["pause_after_failures"]) == (
+        "buffer_all", 3600.0, 90.0, 4)
+    assert [c.action for c in declarative.apply_file(admin, path)] == ["unchanged"]
+    bad = write(tmp_path, "bad.toml", '[schedules.x]\ncron = "@daily"\ntask = "pgjobs.noop"\njitter_seconds = "2 days"\n')
+    with pytest.raises(ScheduleFileError, match="jitter"):
+        declarative.apply_file(admin, bad)

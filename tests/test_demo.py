@@ -263,3 +263,19 @@ def test_demo_on_the_embedded_postgres_runs_and_stops_the_server(embedded_dir, d
     _run_demo_until_refreshed_then_stop(demo_process, _embedded_url, "--data-dir", str(embedded_dir), env=_env())
     assert "stopping the embedded Postgres" in demo_process.output()
     assert not (embedded_dir / "postgres" / "postmaster.pid").exists()
+
+
+def test_the_guides_commands_from_another_terminal_work_as_printed(capsys, db_url: str, tmp_path: Path) -> None:
+    """The lines under 'From another terminal' run in a plain shell, without the venv activated."""
+    Admin(Settings.load(database_url=db_url)).add_schedule("demo-spans", cron="5 seconds", task=demo.DEMO_TASK)
+    demo._print_guide(Settings.load(database_url=db_url), None, 1)
+    guide = capsys.readouterr().out
+    block = guide.split("From another terminal:", 1)[1].split("Press Ctrl-C", 1)[0]
+    commands = [line.strip() for line in block.splitlines() if line.strip()]
+    assert commands[0].startswith("export PGJOBS_DATABASE_URL=") and len(commands) >= 4
+    script = tmp_path / "guide.sh"
+    script.write_text("set -e\n" + "\n".join(commands) + "\n")
+    env = {"PATH": "/usr/bin:/bin", "HOME": str(tmp_path)}  # no venv on PATH, no PGJOBS_* variables
+    done = subprocess.run(["bash", str(script)], env=env, capture_output=True, text=True, timeout=120, cwd=ROOT)
+    assert done.returncode == 0, done.stderr
+    assert "leader:" in done.stdout and "demo-spans" in done.stdout

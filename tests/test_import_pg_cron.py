@@ -109,7 +109,7 @@ def test_import_with_sql_tasks_and_run_them(admin, pg_cron, db_url, db, workers)
     assert out.returncode == 0, out.stderr
     assert "imported     pg_cron job 3 'nightly-vacuum' -> schedule 'nightly-vacuum' (pgjobs.sql" in out.stdout
     vacuum = admin.get_schedule("nightly-vacuum")
-    assert vacuum["args"] == {"sql": "VACUUM ANALYZE events"} and vacuum["overlap"] == "queue"
+    assert vacuum["args"] == {"sql": "VACUUM ANALYZE events"} and vacuum["overlap"] == "buffer_one"
 
     sql_env = {"PGJOBS_SQL_TASKS": "1"}
     workers.start(env=sql_env)

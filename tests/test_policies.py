@@ -2,9 +2,10 @@
 
 Catch-up (`plan_slots` docstring): on cadence (the oldest due slot is within the grace) every due slot is
 planned; behind (after downtime or a pause) the policy picks among the due slots: `latest` (the most recent
-one), `all` (the most recent `catchup_max`) or `none`. Overlap: `skip` records a
-slot as skipped while a run is unfinished, `queue` keeps at most one waiting run (and never runs two at once),
-`allow` runs them in parallel.
+one), `all` (the most recent `catchup_max`) or `none`. Overlap (`scheduler.overlap_states`): `skip` records a
+slot as skipped while a run is unfinished, `buffer_one` keeps at most one waiting run, `buffer_all` keeps them
+all, `cancel_previous` / `terminate_previous` stop the unfinished run for the new one, `allow` runs them in
+parallel; all but `allow` run one at a time.
 """
 
 from __future__ import annotations
@@ -18,10 +19,12 @@ from typing import Any
 
 import psycopg
 import pytest
+import tasks_for_tests  # noqa: F401 - registers the tests.* tasks the schedules below name
 
 from conftest import ROOT, wait_for
 from pgjobs import cron
 from pgjobs.scheduler import plan_slots
+from pgjobs.states import OVERLAP_POLICIES
 
 SECOND = timedelta(seconds=1)
 T0 = datetime(2026, 3, 1, 12, 0, 0, tzinfo=UTC)
@@ -119,10 +122,15 @@ def test_catchup_in_the_schedules_timezone():
     ("skip", 0, 0, ["available", "available"]),
     ("skip", 1, 0, ["skipped", "skipped"]),
     ("skip", 0, 1, ["skipped", "skipped"]),
-    ("queue", 0, 0, ["available", "available"]),
-    ("queue", 1, 0, ["available", "skipped"]),
-    ("queue", 1, 1, ["skipped", "skipped"]),
-    ("queue", 0, 1, ["skipped", "skipped"]),
+    ("buffer_one", 0, 0, ["available", "available"]),
+    ("buffer_one", 1, 0, ["available", "skipped"]),
+    ("buffer_one", 1, 1, ["skipped", "skipped"]),
+    ("buffer_one", 0, 1, ["skipped", "skipped"]),
+    ("buffer_all", 0, 0, ["available", "available"]),
+    ("buffer_all", 1, 3, ["available", "available"]),
+    ("cancel_previous", 0, 0, ["skipped", "available"]),
+    ("cancel_previous", 1, 0, ["skipped", "available"]),
+    ("terminate_previous", 1, 1, ["skipped", "available"]),
     ("allow", 0, 0, ["available", "available"]),
     ("allow", 3, 2, ["available", "available"]),
 ])
@@ -134,16 +142,19 @@ def test_overlap_policy_against_unfinished_runs(overlap, running, waiting, expec
     assert states(p) == expected
     for s in p.slots:
         assert (s.note is not None) == (s.state == "skipped")
+    assert p.replace == (overlap in ("cancel_previous", "terminate_previous") and bool(running or waiting))
 
 
 @pytest.mark.parametrize("catchup", ["latest", "all", "none"])
-@pytest.mark.parametrize("overlap", ["skip", "queue", "allow"])
+@pytest.mark.parametrize("overlap", OVERLAP_POLICIES)
 def test_every_policy_combination_after_downtime(catchup, overlap):
     p = plan(T0, DOWN_UNTIL, catchup=catchup, catchup_max=3, overlap=overlap, running=1)
     expected_slots = {"latest": [10], "all": [8, 9, 10], "none": []}[catchup]
     assert secs(p) == expected_slots
     n = len(expected_slots)
-    expected_states = {"skip": ["skipped"] * n, "queue": (["available"] + ["skipped"] * (n - 1)) if n else [],
+    replaced = (["skipped"] * (n - 1) + ["available"]) if n else []
+    expected_states = {"skip": ["skipped"] * n, "buffer_one": (["available"] + ["skipped"] * (n - 1)) if n else [],
+                       "buffer_all": ["available"] * n, "cancel_previous": replaced, "terminate_previous": replaced,
                        "allow": ["available"] * n}[overlap]
     assert states(p) == expected_states
     assert p.next_run_at == T0 + 11 * SECOND
@@ -238,17 +249,18 @@ def _unfinished(db: psycopg.Connection, name: str) -> tuple[int, int]:
 
 def test_overlap_policies_with_a_slow_task(admin, db, workers, db_url):
     # Every second, a job that takes 2.5 s; one worker with room for 8 jobs at once.
-    for policy in ("skip", "queue", "allow"):
+    for policy in ("skip", "buffer_one", "buffer_all", "allow"):
         admin.add_schedule(f"ov-{policy}", cron="1 second", task="pgjobs.sleep", args={"seconds": 2.5},
                            overlap=policy, catchup="none")
     workers.start(env=FAST, concurrency=8)
-    seen_waiting = {"queue": 0}
+    seen_waiting = {"buffer_one": 0, "buffer_all": 0}
 
     def enough() -> bool:
-        running, waiting = _unfinished(db, "ov-queue")
-        seen_waiting["queue"] = max(seen_waiting["queue"], waiting)
-        assert waiting <= 1, f"queue policy: {waiting} jobs waiting"
-        return all(sum(1 for r in _runs(db, f"ov-{p}") if r[2] == "completed") >= 2 for p in ("skip", "queue"))
+        for p in seen_waiting:
+            seen_waiting[p] = max(seen_waiting[p], _unfinished(db, f"ov-{p}")[1])
+        assert seen_waiting["buffer_one"] <= 1, f"buffer_one policy: {seen_waiting['buffer_one']} jobs waiting"
+        return all(sum(1 for r in _runs(db, f"ov-{p}") if r[2] == "completed") >= 2
+                   for p in ("skip", "buffer_one", "buffer_all"))
 
     wait_for(enough, 20, "two completed runs of the skip and queue schedules")
     now = db_now(db)
@@ -265,10 +277,15 @@ def test_overlap_policies_with_a_slow_task(admin, db, workers, db_url):
     assert {j["id"] for j in listed} >= {j["id"] for j in skipped}
     assert all(j["state"] == "skipped" and j["schedule"] == "ov-skip" and j["error"] for j in listed)
 
-    # queue: never two at once, at most one waiting (checked at every poll above), extra slots skipped.
-    assert _max_parallel(_runs(db, "ov-queue"), now) == 1
-    assert seen_waiting["queue"] == 1
-    assert admin.list_jobs(schedule="ov-queue", state="skipped")
+    # buffer_one: never two at once, at most one waiting (checked at every poll above), extra slots skipped.
+    assert _max_parallel(_runs(db, "ov-buffer_one"), now) == 1
+    assert seen_waiting["buffer_one"] == 1
+    assert admin.list_jobs(schedule="ov-buffer_one", state="skipped")
+
+    # buffer_all: never two at once, nothing skipped: every slot waits its turn (the backlog grows).
+    assert _max_parallel(_runs(db, "ov-buffer_all"), now) == 1
+    assert seen_waiting["buffer_all"] >= 2
+    assert admin.list_jobs(schedule="ov-buffer_all", state="skipped") == []
 
     # allow: runs overlap, nothing is skipped.
     assert _max_parallel(_runs(db, "ov-allow"), now) >= 2
@@ -276,7 +293,9 @@ def test_overlap_policies_with_a_slow_task(admin, db, workers, db_url):
 
 
 def test_a_queued_run_starts_as_soon_as_the_previous_one_finishes(admin, db, workers):
+    # `queue`, the old name, is accepted as buffer_all.
     admin.add_schedule("q", cron="3 seconds", task="pgjobs.sleep", args={"seconds": 3.5}, overlap="queue")
+    assert admin.get_schedule("q")["overlap"] == "buffer_all"
     workers.start(env={"PGJOBS_POLL_INTERVAL": "5"})
 
     def two_started():
@@ -285,3 +304,71 @@ def test_a_queued_run_starts_as_soon_as_the_previous_one_finishes(admin, db, wor
 
     first, second = wait_for(two_started, 15, "the queued second run to start")[:2]
     assert second[0] - first[1] < timedelta(milliseconds=500), (first, second)
+
+
+def test_cancel_previous_stops_the_running_python_job_for_the_new_slot(admin, db, workers):
+    # A 3-second schedule whose run would take 30 s: each slot cancels the previous run (cooperatively: the
+    # task sees its cancel event) and then runs; never two at once.
+    admin.add_schedule("cp", cron="3 seconds", task="tests.python_loop", args={"seconds": 30},
+                       overlap="cancel_previous", max_attempts=1)
+    workers.start("--import", "tasks_for_tests", env=FAST, concurrency=4)
+
+    def two_cancelled():
+        rows = db.execute(
+            "SELECT j.state, j.last_error, j.finished_at, j.slot FROM pgjobs.jobs j JOIN pgjobs.schedules s "
+            "ON s.id = j.schedule_id WHERE s.name = 'cp' ORDER BY j.slot").fetchall()
+        return rows if sum(1 for r in rows if r[0] == "cancelled") >= 2 else None
+
+    rows = wait_for(two_cancelled, 20, "two runs cancelled by their successors")
+    cancelled = [r for r in rows if r[0] == "cancelled"]
+    assert all("cancel" in (r[1] or "") for r in cancelled), cancelled
+    for r in cancelled:  # each run ended within a few heartbeats after the next slot came
+        assert r[2] - (r[3] + 3 * SECOND) < 2 * SECOND, r
+    assert _max_parallel(_runs(db, "cp"), db_now(db)) == 1
+    assert not [r for r in rows if r[0] in ("failed", "skipped")], rows
+
+
+def test_terminate_previous_ends_the_running_sql_at_once(admin, db, workers):
+    # The previous run's SQL (pg_sleep 30 s) is ended by pg_terminate_backend when the next slot comes; the
+    # run is recorded cancelled at once and the new slot starts without waiting for it.
+    admin.add_schedule("tp", cron="3 seconds", task="tests.sql_sleep", args={"seconds": 30},
+                       overlap="terminate_previous", max_attempts=1)
+    workers.start("--import", "tasks_for_tests", env=FAST, concurrency=4)
+
+    def terminated():
+        rows = db.execute(
+            "SELECT j.id, j.state, j.slot, j.finished_at, j.last_error FROM pgjobs.jobs j JOIN pgjobs.schedules s "
+            "ON s.id = j.schedule_id WHERE s.name = 'tp' ORDER BY j.slot").fetchall()
+        done = [r for r in rows if r[1] == "cancelled"]
+        return (rows, done) if len(done) >= 2 else None
+
+    rows, done = wait_for(terminated, 20, "two runs terminated by their successors")
+    assert all("terminate_previous" in r[4] for r in done), done
+    for r in done:  # recorded at the next slot's pass
+        assert r[3] - (r[2] + 3 * SECOND) < SECOND, r
+    # No pg_sleep of a terminated run is left in Postgres: only the current run's (at most one) sleeps.
+    sleeping = db.execute("SELECT count(*) FROM pg_stat_activity WHERE query LIKE 'SELECT pg_sleep%%' "
+                          "AND state = 'active' AND datname = current_database()").fetchone()[0]
+    assert sleeping <= 1
+    assert not [r for r in rows if r[1] == "failed"], rows
+
+
+def test_cancel_previous_cancels_the_running_sql_with_pg_cancel_backend(admin, db, workers):
+    # The running pg_sleep is cancelled by the next slot's pass (pg_cancel_backend), well before a heartbeat
+    # (10 s here) could have delivered a cooperative cancel; the run ends `cancelled`, the new one runs next.
+    admin.add_schedule("cps", cron="3 seconds", task="tests.sql_sleep", args={"seconds": 30},
+                       overlap="cancel_previous", max_attempts=1)
+    workers.start("--import", "tasks_for_tests", env={**FAST, "PGJOBS_HEARTBEAT_INTERVAL": "10"})
+
+    def cancelled():
+        rows = db.execute(
+            "SELECT j.state, j.slot, j.finished_at FROM pgjobs.jobs j JOIN pgjobs.schedules s "
+            "ON s.id = j.schedule_id WHERE s.name = 'cps' ORDER BY j.slot").fetchall()
+        done = [r for r in rows if r[0] == "cancelled"]
+        return (rows, done) if len(done) >= 2 else None
+
+    rows, done = wait_for(cancelled, 20, "two SQL runs cancelled by their successors")
+    for r in done:
+        assert r[2] - (r[1] + 3 * SECOND) < SECOND, r
+    assert not [r for r in rows if r[0] in ("failed", "skipped")], rows
+    assert _max_parallel(_runs(db, "cps"), db_now(db)) == 1

@@ -27,7 +27,7 @@ def render() -> None:
     st.caption(f"page {len(cursors) + 1} · newest first · times in {st.session_state.get('tz', 'UTC')}")
     ui.table(rows, {"id": "#", "at": "When", "actor": "Who", "action": "Action", "entity": "Kind",
                     "entity_name": "Name"}, times=["at"], key="audit_table")
-    prev, _, nxt = st.columns([1, 6, 1])
+    prev, _, nxt = st.columns([2, 6, 2])
     if prev.button("Newer", icon=":material/chevron_left:", key="audit_prev", disabled=not cursors):
         cursors.pop()
         st.rerun()

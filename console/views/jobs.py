@@ -46,11 +46,16 @@ def page_of_jobs(admin: Any, chosen: dict[str, Any]) -> list[dict[str, Any]]:
     counts = ui.run("counts", admin.job_state_counts)
     total = f"{'' if counts['exact'] else '≈ '}{counts['total']:,} jobs in total · " if counts else ""
     st.caption(f"{total}page {len(cursors) + 1} · newest first · times in {st.session_state.get('tz', 'UTC')}")
-    ui.table(rows, {"id": "Job", "state": "State", "task": "Task", "queue": "Queue", "schedule": "Schedule",
-                    "attempt": "Attempt", "inserted_at": "Enqueued", "started_at": "Started",
-                    "finished_at": "Finished", "worker": "Worker", "last_error": "Error"},
+    now = datetime.now(UTC)
+    shown = [{**r, "state_text": ui.job_state_text(r, now), "duration_text": ui.job_duration_text(r, now),
+              "error_text": r["last_error"] or "", "worker_text": r["worker"] or "",
+              "schedule_text": r.get("schedule") or ""} for r in rows]
+    ui.table(shown, {"id": "Job", "state_text": "State", "task": "Task", "queue": "Queue",
+                     "schedule_text": "Schedule", "attempt": "Attempt", "inserted_at": "Enqueued",
+                     "started_at": "Started", "finished_at": "Finished", "duration_text": "Duration",
+                     "worker_text": "Worker", "error_text": "Error"},
              times=["inserted_at", "started_at", "finished_at"], key="jobs_table")
-    prev, _, size_col, nxt = st.columns([1, 4, 1, 1])
+    prev, _, size_col, nxt = st.columns([2, 5, 2, 2])
     if prev.button("Newer", icon=":material/chevron_left:", key="jobs_prev", disabled=not cursors):
         cursors.pop()
         st.rerun()
@@ -108,7 +113,7 @@ def detail(admin: Any, rows: list[dict[str, Any]]) -> None:
         return
     left, right = st.columns([2, 1])
     with left:
-        fields = [("state", job["state"]), ("task", job["task"]), ("queue", job["queue"]),
+        fields = [("state", ui.job_state_text(job)), ("duration", ui.job_duration_text(job)), ("task", job["task"]), ("queue", job["queue"]),
                   ("attempts", f"{job['attempt']} of {job['max_attempts']}"), ("priority", job["priority"]),
                   ("schedule id", job["schedule_id"] or ""), ("slot", ui.when(job["slot"])),
                   ("enqueued", ui.when(job["inserted_at"])), ("scheduled", ui.when(job["scheduled_at"])),

@@ -1,4 +1,5 @@
-"""Overview: leader, workers, jobs by state, next runs, failures in the last 24 h, lateness of recent slots."""
+"""Overview: leader, workers, jobs by state, next runs, lateness of recent slots, overdue schedules (no
+success within N intervals), failures in the last 24 h."""
 
 from __future__ import annotations
 
@@ -35,9 +36,9 @@ def render() -> None:
     with workers_col:
         st.subheader("Workers")
         workers = status["workers"]
-        stale = [w for w in workers if (w["heartbeat_age"] or 0) > 3 * admin.settings.heartbeat_interval]
-        st.metric("Worker processes", len(workers), delta=f"{len(stale)} stale" if stale else None,
-                  delta_color="inverse")
+        dead = [w for w in workers if not w.get("alive", True)]  # session gone: jobs being rescued
+        st.metric("Live worker processes", len(workers) - len(dead),
+                  delta=f"{len(dead)} dead, jobs being rescued" if dead else None, delta_color="inverse")
     with jobs_col:
         st.subheader("Last 24 h")
         last = status["last_24h"]
@@ -82,6 +83,15 @@ def render() -> None:
                        f"max {ui.seconds_text(frame['lateness (s)'].max())}")
         else:
             st.text("No cron runs in the last 24 h.")
+
+    overdue = ui.run("overdue schedules", admin.overdue_schedules)
+    if overdue is not None and overdue["overdue"]:
+        st.subheader("Overdue schedules")
+        st.error(f"{len(overdue['overdue'])} enabled schedule(s) with no successful slot in the last "
+                 f"{overdue['intervals']:g} of their intervals.")
+        ui.table([{**r, "behind": ui.seconds_text(r["overdue_seconds"])} for r in overdue["overdue"]],
+                 {"name": "Schedule", "cron": "Cron", "last_success_at": "Last success", "deadline": "Due by",
+                  "behind": "Overdue by"}, times=["last_success_at", "deadline"], key="overview_overdue")
 
     st.subheader("Failures in the last 24 h")
     failures = ui.run("failures", admin.recent_failures, since=now - timedelta(hours=24), limit=20) or []

@@ -1,5 +1,6 @@
 """Schedule detail: configuration, execution history over a window (outcomes, duration, lateness), stats,
-recent runs with their errors; run now / pause / resume / edit."""
+the slot ledger (every slot's outcome and why a slot did not run), recent runs with their errors; run now /
+pause / resume / edit."""
 
 from __future__ import annotations
 
@@ -12,9 +13,9 @@ import streamlit as st
 
 from console import ui
 
-WINDOWS = {"6 h": 6 * 3600, "12 h": 12 * 3600, "24 h": 86400, "3 d": 3 * 86400, "7 d": 7 * 86400,
+WINDOWS = {"1 h": 3600, "6 h": 6 * 3600, "12 h": 12 * 3600, "24 h": 86400, "3 d": 3 * 86400, "7 d": 7 * 86400,
            "14 d": 14 * 86400, "30 d": 30 * 86400}
-BUCKETS = (60, 300, 600, 900, 1800, 3600, 7200, 10800, 21600, 43200, 86400)
+BUCKETS = (10, 30, 60, 300, 600, 900, 1800, 3600, 7200, 10800, 21600, 43200, 86400)
 OUTCOME_COLORS = {"completed": "#2e7d32", "failed": "#c62828", "skipped": "#9e9e9e", "cancelled": "#f9a825"}
 
 st.title("Schedule detail")
@@ -87,10 +88,26 @@ def configuration(admin: Any, sc: dict[str, Any]) -> None:
                 st.switch_page("views/schedules.py")
 
 
-def history(admin: Any, name: str) -> None:
-    window_label = st.selectbox("Window", list(WINDOWS), index=2, key="detail_window")
-    window = WINDOWS[window_label]
+LIFE = "since created"
+
+
+def window_choices(created_at: datetime, now: datetime) -> tuple[dict[str, int], str]:
+    """The windows to offer and the default: the schedule's whole life when it is younger than 24 h (a new
+    schedule's runs fill the chart instead of one bar at its right edge), else 24 h."""
+    life = max(60, int((now - created_at).total_seconds()))
+    if life < 86400:
+        return {LIFE: life, **WINDOWS}, LIFE
+    return dict(WINDOWS), "24 h"
+
+
+def history(admin: Any, name: str, created_at: datetime) -> None:
     now = datetime.now(UTC)
+    choices, default = window_choices(created_at, now)
+    if st.session_state.get("detail_window") not in choices:
+        st.session_state["detail_window"] = default
+    window_label = st.selectbox("Window", list(choices), key="detail_window",
+                                format_func=lambda k: f"{k} ({ui.seconds_text(choices[k])})" if k == LIFE else k)
+    window = choices[window_label]
     since = now - timedelta(seconds=window)
     bucket = bucket_for(window)
 
@@ -110,7 +127,8 @@ def history(admin: Any, name: str) -> None:
             st.caption("Stats and charts cover the newest 20,000 runs of the window.")
 
     buckets = ui.run("history", admin.schedule_buckets, name, since=since, bucket_seconds=bucket) or []
-    st.subheader(f"Execution history · last {window_label} · {ui.seconds_text(bucket)} buckets")
+    span = f"since created, {ui.seconds_text(window)} ago" if window_label == LIFE else f"last {window_label}"
+    st.subheader(f"Execution history · {span} · {ui.seconds_text(bucket)} buckets")
     if not buckets:
         st.text("No runs in this window.")
     else:
@@ -134,18 +152,24 @@ def history(admin: Any, name: str) -> None:
             st.markdown("**Lateness after the slot (s): average and max**")
             st.altair_chart(lines(frame, x, {"avg_lateness": "average", "max_lateness": "max"}, "seconds"))
 
+    slot_ledger(admin, name)
+
     st.subheader("Recent runs")
     runs = ui.run("recent runs", admin.schedule_history, name, since=since, limit=50) or []
     if not runs:
         st.text("No runs in this window.")
         return
-    ui.table([{**r, "duration_text": ui.seconds_text(r["duration"]), "lateness_text": ui.seconds_text(r["lateness"])}
+    ui.table([{**r, "duration_text": ui.seconds_text(r["duration"]), "lateness_text": ui.seconds_text(r["lateness"]),
+               "state_text": ui.job_state_text(r), "error_text": r["last_error"] or "", "worker_text": r["worker"] or ""}
               for r in runs],
-             {"id": "Job", "state": "State", "slot": "Slot", "inserted_at": "Enqueued", "started_at": "Started",
+             {"id": "Job", "state_text": "State", "slot": "Slot", "inserted_at": "Enqueued", "started_at": "Started",
               "finished_at": "Finished", "duration_text": "Duration", "lateness_text": "Late by",
-              "attempt": "Attempts", "worker": "Worker", "last_error": "Error"},
+              "attempt": "Attempts", "worker_text": "Worker", "error_text": "Error"},
              times=["slot", "inserted_at", "started_at", "finished_at"], key="detail_runs")
-    with_errors = [r["id"] for r in runs if r["last_error"]]
+    # newest real error first (a skipped slot's reason is not an error); skipped ones after
+    errored = [r for r in runs if r["last_error"]]
+    errored.sort(key=lambda r: (r["state"] == "skipped", -(r["finished_at"] or r["inserted_at"]).timestamp()))
+    with_errors = [r["id"] for r in errored]
     if with_errors:
         job_id = st.selectbox("Error details for job", with_errors, key="detail_error_job")
         job = ui.run("job", admin.get_job, job_id)
@@ -158,6 +182,25 @@ def history(admin: Any, name: str) -> None:
                 st.code(job["last_error"] or "", language=None)
 
 
+def slot_ledger(admin: Any, name: str) -> None:
+    """The latest slots with their outcome, and the reason for every slot that did not complete (the ledger
+    outlives job history: `pgjobs schedule slots`)."""
+    st.subheader("Slot ledger")
+    rows = ui.run("slot ledger", admin.schedule_slots, name, limit=50) or []
+    if not rows:
+        st.text("No slots recorded yet.")
+        return
+    shown = []
+    for r in reversed(rows):  # newest first
+        count = r["slot_count"] if r["slot_count"] is not None else "many"
+        shown.append({**r, "outcome": r["outcome"] + (" (backfilled)" if r["backfilled"] else ""),
+                      "slots": f"{count} slots, until {ui.when(r['last_slot'])}" if r["last_slot"] else "1",
+                      "lateness_text": ui.seconds_text(r["lateness"]), "reason": r["reason"] or ""})
+    ui.table(shown, {"slot": "Slot", "outcome": "Outcome", "slots": "Slots", "started_at": "Started",
+                     "lateness_text": "Late by", "job_id": "Job", "reason": "Why"},
+             times=["slot", "started_at"], key="detail_ledger")
+
+
 def render() -> None:
     admin = ui.admin()
     name = pick_schedule(admin)
@@ -167,7 +210,7 @@ def render() -> None:
     if sc is None:
         return
     configuration(admin, sc)
-    ui.live(lambda: history(admin, name))
+    ui.live(lambda: history(admin, name, sc["created_at"]))
 
 
 render()

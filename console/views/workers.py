@@ -31,7 +31,10 @@ def render() -> None:
         st.warning("No leader: no worker holds the scheduling lock.")
     workers = status["workers"]
     stale_after = 3 * admin.settings.heartbeat_interval
-    st.caption(f"{len(workers)} worker processes · a worker is dead only when its database session is gone (its "
+    dead = [w for w in workers if not w.get("alive", True)]
+    counted = f"{len(workers) - len(dead)} live worker processes" + (
+        f" · {len(dead)} dead (session gone; its jobs are being rescued, then its row is removed)" if dead else "")
+    st.caption(f"{counted} · a worker is dead only when its database session is gone (its "
                f"jobs are then rescued); a heartbeat older than {ui.seconds_text(stale_after)} is shown as slow · "
                f"times in {st.session_state.get('tz', 'UTC')}")
     if not workers:
@@ -39,7 +42,7 @@ def render() -> None:
         return
     ui.table([{**w, "queues_text": ", ".join(w["queues"]), "age": ui.seconds_text(w["heartbeat_age"]),
                "leads": "leader" if leader and w["id"] == leader["id"] else "",
-               "health": "stopping" if w["stopping"] else "no session" if not w.get("alive", True) else (
+               "health": "stopping" if w["stopping"] else "dead: session gone" if not w.get("alive", True) else (
                    "slow heartbeat" if (w["heartbeat_age"] or 0) > stale_after else "ok")}
               for w in workers],
              {"name": "Worker", "host": "Host", "pid": "PID", "queues_text": "Queues", "concurrency": "Threads",
