@@ -19,6 +19,7 @@ from typing import Any
 import psycopg
 from psycopg.rows import tuple_row
 
+from pgjobs import otel
 from pgjobs.admin import Admin, AdminError, args_json
 from pgjobs.config import Settings
 from pgjobs.tasks import TaskError, check_args, get_task
@@ -52,13 +53,22 @@ async def enqueue_async(task: str, args: Any = None, *, conn: Any, settings: Set
     the waiting or running job that holds the key). The job exists only if the caller's transaction commits."""
     admin = _admin(settings)
     params = admin._job_params(task, args, queue, priority, max_attempts, scheduled_at, unique_key, timeout)
+    if otel.tracing():
+        with otel.enqueue_span(task, params["queue"]) as span:
+            job_id = await _insert(admin, params, conn)
+            span.set_attribute("messaging.message.id", str(job_id))
+            return job_id
+    return await _insert(admin, params, conn)
+
+
+async def _insert(admin: Admin, params: dict[str, Any], conn: Any) -> int:
     raw = await _raw_async_connection(conn)
     async with raw.cursor(row_factory=tuple_row) as cur:
         while True:
             row = await (await cur.execute(admin.q.enqueue_job, params)).fetchone()
             if row is not None:
                 return int(row[0])
-            existing = await (await cur.execute(admin.q.find_unique_job, {"unique_key": unique_key})).fetchone()
+            existing = await (await cur.execute(admin.q.find_unique_job, {"unique_key": params["unique_key"]})).fetchone()
             if existing is not None:  # a duplicate: hand back the job that holds the key
                 return int(existing[0])
 
