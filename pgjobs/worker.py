@@ -695,7 +695,8 @@ class Worker:
             else:
                 result = task.fn(**job.args)
             if inspect.isawaitable(result):
-                raise TaskError(f"task '{job.task}' returned an awaitable; register a plain function")
+                raise TaskError(f"task '{job.task}' returned an awaitable: declare it `async def` to run it on "
+                                "the worker's event loop")
         except SkipJob as exc:
             outcome = "skipped"
             if ctx.cancel_reason == "disowned":
