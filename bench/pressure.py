@@ -152,11 +152,14 @@ def produce(settings: Settings, rate: int, stop: threading.Event, offered: list[
 def start_holder(args: argparse.Namespace, url: str, stop: threading.Event
                  ) -> tuple[list[psycopg.Connection], list[threading.Thread]]:
     if args.holder == "idle":
-        conn = psycopg.connect(url, application_name="pressure-idle-in-transaction")
+        # autocommit, so that the BEGIN below is the transaction's own start, not a redundant one inside the
+        # driver's implicit transaction (Postgres applies its isolation level either way, with a warning)
+        conn = psycopg.connect(url, application_name="pressure-idle-in-transaction", autocommit=True)
         conn.execute("BEGIN ISOLATION LEVEL REPEATABLE READ")
         conn.execute("SELECT txid_current(), count(*) FROM pgjobs.jobs")
         return [conn], []
-    conns = [psycopg.connect(url, application_name=f"pressure-reader-{i}") for i in range(args.readers)]
+    conns = [psycopg.connect(url, application_name=f"pressure-reader-{i}", autocommit=True)
+             for i in range(args.readers)]
     done = threading.Event()
 
     def read(conn: psycopg.Connection) -> None:

@@ -23,14 +23,13 @@ from psycopg.rows import dict_row
 from psycopg.types.json import Jsonb
 
 from pgjobs import cron, otel
-from pgjobs.config import ConfigError, Settings, parse_queues
+from pgjobs import validation as v
+from pgjobs.config import Settings
 from pgjobs.queries import Queries, queries
 from pgjobs.states import CATCHUP_POLICIES, JOB_STATES, OVERLAP_ALIASES, OVERLAP_POLICIES
 from pgjobs.tasks import TaskError, check_args, ensure_builtins, get_task
 
-
-class AdminError(ValueError):
-    """A request the admin API refuses; the message is one line that says what to fix."""
+AdminError = v.AdminError  # defined with the field rules in pgjobs.validation; `.field` names the input
 
 
 class NotFound(AdminError):
@@ -61,7 +60,6 @@ SIGNIN_USER_FAILURES, SIGNIN_CLIENT_FAILURES, SIGNIN_WINDOW = 5, 20, timedelta(m
 # holding the horizon back (an inactive one holding xmin always does).
 HORIZON_LIMIT = 5
 SLOT_XID_AGE = 1_000_000
-_NAME_RE = re.compile(r"^[\w][\w .:/@+-]{0,199}$")
 SCHEDULE_FIELDS = ("task", "args", "cron", "timezone", "enabled", "queue", "priority", "max_attempts",
                    "timeout_seconds", "catchup", "catchup_max", "overlap", "description", "catchup_window_seconds",
                    "jitter_seconds", "pause_after_failures")
@@ -75,28 +73,15 @@ MAX_CATCHUP_WINDOW = 366 * 86400.0
 
 
 # ---------------------------------------------------------------------- validation (pure)
-def parse_args(value: Any) -> dict[str, Any]:
+def parse_args(value: Any, max_bytes: int = v.ARGS_MAX_BYTES) -> dict[str, Any]:
     """JSON text or a dict -> dict. Anything else is a one-line AdminError."""
-    return args_json(value)[0]
+    return args_json(value, max_bytes)[0]
 
 
-def args_json(value: Any) -> tuple[dict[str, Any], str]:
+def args_json(value: Any, max_bytes: int = v.ARGS_MAX_BYTES) -> tuple[dict[str, Any], str]:
     """`parse_args`, and the JSON text of the result: checking that args serialize produces the text that
-    is sent, so a bulk enqueue encodes each job's args once."""
-    if value is None or value == "":
-        return {}, "{}"
-    if isinstance(value, str):
-        try:
-            value = json.loads(value)
-        except json.JSONDecodeError as exc:
-            raise AdminError(f"args: invalid JSON ({exc.msg} at line {exc.lineno} column {exc.colno})") from None
-    if not isinstance(value, dict):
-        raise AdminError(f"args: must be a JSON object like {{\"key\": \"value\"}}, got {type(value).__name__}")
-    try:
-        text = json.dumps(value, allow_nan=False)
-    except (TypeError, ValueError) as exc:
-        raise AdminError(f"args: not representable as JSON ({exc})") from None
-    return value, text
+    is sent, so a bulk enqueue encodes each job's args once. The rules are `validation.args`."""
+    return v.args(value, max_bytes)
 
 
 _DURATION_RE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h|d)?\s*$")
@@ -106,16 +91,16 @@ _UNIT_SECONDS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0}
 def parse_duration(label: str, value: Any) -> float:
     """Seconds from a number or text like '90s', '15m', '2h', '1d', '250ms'; a one-line AdminError else."""
     if isinstance(value, bool):
-        raise AdminError(f"{label}: expected a duration like 30s, 15m, 2h or 1d, got {value!r}")
+        raise v.fail(label, f"expected a duration like 30s, 15m, 2h or 1d, got {v.echo(value)}")
     if isinstance(value, int | float):
         seconds = float(value)
     else:
-        m = _DURATION_RE.match(str(value))
+        m = _DURATION_RE.match(str(value)) if len(str(value)) <= 40 else None
         if not m:
-            raise AdminError(f"{label}: expected a duration like 30s, 15m, 2h or 1d, got {value!r}")
+            raise v.fail(label, f"expected a duration like 30s, 15m, 2h or 1d, got {v.echo(value)}")
         seconds = float(m[1]) * _UNIT_SECONDS[m[2] or "s"]
-    if not math.isfinite(seconds) or seconds < 0:
-        raise AdminError(f"{label}: {value!r} is not a duration")
+    if not math.isfinite(seconds) or seconds < 0 or seconds > 100 * 366 * 86400:
+        raise v.fail(label, f"{v.echo(value)} is not a duration (0 to 100 years)")
     return seconds
 
 
@@ -123,91 +108,88 @@ def parse_time(label: str, value: Any, now: datetime | None = None) -> datetime:
     """An aware datetime from ISO 8601 text (no zone = UTC) or a duration ago ('2h' = two hours ago)."""
     if isinstance(value, datetime):
         return value if value.tzinfo else value.replace(tzinfo=UTC)
-    text = str(value).strip()
-    if _DURATION_RE.match(text):
-        return (now or datetime.now(UTC)) - timedelta(seconds=parse_duration(label, text))
+    if not isinstance(value, str):
+        raise v.fail(label, f"expected a datetime or ISO 8601 text, got {type(value).__name__} {v.echo(value)}")
+    text = value.strip()
+    if len(text) <= 40 and _DURATION_RE.match(text):
+        try:
+            return (now or datetime.now(UTC)) - timedelta(seconds=parse_duration(label, text))
+        except OverflowError:
+            raise v.fail(label, f"{v.echo(value)} is too long ago") from None
     try:
-        when = datetime.fromisoformat(text)
+        when = datetime.fromisoformat(text) if len(text) <= 64 else None
     except ValueError:
-        raise AdminError(f"{label}: expected an ISO 8601 time like 2026-12-01T09:00:00+00:00, or a duration ago "
-                         f"like 2h, got {text!r}") from None
+        when = None
+    if when is None:
+        raise v.fail(label, f"expected an ISO 8601 time like 2026-12-01T09:00:00+00:00, or a duration ago like 2h, "
+                            f"got {v.echo(text)}")
     return when if when.tzinfo else when.replace(tzinfo=UTC)
 
 
 def validate_name(name: Any) -> str:
-    if not isinstance(name, str) or not name.strip():
-        raise AdminError("schedule name is empty")
-    if name != name.strip() or not _NAME_RE.match(name):
-        raise AdminError(f"schedule name '{name}': use 1-200 letters, digits, spaces or _ . : / @ + -, "
-                         "starting with a letter or digit")
-    return name
+    return v.schedule_name(name)
 
 
 def _int_in(label: str, value: Any, lo: int, hi: int) -> int:
-    if isinstance(value, bool):
-        raise AdminError(f"{label}: expected a whole number, got {value!r}")
-    try:
-        number = int(value)
-        if isinstance(value, float) and not value.is_integer():
-            raise ValueError
-    except (TypeError, ValueError):
-        raise AdminError(f"{label}: expected a whole number, got {value!r}") from None
-    if not lo <= number <= hi:
-        raise AdminError(f"{label}: {number} is outside {lo}..{hi}")
-    return number
+    return v.integer(label, value, lo, hi)
 
 
-def validate_schedule_fields(fields: dict[str, Any]) -> dict[str, Any]:
-    """Check and normalize schedule fields (a complete set); raises AdminError naming the bad field."""
+def validate_schedule_fields(fields: dict[str, Any], *, max_args_bytes: int = v.ARGS_MAX_BYTES) -> dict[str, Any]:
+    """Check and normalize schedule fields (a complete set); raises AdminError naming the bad field (`.field`)."""
     out = dict(fields)
+    v.cron_text(out["cron"])
     try:
-        spec = cron.parse_cron(str(out["cron"]))
+        spec = cron.parse_cron(out["cron"])
     except cron.CronError as exc:
-        raise AdminError(str(exc)) from None
+        raise AdminError(str(exc), field="cron") from None
     out["cron"] = spec.expr
+    v.timezone(out["timezone"])
     try:
         cron.load_timezone(out["timezone"])
     except cron.TimezoneError as exc:
-        raise AdminError(str(exc)) from None
+        raise AdminError(str(exc), field="timezone") from None
     ensure_builtins()
+    v.task_name(out["task"])
     try:
         task = get_task(out["task"])
-        out["args"] = parse_args(out["args"])
+    except TaskError as exc:
+        raise AdminError(str(exc), field="task") from None
+    out["args"] = parse_args(out["args"], max_args_bytes)
+    try:
         check_args(task, out["args"])
     except TaskError as exc:
-        raise AdminError(str(exc)) from None
-    try:
-        out["queue"] = parse_queues(out["queue"])[0] if "," not in str(out["queue"]) else _bad_queue(out["queue"])
-    except ConfigError as exc:
-        raise AdminError(str(exc)) from None
-    out["priority"] = _int_in("priority", out["priority"], -32768, 32767)
-    out["max_attempts"] = _int_in("max_attempts", out["max_attempts"], 1, 1000)
+        raise AdminError(str(exc), field="args") from None
+    if isinstance(out["queue"], str) and "," in out["queue"]:
+        _bad_queue(out["queue"])
+    out["queue"] = v.queue(out["queue"])
+    out["priority"] = v.priority(out["priority"])
+    out["max_attempts"] = v.max_attempts(out["max_attempts"])
     out["catchup_max"] = _int_in("catchup_max", out["catchup_max"], 1, 100_000)
-    if out["timeout_seconds"] is not None:
-        try:
-            t = float(out["timeout_seconds"])
-        except (TypeError, ValueError):
-            raise AdminError(f"timeout: expected seconds, got {out['timeout_seconds']!r}") from None
-        if not (0 < t <= 7 * 86400) or math.isnan(t):
-            raise AdminError(f"timeout: {t:g}s is outside 0..604800 seconds")
-        out["timeout_seconds"] = t
+    out["timeout_seconds"] = v.timeout(out["timeout_seconds"], "timeout_seconds")
     if out["catchup"] not in CATCHUP_POLICIES:
-        raise AdminError(f"catchup '{out['catchup']}': use one of {', '.join(CATCHUP_POLICIES)}")
-    out["overlap"] = OVERLAP_ALIASES.get(out["overlap"], out["overlap"])
+        raise AdminError(f"catchup {v.echo(out['catchup'])}: use one of {', '.join(CATCHUP_POLICIES)}",
+                         field="catchup")
+    overlap = out["overlap"]
+    out["overlap"] = OVERLAP_ALIASES.get(overlap, overlap) if isinstance(overlap, str) else overlap
     if out["overlap"] not in OVERLAP_POLICIES:
-        raise AdminError(f"overlap '{out['overlap']}': use one of {', '.join(OVERLAP_POLICIES)}")
+        raise AdminError(f"overlap {v.echo(out['overlap'])}: use one of {', '.join(OVERLAP_POLICIES)}",
+                         field="overlap")
     if not isinstance(out["enabled"], bool):
-        raise AdminError(f"enabled: expected true or false, got {out['enabled']!r}")
-    out["description"] = str(out.get("description") or "")[:2000]
+        raise v.fail("enabled", f"expected true or false, got {v.echo(out['enabled'])}")
+    description = out.get("description") or ""
+    if not isinstance(description, str):
+        raise v.fail("description", f"expected text, got {type(description).__name__}")
+    out["description"] = description[:2000]
     window = out.get("catchup_window_seconds")
     if window is not None:
-        window = parse_duration("catchup window", window)
+        window = parse_duration("catchup_window_seconds", window)
         if not 1 <= window <= MAX_CATCHUP_WINDOW:
-            raise AdminError(f"catchup window: {window:g}s is outside 1..{MAX_CATCHUP_WINDOW:.0f} seconds")
+            raise v.fail("catchup_window_seconds",
+                         f"{window:g}s is outside 1..{MAX_CATCHUP_WINDOW:.0f} seconds")
     out["catchup_window_seconds"] = window
-    jitter = parse_duration("jitter", out.get("jitter_seconds") or 0)
+    jitter = parse_duration("jitter_seconds", out.get("jitter_seconds") or 0)
     if jitter > MAX_JITTER:
-        raise AdminError(f"jitter: {jitter:g}s is more than {MAX_JITTER:.0f} seconds")
+        raise v.fail("jitter_seconds", f"{jitter:g}s is more than {MAX_JITTER:.0f} seconds")
     out["jitter_seconds"] = jitter
     if out.get("pause_after_failures") is not None:
         out["pause_after_failures"] = _int_in("pause_after_failures", out["pause_after_failures"], 1, 1000)
@@ -215,16 +197,22 @@ def validate_schedule_fields(fields: dict[str, Any]) -> dict[str, Any]:
 
 
 def _bad_queue(value: Any) -> str:
-    raise AdminError(f"queue '{value}': a schedule targets exactly one queue")
+    raise v.fail("queue", f"{v.echo(value)}: a schedule targets exactly one queue")
 
 
 def describe_cron(expr: str, timezone: str = "UTC", count: int = 5, now: datetime | None = None) -> dict[str, Any]:
     """Validate a cron + timezone; return its description and next fire times (in that timezone)."""
+    v.cron_text(expr)
+    v.timezone(timezone)
+    count = v.integer("count", count, 0, v.COUNT_MAX)  # 0: the description only (the console)
     try:
         spec = cron.parse_cron(expr)
+    except cron.CronError as exc:
+        raise AdminError(str(exc), field="cron") from None
+    try:
         times = cron.preview(expr, timezone, count=count, now=now)
-    except (cron.CronError, cron.TimezoneError) as exc:
-        raise AdminError(str(exc)) from None
+    except cron.TimezoneError as exc:
+        raise AdminError(str(exc), field="timezone") from None
     return {"cron": spec.expr, "timezone": timezone, "description": cron.describe(spec), "next": times}
 
 
@@ -296,7 +284,7 @@ class Admin:
             conn = psycopg.connect(self.settings.require_database(), row_factory=dict_row, connect_timeout=10,
                                    application_name="pgjobs admin")
         except psycopg.OperationalError as exc:
-            raise AdminError(f"cannot connect to the database: {str(exc).strip().splitlines()[-1]}") from None
+            raise AdminError(f"cannot connect to the database: {v.first_line(exc)}") from None
         with conn:
             yield conn
 
@@ -326,8 +314,8 @@ class Admin:
         unknown = set(fields) - set(SCHEDULE_FIELDS)
         if unknown:
             raise AdminError(f"unknown schedule field(s): {', '.join(sorted(unknown))}")
-        values = validate_schedule_fields({**DEFAULTS, **{k: v for k, v in fields.items() if v is not None},
-                                           "cron": cron, "task": task})
+        values = validate_schedule_fields({**DEFAULTS, **{k: x for k, x in fields.items() if x is not None},
+                                           "cron": cron, "task": task}, max_args_bytes=self.settings.max_args_bytes)
         with self._conn() as conn:
             now = self._db_now(conn)
             values["next_run_at"] = self._first_run(values, now)
@@ -352,8 +340,8 @@ class Admin:
         unknown = set(changes) - set(SCHEDULE_FIELDS)
         if unknown:
             raise AdminError(f"unknown schedule field(s): {', '.join(sorted(unknown))}")
-        changes = {k: v for k, v in changes.items()
-                   if v is not None or k in ("timeout_seconds", "catchup_window_seconds", "pause_after_failures")}
+        changes = {k: x for k, x in changes.items()
+                   if x is not None or k in ("timeout_seconds", "catchup_window_seconds", "pause_after_failures")}
         with self._conn() as conn:
             before = conn.execute(self.q.get_schedule_for_update, {"name": name}).fetchone()
             if before is None:
@@ -361,7 +349,8 @@ class Admin:
             if expected_version is not None and before["version"] != expected_version:
                 last = conn.execute(self.q.last_schedule_change, {"name": name}).fetchone() or {}
                 raise EditConflict(name, last.get("actor", "someone"), last.get("at"), before)
-            merged = validate_schedule_fields({**{k: before[k] for k in SCHEDULE_FIELDS}, **changes})
+            merged = validate_schedule_fields({**{k: before[k] for k in SCHEDULE_FIELDS}, **changes},
+                                              max_args_bytes=self.settings.max_args_bytes)
             next_run_at = before["next_run_at"]
             if (merged["cron"] != before["cron"] or merged["timezone"] != before["timezone"]
                     or next_run_at is None):
@@ -581,6 +570,7 @@ class Admin:
         """Insert one job; see `pgjobs.enqueue`. With `conn`, the job commits with the caller's transaction."""
         self._require_admin()
         params = self._job_params(task, args, queue, priority, max_attempts, scheduled_at, unique_key, timeout)
+        params.pop("args_text")
         if otel.tracing():
             with otel.enqueue_span(task, params["queue"]) as span:
                 job_id = self._enqueue(task, params, conn)
@@ -597,25 +587,35 @@ class Admin:
             return job_id
 
     def _job_params(self, task: str, args: Any, queue: str, priority: int, max_attempts: int | None,
-                    scheduled_at: datetime | None, unique_key: str | None, timeout: float | None) -> dict[str, Any]:
-        ensure_builtins()
-        try:
-            t = get_task(task)
-            parsed = parse_args(args)
-            check_args(t, parsed)
-            queue = parse_queues(queue)[0]
-        except (TaskError, ConfigError) as exc:
-            raise AdminError(str(exc)) from None
-        if scheduled_at is not None and scheduled_at.tzinfo is None:
-            raise AdminError("scheduled_at must be timezone-aware")
-        if unique_key is not None and (not isinstance(unique_key, str) or not unique_key or len(unique_key) > 500):
-            raise AdminError("unique_key must be a non-empty string of at most 500 characters")
+                    scheduled_at: datetime | None, unique_key: str | None, timeout: float | None,
+                    check: bool = True) -> dict[str, Any]:
+        """Every job option checked (validation.py); `args` against the task's own check unless `check` is
+        False (a bulk enqueue checks each job's args itself)."""
+        t = self._task(task)
+        parsed, text = v.args(args, self.settings.max_args_bytes)
+        if check:
+            try:
+                check_args(t, parsed)
+            except TaskError as exc:
+                raise AdminError(str(exc), field="args") from None
+        if scheduled_at is not None:
+            scheduled_at = v.aware_time("scheduled_at", scheduled_at)
         return {
-            "queue": queue, "task": task, "args": Jsonb(parsed), "priority": _int_in("priority", priority, -32768, 32767),
-            "max_attempts": _int_in("max_attempts", max_attempts or t.max_attempts or 3, 1, 1000),
-            "timeout": timeout if timeout is not None else t.timeout, "scheduled_at": scheduled_at,
-            "unique_key": unique_key, "schedule_id": None,
+            "queue": v.queue(queue), "task": task, "args": Jsonb(parsed), "args_text": text,
+            "priority": v.priority(priority),
+            "max_attempts": v.max_attempts(max_attempts if max_attempts is not None else (t.max_attempts or 3)),
+            "timeout": v.timeout(timeout) if timeout is not None else t.timeout, "scheduled_at": scheduled_at,
+            "unique_key": v.unique_key(unique_key), "schedule_id": None,
         }
+
+    @staticmethod
+    def _task(task: str) -> Any:
+        ensure_builtins()
+        v.task_name(task)
+        try:
+            return get_task(task)
+        except TaskError as exc:
+            raise AdminError(str(exc), field="task") from None
 
     def _insert_job(self, conn: psycopg.Connection, params: dict[str, Any]) -> int:
         while True:
@@ -627,22 +627,28 @@ class Admin:
                 return existing["id"] if isinstance(existing, dict) else existing[0]
 
     def enqueue_many(self, task: str, args_list: Iterable[Any], *, queue: str = "default", priority: int = 0,
-                     max_attempts: int | None = None) -> int:
-        """Bulk insert with COPY; returns the number of jobs inserted."""
+                     max_attempts: int | None = None, timeout: float | None = None) -> int:
+        """Bulk insert with COPY; returns the number of jobs inserted. Every job's args are checked before
+        the first row is sent: one bad job refuses them all, and nothing is written."""
         self._require_admin()
-        base = self._job_params(task, None, queue, priority, max_attempts, None, None, None)
+        base = self._job_params(task, None, queue, priority, max_attempts, None, None, timeout, check=False)
         t = get_task(task)
-        count = 0
+        rows = []
+        for i, args in enumerate(args_list):
+            try:
+                _, text = v.args(args, self.settings.max_args_bytes)
+                check_args(t, _)
+            except (AdminError, TaskError) as exc:
+                raise AdminError(f"job #{i}: {exc}", field="args") from None
+            rows.append(text)
         with self._conn() as conn:
             now = self._db_now(conn)
             with conn.cursor().copy(self.q.copy_jobs) as copy:
-                for args in args_list:
-                    parsed, text = args_json(args)
-                    check_args(t, parsed)
-                    copy.write_row((base["queue"], task, text, base["priority"], base["max_attempts"], now))
-                    count += 1
-            self._audit(conn, "enqueue-many", "job", task, None, {"count": count})
-        return count
+                for text in rows:
+                    copy.write_row((base["queue"], task, text, base["priority"], base["max_attempts"], now,
+                                    base["timeout"]))
+            self._audit(conn, "enqueue-many", "job", task, None, {"count": len(rows)})
+        return len(rows)
 
     def get_job(self, job_id: int) -> dict[str, Any]:
         with self._conn() as conn:
@@ -705,6 +711,13 @@ class Admin:
 
     # ------------------------------------------------------------------ status, stats, audit
     def status(self) -> dict[str, Any]:
+        try:
+            return self._status()
+        except psycopg.errors.UndefinedTable:
+            raise AdminError(f"pgjobs tables not found in schema '{self.settings.schema}': run pgjobs migrate "
+                             "(or alembic upgrade head) first") from None
+
+    def _status(self) -> dict[str, Any]:
         with self._conn() as conn:
             workers = conn.execute(self.q.list_workers, self.q.lock).fetchall()
             backend = conn.execute(self.q.leader_backend, self.q.lock).fetchone()

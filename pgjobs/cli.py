@@ -8,7 +8,9 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
+import traceback
 from collections.abc import Sequence
 from datetime import date, datetime
 from decimal import Decimal
@@ -20,6 +22,7 @@ from pgjobs.admin import Admin, AdminError, describe_cron, describe_horizon_hold
 from pgjobs.config import ConfigError, Settings
 from pgjobs.states import OVERLAP_ALIASES, OVERLAP_POLICIES
 from pgjobs.tasks import TaskError, ensure_builtins, import_modules
+from pgjobs.validation import count, first_line, one_line
 
 
 class CliError(Exception):
@@ -117,6 +120,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--schema", help="schema of pgjobs' tables (default pgjobs)")
     parser.add_argument("--import", dest="imports", action="append", default=[], metavar="MODULE",
                         help="import a module that registers tasks (repeatable)")
+    parser.add_argument("--debug", action="store_true", help="on an unexpected error, print its traceback")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     sub.add_parser("migrate", help="upgrade the database schema to the latest revision")
@@ -279,7 +283,7 @@ def _require_schema(settings: Settings) -> None:
             break
         except psycopg.OperationalError as exc:
             # Tried every second at most, so a worker started during an outage runs within a second of its end.
-            outage.failed(str(exc).strip().splitlines()[-1])
+            outage.failed(first_line(exc))
             time.sleep(delay)
             delay = min(delay * 2, 1.0)
         except migrations.MigrationError as exc:  # no alembic.ini: the head revision is unknown here
@@ -317,7 +321,7 @@ SCHEDULE_COLUMNS = ["name", "task", "cron", "timezone", "enabled", "catchup", "o
 def cmd_schedule(args: argparse.Namespace, admin: Admin) -> int:
     a = args.action
     if a == "check":
-        info = describe_cron(args.cron, args.timezone, count=args.count)
+        info = describe_cron(args.cron, args.timezone, count=count(args.count, "--count"))
         if args.json:
             _print_json(info)
         else:
@@ -515,43 +519,70 @@ def cmd_tasks(args: argparse.Namespace) -> int:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    """Run one command. Exit 0 on success, 2 with one line for anything the user can fix, 1 with one line
+    for anything else (the traceback only with --debug); a closed stdout (`| head`) ends quietly."""
     parser = build_parser()
     args = parser.parse_args(argv)
     try:
-        ensure_builtins()
-        if args.command == "worker":
-            return cmd_worker(args)
-        settings = _settings(args)
-        import_modules(settings.imports)
-        if args.command == "migrate":
-            return cmd_migrate(args)
-        if args.command == "demo":
-            from pgjobs import demo
-
-            return demo.run(args, settings)
-        if args.command == "tasks":
-            return cmd_tasks(args)
-        if args.command == "schedule" and args.action == "check":
-            return cmd_schedule(args, None)  # type: ignore[arg-type]
-        settings.require_database()
-        admin = Admin(settings)
-        handler = {"schedule": cmd_schedule, "enqueue": cmd_enqueue, "jobs": cmd_jobs, "status": cmd_status,
-                   "audit": cmd_audit}[args.command]
-        return handler(args, admin)
+        return _run(args)
     except (AdminError, ConfigError, TaskError) as exc:
-        print(f"pgjobs: error: {exc}", file=sys.stderr)
+        _error(str(exc))
+        return 2
+    except psycopg.errors.UndefinedTable:
+        _error("pgjobs tables not found: run `pgjobs migrate` (or `alembic upgrade head`) first")
         return 2
     except psycopg.OperationalError as exc:
-        print(f"pgjobs: error: database unavailable: {str(exc).strip().splitlines()[-1]}", file=sys.stderr)
+        _error(f"database unavailable: {first_line(exc)}")
         return 1
-    except psycopg.errors.UndefinedTable:
-        print("pgjobs: error: pgjobs tables not found: run `pgjobs migrate` (or `alembic upgrade head`) first",
-              file=sys.stderr)
-        return 1
-    except Exception as exc:  # MigrationError and friends: one line, not a traceback
-        if type(exc).__name__ == "MigrationError":
-            print(f"pgjobs: error: {exc}", file=sys.stderr)
-            return 1
-        raise
     except KeyboardInterrupt:
         return 130
+    except BrokenPipeError:
+        _quiet_stdout()
+        return 141
+    except Exception as exc:  # the last resort: one line, never a traceback unless asked for
+        if type(exc).__name__ == "MigrationError":
+            _error(str(exc))
+            return 1
+        if args.debug:
+            traceback.print_exc()
+        _error(f"unexpected {type(exc).__name__}: {first_line(exc)} (run with --debug for the traceback)")
+        return 1
+
+
+def _error(message: str) -> None:
+    try:
+        print(f"pgjobs: error: {one_line(message)}", file=sys.stderr)
+    except (BrokenPipeError, OSError):
+        pass
+
+
+def _quiet_stdout() -> None:
+    """After EPIPE, point stdout at /dev/null so the interpreter's final flush does not complain."""
+    try:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+    except (OSError, ValueError, AttributeError):
+        pass
+
+
+def _run(args: argparse.Namespace) -> int:
+    ensure_builtins()
+    if args.command == "worker":
+        return cmd_worker(args)
+    settings = _settings(args)
+    import_modules(settings.imports)
+    if args.command == "migrate":
+        return cmd_migrate(args)
+    if args.command == "demo":
+        from pgjobs import demo
+
+        return demo.run(args, settings)
+    if args.command == "tasks":
+        return cmd_tasks(args)
+    if args.command == "schedule" and args.action == "check":
+        return cmd_schedule(args, None)  # type: ignore[arg-type]
+    settings.require_database()
+    admin = Admin(settings)
+    handler = {"schedule": cmd_schedule, "enqueue": cmd_enqueue, "jobs": cmd_jobs, "status": cmd_status,
+               "audit": cmd_audit}[args.command]
+    return handler(args, admin)

@@ -79,9 +79,9 @@ def _float(name: str, default: float) -> float:
     try:
         value = float(raw)
     except ValueError:
-        raise ConfigError(f"{name}={raw!r}: expected a number") from None
+        raise ConfigError(f"{name}={raw[:80]!r}: expected a number") from None
     if value < 0:
-        raise ConfigError(f"{name}={raw!r}: must not be negative")
+        raise ConfigError(f"{name}={raw[:80]!r}: must not be negative")
     return value
 
 
@@ -92,7 +92,7 @@ def _int(name: str, default: int) -> int:
     try:
         return int(raw)
     except ValueError:
-        raise ConfigError(f"{name}={raw!r}: expected a whole number") from None
+        raise ConfigError(f"{name}={raw[:80]!r}: expected a whole number") from None
 
 
 def _bool(name: str, default: bool) -> bool:
@@ -204,7 +204,12 @@ class Settings:
         "PGJOBS_METRICS_PORT", "Serve Prometheus metrics, /healthz and /readyz on this port (0 = off)."))
     log_format: str = field(default="text", metadata=_doc(
         "PGJOBS_LOG_FORMAT", "'text' or 'json' log lines."))
-    log_level: str = field(default="INFO", metadata=_doc("PGJOBS_LOG_LEVEL", "Python logging level."))
+    log_level: str = field(default="INFO", metadata=_doc(
+        "PGJOBS_LOG_LEVEL", "Python logging level: DEBUG, INFO, WARNING, ERROR or CRITICAL."))
+    max_args_bytes: int = field(default=1024 * 1024, metadata=_doc(
+        "PGJOBS_MAX_ARGS_BYTES",
+        "Largest job or schedule args, in bytes of JSON (1 KiB to 64 MiB); larger args are refused before "
+        "anything is written."))
 
     @classmethod
     def load(cls, **overrides: Any) -> Settings:
@@ -237,6 +242,7 @@ class Settings:
             "metrics_port": _int("PGJOBS_METRICS_PORT", 0),
             "log_format": os.environ.get("PGJOBS_LOG_FORMAT", "text"),
             "log_level": os.environ.get("PGJOBS_LOG_LEVEL", "INFO"),
+            "max_args_bytes": _int("PGJOBS_MAX_ARGS_BYTES", 1024 * 1024),
         }
         env.update({k: v for k, v in overrides.items() if v is not None})
         settings = cls(**env)
@@ -244,33 +250,28 @@ class Settings:
         return settings
 
     def validate(self) -> None:
+        """Refuse values a worker could not act on: an interval of 0, negative, NaN or infinite (a worker would
+        spin or never act), a maximum beyond its bound, an unknown log level. Keyword arguments get the same
+        checks as the environment; each error is one line naming the setting and its variable."""
+        for name, (lo, hi, lo_open) in _NUMBER_BOUNDS.items():
+            object.__setattr__(self, name, _checked_number(name, getattr(self, name), lo, hi, lo_open))
+        for name, (lo, hi) in _INT_BOUNDS.items():
+            object.__setattr__(self, name, _checked_int(name, getattr(self, name), lo, hi))
+        if not isinstance(self.log_level, str) or self.log_level.upper() not in LOG_LEVELS:
+            raise ConfigError(f"{_label('log_level')} {_echo(self.log_level)}: use one of {', '.join(LOG_LEVELS)}")
+        object.__setattr__(self, "log_level", self.log_level.upper())
         if self.database_url:
             object.__setattr__(self, "database_url", normalize_database_url(self.database_url))
         if self.lock_database_url:
             object.__setattr__(self, "lock_database_url", normalize_database_url(self.lock_database_url))
         if not _SCHEMA_RE.match(self.schema):
             raise ConfigError(f"schema '{self.schema}': use lower-case letters, digits and '_' (max 63)")
-        if not 1 <= self.concurrency <= 1000:
-            raise ConfigError(f"concurrency {self.concurrency}: must be between 1 and 1000")
-        if not 1 <= self.async_concurrency <= 10000:
-            raise ConfigError(f"async concurrency {self.async_concurrency}: must be between 1 and 10000")
-        if not (math.isfinite(self.async_lag_warn) and 0.01 <= self.async_lag_warn <= 3600):
-            raise ConfigError(f"async lag warn {self.async_lag_warn!r}: must be between 0.01 and 3600 seconds")
         if isinstance(self.queues, str):
             object.__setattr__(self, "queues", parse_queues(self.queues))
         else:
             parse_queues(",".join(self.queues))
         if self.log_format not in ("text", "json"):
             raise ConfigError(f"log format '{self.log_format}': use 'text' or 'json'")
-        if not (math.isfinite(self.horizon_warn_age) and 0 < self.horizon_warn_age <= 7 * 86400):
-            raise ConfigError(f"horizon warn age {self.horizon_warn_age!r}: must be more than 0 and at most "
-                              "604800 seconds")
-        if not (math.isfinite(self.overdue_intervals) and 1 <= self.overdue_intervals <= 1000):
-            raise ConfigError(f"overdue intervals {self.overdue_intervals!r}: must be between 1 and 1000")
-        if not 1 <= self.backfill_max <= 1_000_000:
-            raise ConfigError(f"backfill max {self.backfill_max}: must be between 1 and 1000000")
-        if not 0 <= self.metrics_port <= 65535:
-            raise ConfigError(f"metrics port {self.metrics_port}: must be 0-65535")
 
     def require_database(self) -> str:
         if not self.database_url:
@@ -285,6 +286,84 @@ class Settings:
         return replace(self, **changes)
 
 
+LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
+_DAY = 86400.0
+# Every number setting: (lowest, highest, lowest excluded). Intervals a loop sleeps for exclude 0: a worker
+# with a 0 s poll, heartbeat or maintenance interval spins (thousands of commits a second on an empty queue).
+_NUMBER_BOUNDS: dict[str, tuple[float, float, bool]] = {
+    "poll_interval": (0.01, 3600.0, False),
+    "heartbeat_interval": (0.05, 3600.0, False),
+    "maintenance_interval": (0.01, 3600.0, False),
+    "rescue_after": (0.0, _DAY, False),
+    "catchup_grace": (0.0, 30 * _DAY, False),
+    "shutdown_grace": (0.0, _DAY, False),
+    "retention_completed": (0.0, 3660 * _DAY, False),
+    "retention_failed": (0.0, 3660 * _DAY, False),
+    "retention_slots": (0.0, 3660 * _DAY, False),
+    "overdue_intervals": (1.0, 1000.0, False),
+    "backoff_base": (0.0, 1000.0, False),
+    "backoff_max": (0.0, 30 * _DAY, False),
+    "horizon_warn_age": (0.0, 7 * _DAY, True),
+    "async_lag_warn": (0.01, 3600.0, False),
+}
+_INT_BOUNDS: dict[str, tuple[int, int]] = {
+    "concurrency": (1, 1000),
+    "async_concurrency": (1, 10000),
+    "backfill_max": (1, 1_000_000),
+    "metrics_port": (0, 65535),
+    "max_args_bytes": (1024, 64 * 1024 * 1024),
+}
+
+
+def _label(name: str) -> str:
+    return f"{name} ({Settings.__dataclass_fields__[name].metadata['env']})"
+
+
+def _echo(value: Any) -> str:
+    text = repr(value)
+    return text if len(text) <= 80 else text[:80] + "..."
+
+
+def _checked_number(name: str, value: Any, lo: float, hi: float, lo_open: bool) -> float:
+    try:
+        if isinstance(value, bool) or (isinstance(value, str) and len(value) > 40):
+            raise ValueError
+        number = float(value)
+    except (TypeError, ValueError, OverflowError):
+        raise ConfigError(f"{_label(name)} {_echo(value)}: expected a number") from None
+    low_ok = number > lo if lo_open else number >= lo
+    if not (math.isfinite(number) and low_ok and number <= hi):
+        low = f"more than {lo:g}" if lo_open else f"at least {lo:g}"
+        raise ConfigError(f"{_label(name)} {_echo(value)}: must be finite, {low} and at most {hi:g}")
+    return number
+
+
+def _checked_int(name: str, value: Any, lo: int, hi: int) -> int:
+    try:
+        if isinstance(value, bool) or (isinstance(value, float) and not value.is_integer()):
+            raise ValueError
+        if isinstance(value, str) and len(value) > 40:
+            raise ValueError
+        number = int(value)
+    except (TypeError, ValueError, OverflowError):
+        raise ConfigError(f"{_label(name)} {_echo(value)}: expected a whole number") from None
+    if not lo <= number <= hi:
+        raise ConfigError(f"{_label(name)} {_echo(value)}: must be between {lo} and {hi}")
+    return number
+
+
+def _bounds_text(name: str) -> str:
+    """The accepted range of a setting, as the configuration reference shows it."""
+    if name in _NUMBER_BOUNDS:
+        lo, hi, lo_open = _NUMBER_BOUNDS[name]
+        return f"{'>' if lo_open else '>='} {lo:g}, <= {hi:g}, finite"
+    if name in _INT_BOUNDS:
+        lo, hi = _INT_BOUNDS[name]
+        return f"{lo}..{hi}"
+    return {"log_level": ", ".join(LOG_LEVELS), "log_format": "text, json",
+            "queues": "1-64 of A-Z a-z 0-9 _ . : - each", "schema": "[a-z_][a-z0-9_]*, at most 63"}.get(name, "")
+
+
 def settings_reference() -> list[dict[str, str]]:
     """Rows (name, env, default, doc) for the configuration reference."""
     rows = []
@@ -292,5 +371,6 @@ def settings_reference() -> list[dict[str, str]]:
         default = f.default
         if isinstance(default, tuple):
             default = ",".join(default)
-        rows.append({"name": f.name, "env": f.metadata["env"], "default": str(default), "doc": f.metadata["doc"]})
+        rows.append({"name": f.name, "env": f.metadata["env"], "default": str(default), "doc": f.metadata["doc"],
+                     "bounds": _bounds_text(f.name)})
     return rows

@@ -29,6 +29,7 @@ import yaml
 from pgjobs.admin import DEFAULTS, SCHEDULE_FIELDS, Admin, AdminError, validate_name, validate_schedule_fields
 from pgjobs.queries import queries
 from pgjobs.tasks import TaskError, get_task
+from pgjobs.validation import echo
 
 
 class ScheduleFileError(AdminError):
@@ -108,22 +109,6 @@ def parse_document(data: Any, source: str = "schedules file") -> dict[str, dict[
     return entries
 
 
-_FIRST_WORD = re.compile(r"^(\w+)")
-
-
-def _field_of(message: str, fields: dict[str, Any]) -> str | None:
-    """Which schedule field an admin validation message is about (the messages start with the field)."""
-    task = fields.get("task")
-    if isinstance(task, str) and message.startswith(f"task '{task}': "):
-        return "args"  # the task's own argument check
-    if "timezone" in message.split(":")[0]:
-        return "timezone"
-    m = _FIRST_WORD.match(message)
-    word = m.group(1) if m else ""
-    word = {"timeout": "timeout_seconds"}.get(word, word)
-    return word if word in SCHEDULE_FIELDS else None
-
-
 def validate_entries(entries: dict[str, dict[str, Any]], source: str = "schedules file"
                      ) -> dict[str, dict[str, Any]]:
     """Every entry checked by the admin API's rules; returns normalized fields, or raises ScheduleFileError
@@ -135,20 +120,21 @@ def validate_entries(entries: dict[str, dict[str, Any]], source: str = "schedule
             validate_name(name)
             unknown = sorted(set(fields) - set(SCHEDULE_FIELDS))
             if unknown:
-                raise AdminError(f"{unknown[0]}: unknown field (known: name, {', '.join(SCHEDULE_FIELDS)})")
+                raise AdminError(f"{unknown[0]}: unknown field (known: name, {', '.join(SCHEDULE_FIELDS)})",
+                                 field=unknown[0])
             for required in ("cron", "task"):
                 if fields.get(required) in (None, ""):
-                    raise AdminError(f"{required}: required")
+                    raise AdminError(f"{required}: required", field=required)
             normalized = validate_schedule_fields({**DEFAULTS, **fields})
             if "enabled" not in fields:
                 normalized.pop("enabled")  # not managed by this file: keep what the database has
             out[name] = normalized
         except AdminError as exc:
             msg = str(exc)
-            where = _field_of(msg, fields)
+            where = exc.field
             if where and not msg.startswith(where) and not msg.startswith(f"{where}:"):
                 msg = f"{where}: {msg}"
-            errors.append(f"schedule '{name}': {msg}")
+            errors.append(f"schedule {echo(name)}: {msg}")
     if errors:
         raise ScheduleFileError(f"{source}: {'; '.join(errors)}; nothing was written")
     return out

@@ -21,8 +21,8 @@ Every process (worker, CLI, console) reads these environment variables; CLI flag
 (`pgjobs --database-url ... worker --concurrency 8 --queues default,reports --metrics-port 9477 --log-format json`).
 Durations are in seconds. A bad value stops the process with one line naming the variable.
 
-| Variable | Default | Meaning |
-|---|---|---|
+| Variable | Default | Accepted | Meaning |
+|---|---|---|---|
 """
 
 FOOTER = """
@@ -55,8 +55,37 @@ def _default(row: dict[str, str]) -> str:
 
 
 def render() -> str:
-    rows = [f"| `{r['env']}` | {_default(r)} | {_cell(r['doc'])} |" for r in settings_reference()]
-    return HEADER + "\n".join(rows) + "\n" + FOOTER
+    rows = [f"| `{r['env']}` | {_default(r)} | {_cell(r['bounds']) or '-'} | {_cell(r['doc'])} |"
+            for r in settings_reference()]
+    return HEADER + "\n".join(rows) + "\n" + FOOTER + _input_limits()
+
+
+def _input_limits() -> str:
+    """The limits of `pgjobs.validation`, which every surface (API, CLI, schedules file, console) applies."""
+    from pgjobs import validation as v
+
+    items = [
+        ("job timeout (`--timeout`, `timeout`, `timeout_seconds`)",
+         f"a finite number of seconds, more than 0, at most {v.TIMEOUT_MAX:g}"),
+        ("max attempts", f"a whole number 1..{v.MAX_ATTEMPTS_MAX} (0 is refused)"),
+        ("priority", f"a whole number {v.PRIORITY_MIN}..{v.PRIORITY_MAX}"),
+        ("cron expression or interval", f"at most {v.CRON_MAX} characters, no control characters"),
+        ("schedule name", f"1-{v.NAME_MAX} letters, digits, spaces or _ . : / @ + -, starting with a letter or digit"),
+        ("task name", f"at most {v.TASK_NAME_MAX} characters, no control characters"),
+        ("timezone", f"an IANA name, at most {v.TIMEZONE_MAX} characters"),
+        ("queue", "1-64 of A-Z a-z 0-9 _ . : -"),
+        ("unique key", f"1-{v.UNIQUE_KEY_MAX} characters, no control characters"),
+        ("scheduled_at", "a timezone-aware datetime or ISO 8601 text (no zone = UTC)"),
+        ("`schedule check --count`", f"1..{v.COUNT_MAX}"),
+        ("args", f"a JSON object of at most `PGJOBS_MAX_ARGS_BYTES` bytes, nested at most {v.ARGS_MAX_DEPTH} deep, "
+                 "no \\u0000 and no lone surrogate in any key or string, no NaN or infinity"),
+    ]
+    lines = "\n".join(f"| {_cell(k)} | {_cell(val)} |" for k, val in items)
+    return ("\n## Input limits\n\n"
+            "Every surface (the Python and admin API, the CLI, the schedules file, the console) checks input in one "
+            "place, `pgjobs/validation.py`, before anything touches the database. A refused value is one line naming "
+            f"the field and echoing at most {v.ECHO_CHARS} characters of the value (exit 2 from the CLI), and "
+            "nothing is written.\n\n| Input | Accepted |\n|---|---|\n" + lines + "\n")
 
 
 def main(argv: list[str] | None = None) -> int:

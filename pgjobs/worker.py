@@ -60,6 +60,7 @@ from pgjobs.leadership import KEEPALIVES, Leadership, pooler_suspected, prepare_
 from pgjobs.logs import Outage
 from pgjobs.maintenance import LeaderDuties
 from pgjobs.queries import Queries, queries
+from pgjobs.storage import PARKED, SegmentCache
 from pgjobs.tasks import (
     JobCancelled,
     JobContext,
@@ -125,6 +126,7 @@ class ClaimedJob:
     slot: datetime | None
     scheduled_at: datetime
     started_at: datetime       # when it was claimed (database clock)
+    seg: int = PARKED          # the partition its row is in (storage.py); the leader may move it to parked
     claimed: float = 0.0       # when it was claimed (this process's monotonic clock)
     waited: float = 0.0        # seconds between claim and start, added to started_at when recorded
 
@@ -165,6 +167,7 @@ class Worker:
         self.settings = settings
         self.q: Queries = queries(settings.schema)
         self._claim_sql = self.claim_statement()
+        self.segments = SegmentCache(self.q)
         self.host = socket.gethostname()
         self.pid = os.getpid()
         self.name = f"{self.host}:{self.pid}"
@@ -182,7 +185,7 @@ class Worker:
         self._runners_lock = threading.Lock()
         self._running: dict[int, tuple[ClaimedJob, JobContext]] = {}
         self._running_lock = threading.Lock()
-        self._done: list[tuple[int, int, float, float, Any]] = []
+        self._done: list[tuple[int, int, int, float, float, Any]] = []
         self._done_lock = threading.Lock()
         self._done_event = threading.Event()
         self._due_recheck = threading.Event()
@@ -597,9 +600,13 @@ class Worker:
     def _claim(self, limit: int) -> list[ClaimedJob]:
         queues = self.settings.queues
         with self._pool().connection() as conn:
-            rows = conn.execute(self._claim_sql, {
-                "queue": queues[0], "queues": list(queues), "limit": limit,
-                "worker_id": self.worker_id, "worker": self.name}).fetchall()
+            # Unprepared: the planner sees the segments and prunes (and locks) every other partition away.
+            params = {"queue": queues[0], "queues": list(queues), "limit": limit, "segs": self.segments.get(conn),
+                      "worker_id": self.worker_id, "worker": self.name}
+            try:
+                rows = conn.execute(self._claim_sql, params, prepare=False).fetchall()
+            except psycopg.errors.SerializationFailure:  # a row the leader moved out of a closed segment
+                rows = conn.execute(self._claim_sql, params, prepare=False).fetchall()
         now = time.monotonic()
         jobs = [ClaimedJob(*r, claimed=now) for r in rows]
         self.stats["claimed"] += len(jobs)
@@ -727,12 +734,7 @@ class Worker:
             if ctx.cancel_reason == "disowned":
                 outcome = "abandoned"
             else:
-                with self._done_lock:
-                    self._done.append((job.id, job.attempt, job.waited, time.monotonic() - started,
-                                       _jsonable(result)))
-                    if job.schedule_id is not None:
-                        self._finished_schedules.add(job.schedule_id)
-                self._done_event.set()
+                self._record_success(job, time.monotonic() - started, result)
         finally:
             if span is not None:
                 otel.end_attempt(span, outcome, error)
@@ -753,9 +755,9 @@ class Worker:
         )
 
     def _record_success(self, job: ClaimedJob, seconds: float, result: Any) -> None:
-        """Hand a successful job to the completer (used by the async runner; the sync path inlines it)."""
+        """Hand a successful job to the completer, which records it in its next batch (sync and async jobs)."""
         with self._done_lock:
-            self._done.append((job.id, job.attempt, job.waited, seconds, _jsonable(result)))
+            self._done.append((job.id, job.attempt, job.seg, job.waited, seconds, _jsonable(result)))
             if job.schedule_id is not None:
                 self._finished_schedules.add(job.schedule_id)
         self._done_event.set()
@@ -773,10 +775,11 @@ class Worker:
             try:
                 with self._pool().connection() as conn:
                     row = conn.execute(self.q.fail_job, {
-                        "id": job.id, "attempt": job.attempt, "worker_id": self.worker_id, "retry": retry,
+                        "id": job.id, "segs": sorted({job.seg, PARKED}),
+                        "attempt": job.attempt, "worker_id": self.worker_id, "retry": retry,
                         "final_state": final_state, "delay": delay, "waited": job.waited, "seconds": seconds,
                         "error": error[:2000],
-                        "traceback": tb[-8000:]}).fetchone()
+                        "traceback": tb[-8000:]}, prepare=False).fetchone()
                     if row and job.schedule_id is not None:
                         self._wake_waiting_runs(conn, [job.schedule_id])
                     if row and row[0] == "available":  # a retry: every worker's due timer reads its run time
@@ -827,21 +830,36 @@ class Worker:
         with self._flush_lock:
             self._flush_completions_locked()
 
+    def _complete(self, conn: psycopg.Connection, batch: list[tuple[int, int, int, float, float, Any]]) -> set[int]:
+        """Record a batch of successes; a job the leader moved to parked meanwhile is looked up there."""
+        recorded: set[int] = set()
+        for attempt in range(3):
+            if attempt:  # what was not recorded in its segment: moved to parked, or refused
+                batch = [(b[0], b[1], PARKED, *b[3:]) for b in batch if b[0] not in recorded and b[2] != PARKED]
+                if not batch:
+                    break
+            params = {
+                "ids": [b[0] for b in batch], "attempts": [b[1] for b in batch], "segs": [b[2] for b in batch],
+                "in_segs": sorted({b[2] for b in batch}), "waited": [b[3] for b in batch],
+                "seconds": [b[4] for b in batch],
+                "results": [Jsonb(b[5]) if b[5] is not None else None for b in batch], "worker_id": self.worker_id,
+            }
+            try:
+                recorded |= {r[0] for r in conn.execute(self.q.complete_jobs, params, prepare=False)}
+            except psycopg.errors.SerializationFailure:  # a row moved meanwhile: look again
+                continue
+        return recorded
+
     def _flush_completions_locked(self) -> None:
         with self._done_lock:
             batch, self._done = self._done, []
         if not batch:
             return
-        params = {
-            "ids": [b[0] for b in batch], "attempts": [b[1] for b in batch], "waited": [b[2] for b in batch],
-            "seconds": [b[3] for b in batch], "results": [Jsonb(b[4]) if b[4] is not None else None for b in batch],
-            "worker_id": self.worker_id,
-        }
         delay = 0.05
         while True:
             try:
                 with self._pool().connection() as conn:
-                    recorded = {r[0] for r in conn.execute(self.q.complete_jobs, params)}
+                    recorded = self._complete(conn, batch)
                     with self._done_lock:
                         finished, self._finished_schedules = self._finished_schedules, set()
                     if finished:

@@ -139,7 +139,9 @@ def test_python_dash_m_entry_point_exit_codes(db_url) -> None:
 
 def test_unmigrated_database_says_run_migrate(capsys, empty_db_url) -> None:
     code, _, err = _run(capsys, "--database-url", empty_db_url, "schedule", "list")
-    assert code == 1 and "pgjobs migrate" in err
+    assert code == 2 and "pgjobs migrate" in err and len(err.strip().splitlines()) == 1
+    code, _, err = _run(capsys, "--database-url", empty_db_url, "status")
+    assert code == 2 and "run pgjobs migrate" in err and len(err.strip().splitlines()) == 1
 
 
 def test_status_is_formatted_for_people_and_json_for_machines(capsys, db_url, db, workers) -> None:

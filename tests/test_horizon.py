@@ -102,5 +102,5 @@ def test_an_abandoned_replication_slot_is_reported(tmp_path) -> None:
 
 @pytest.mark.parametrize("bad", [0, -1, float("nan"), float("inf")])
 def test_a_horizon_warn_age_that_could_never_or_always_warn_is_refused(bad: float) -> None:
-    with pytest.raises(ConfigError, match="horizon warn age"):
+    with pytest.raises(ConfigError, match="horizon_warn_age"):
         Settings.load(database_url="postgresql://x@localhost/db", horizon_warn_age=bad)
