@@ -22,7 +22,7 @@ import psycopg
 from psycopg.rows import dict_row
 from psycopg.types.json import Jsonb
 
-from pgjobs import cron
+from pgjobs import cron, otel
 from pgjobs import validation as v
 from pgjobs.config import Settings
 from pgjobs.queries import Queries, queries
@@ -571,6 +571,14 @@ class Admin:
         self._require_admin()
         params = self._job_params(task, args, queue, priority, max_attempts, scheduled_at, unique_key, timeout)
         params.pop("args_text")
+        if otel.tracing():
+            with otel.enqueue_span(task, params["queue"]) as span:
+                job_id = self._enqueue(task, params, conn)
+                span.set_attribute("messaging.message.id", str(job_id))
+                return job_id
+        return self._enqueue(task, params, conn)
+
+    def _enqueue(self, task: str, params: dict[str, Any], conn: Any) -> int:
         if conn is not None:
             return self._insert_job(_raw_connection(conn), params)
         with self._conn() as own:

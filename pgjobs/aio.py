@@ -19,7 +19,9 @@ from typing import Any
 import psycopg
 from psycopg.rows import tuple_row
 
-from pgjobs.admin import Admin, AdminError, args_json
+from pgjobs import otel
+from pgjobs import validation as v
+from pgjobs.admin import Admin, AdminError
 from pgjobs.config import Settings
 from pgjobs.tasks import TaskError, check_args, get_task
 
@@ -52,38 +54,51 @@ async def enqueue_async(task: str, args: Any = None, *, conn: Any, settings: Set
     the waiting or running job that holds the key). The job exists only if the caller's transaction commits."""
     admin = _admin(settings)
     params = admin._job_params(task, args, queue, priority, max_attempts, scheduled_at, unique_key, timeout)
+    params.pop("args_text")
+    if otel.tracing():
+        with otel.enqueue_span(task, params["queue"]) as span:
+            job_id = await _insert(admin, params, conn)
+            span.set_attribute("messaging.message.id", str(job_id))
+            return job_id
+    return await _insert(admin, params, conn)
+
+
+async def _insert(admin: Admin, params: dict[str, Any], conn: Any) -> int:
     raw = await _raw_async_connection(conn)
     async with raw.cursor(row_factory=tuple_row) as cur:
         while True:
             row = await (await cur.execute(admin.q.enqueue_job, params)).fetchone()
             if row is not None:
                 return int(row[0])
-            existing = await (await cur.execute(admin.q.find_unique_job, {"unique_key": unique_key})).fetchone()
+            existing = await (await cur.execute(admin.q.find_unique_job, {"unique_key": params["unique_key"]})).fetchone()
             if existing is not None:  # a duplicate: hand back the job that holds the key
                 return int(existing[0])
 
 
 async def enqueue_many_async(task: str, args_list: Iterable[Any], *, conn: Any, settings: Settings | None = None,
-                             queue: str = "default", priority: int = 0, max_attempts: int | None = None) -> int:
-    """Bulk insert (COPY) in the caller's async transaction; returns the number of jobs inserted. Every
-    argument set is checked before it is written; a bad one raises AdminError and the caller rolls back."""
+                             queue: str = "default", priority: int = 0, max_attempts: int | None = None,
+                             timeout: float | None = None) -> int:
+    """Bulk insert (COPY) in the caller's async transaction; returns the number of jobs inserted. Every job's
+    args are checked (as by `Admin.enqueue_many`) before the first row is sent: one bad job refuses them all."""
     admin = _admin(settings)
-    base = admin._job_params(task, None, queue, priority, max_attempts, None, None, None)
+    base = admin._job_params(task, None, queue, priority, max_attempts, None, None, timeout, check=False)
     t = get_task(task)
+    rows = []
+    for i, args in enumerate(args_list):
+        try:
+            parsed, text = v.args(args, admin.settings.max_args_bytes)
+            check_args(t, parsed)
+        except (AdminError, TaskError) as exc:
+            raise AdminError(f"job #{i}: {exc}", field="args") from None
+        rows.append(text)
     raw = await _raw_async_connection(conn)
-    count = 0
     async with raw.cursor(row_factory=tuple_row) as cur:
         now = (await (await cur.execute(admin.q.db_now)).fetchone())[0]
         async with cur.copy(admin.q.copy_jobs) as copy:
-            for args in args_list:
-                try:
-                    parsed, text = args_json(args)
-                    check_args(t, parsed)
-                except (TaskError, AdminError) as exc:
-                    raise AdminError(f"job {count + 1}: {exc}") from None
-                await copy.write_row((base["queue"], task, text, base["priority"], base["max_attempts"], now))
-                count += 1
-    return count
+            for text in rows:
+                await copy.write_row((base["queue"], task, text, base["priority"], base["max_attempts"], now,
+                                      base["timeout"]))
+    return len(rows)
 
 
 class AsyncAdmin:

@@ -34,6 +34,7 @@ from concurrent.futures import ThreadPoolExecutor
 from contextlib import asynccontextmanager
 from typing import TYPE_CHECKING, Any
 
+from pgjobs import otel
 from pgjobs.tasks import JobContext, SkipJob, TaskError, get_task
 
 if TYPE_CHECKING:
@@ -199,6 +200,8 @@ class AsyncRunner:
         started = ctx.started
         outcome = "completed"
         deadline: asyncio.Timeout | None = None
+        span = otel.start_attempt(job) if otel.enabled else None  # current in this job's own task context
+        error: BaseException | None = None
         try:
             try:
                 task = get_task(job.task)
@@ -216,6 +219,7 @@ class AsyncRunner:
                 else:
                     await self._record(w._finish_special, job, "skipped", str(exc), time.monotonic() - started)
             except (Exception, asyncio.CancelledError) as exc:  # a task's failure is data, not a worker crash
+                error = exc
                 seconds = time.monotonic() - started
                 reason = ctx.cancel_reason if ctx.cancelled else None
                 if deadline is not None and deadline.expired() and reason is None:
@@ -245,6 +249,8 @@ class AsyncRunner:
                 else:
                     w._record_success(job, time.monotonic() - started, result)
         finally:
+            if span is not None:
+                otel.end_attempt(span, outcome, error)
             with w._running_lock:
                 w._running.pop(job.id, None)
             self._tasks.pop(asyncio.current_task(), None)  # type: ignore[arg-type]

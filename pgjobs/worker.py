@@ -54,7 +54,7 @@ from psycopg.types.json import Jsonb, JsonbLoader
 from psycopg_pool import ConnectionPool
 from psycopg_pool.base import AttemptWithBackoff
 
-from pgjobs import __version__, telemetry
+from pgjobs import __version__, otel, telemetry
 from pgjobs.config import Settings
 from pgjobs.leadership import KEEPALIVES, Leadership, pooler_suspected, prepare_session
 from pgjobs.logs import Outage
@@ -210,6 +210,8 @@ class Worker:
     def run(self) -> None:
         ensure_builtins()
         import_modules(self.settings.imports)
+        if otel.configure_from_env():
+            log.info("OpenTelemetry tracing on: one span per job attempt")
         if self._install_signals:
             signal.signal(signal.SIGTERM, self._on_signal)
             signal.signal(signal.SIGINT, self._on_signal)
@@ -691,6 +693,8 @@ class Worker:
             self._running[job.id] = (job, ctx)
         runner.current, runner.current_since = (job, ctx), started
         outcome = "completed"
+        span = otel.start_attempt(job) if otel.enabled else None
+        error: BaseException | None = None
         try:
             task = get_task(job.task)
             if task.pass_context:
@@ -698,7 +702,8 @@ class Worker:
             else:
                 result = task.fn(**job.args)
             if inspect.isawaitable(result):
-                raise TaskError(f"task '{job.task}' returned an awaitable; register a plain function")
+                raise TaskError(f"task '{job.task}' returned an awaitable: declare it `async def` to run it on "
+                                "the worker's event loop")
         except SkipJob as exc:
             outcome = "skipped"
             if ctx.cancel_reason == "disowned":
@@ -706,6 +711,7 @@ class Worker:
             else:
                 self._finish_special(job, "skipped", str(exc), time.monotonic() - started)
         except BaseException as exc:  # noqa: BLE001 - a task's failure is data, not a worker crash
+            error = exc
             seconds = time.monotonic() - started
             interrupted = ctx.cancelled and isinstance(exc, JobCancelled | psycopg.errors.QueryCanceled)
             reason = ctx.cancel_reason if ctx.cancelled else None
@@ -728,13 +734,10 @@ class Worker:
             if ctx.cancel_reason == "disowned":
                 outcome = "abandoned"
             else:
-                with self._done_lock:
-                    self._done.append((job.id, job.attempt, job.seg, job.waited, time.monotonic() - started,
-                                       _jsonable(result)))
-                    if job.schedule_id is not None:
-                        self._finished_schedules.add(job.schedule_id)
-                self._done_event.set()
+                self._record_success(job, time.monotonic() - started, result)
         finally:
+            if span is not None:
+                otel.end_attempt(span, outcome, error)
             runner.current = None
             with self._running_lock:
                 self._running.pop(job.id, None)
@@ -752,7 +755,7 @@ class Worker:
         )
 
     def _record_success(self, job: ClaimedJob, seconds: float, result: Any) -> None:
-        """Hand a successful job to the completer (used by the async runner; the sync path inlines it)."""
+        """Hand a successful job to the completer, which records it in its next batch (sync and async jobs)."""
         with self._done_lock:
             self._done.append((job.id, job.attempt, job.seg, job.waited, seconds, _jsonable(result)))
             if job.schedule_id is not None:
