@@ -25,9 +25,16 @@ target_metadata = build_metadata(schema)
 MIGRATION_LOCK = "SELECT pg_advisory_xact_lock(28778, 0)"
 
 
+# The partitions of `jobs` (ring segments, parked, daily history) are created and dropped at run time
+# (pgjobs/storage.py): they are not in the metadata, which describes their parent.
+PARTITION_PREFIXES = ("jobs_ring_", "jobs_parked", "jobs_done_", "jobs_failed_")
+
+
 def include_name(name, type_, parent_names):
     if type_ == "schema":
         return name == schema
+    if type_ == "table":
+        return not name.startswith(PARTITION_PREFIXES)
     return True
 
 

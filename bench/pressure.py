@@ -15,8 +15,8 @@ in batches every 100 ms. After `--before` seconds a holder pins the horizon for 
 Then `--after` seconds without it.
 
 Every 10 s window reports: jobs completed, the offered count, pickup wait p50/p99 (started_at minus
-scheduled_at, database clock) of the jobs started in the window, the backlog, the jobs table's dead tuples
-and size (table + indexes). The JSON goes to bench/results/pressure-<timestamp>.json, a line per window to
+scheduled_at, database clock) of the jobs started in the window, the backlog, dead tuples and size (tables +
+indexes) summed over every table of the pgjobs schema (partitions included), and per table. The JSON goes to bench/results/pressure-<timestamp>.json, a line per window to
 stderr. pgjobs only, for now: the peers' adapters (bench/peers/) have no steady-rate workload yet.
 """
 
@@ -152,11 +152,14 @@ def produce(settings: Settings, rate: int, stop: threading.Event, offered: list[
 def start_holder(args: argparse.Namespace, url: str, stop: threading.Event
                  ) -> tuple[list[psycopg.Connection], list[threading.Thread]]:
     if args.holder == "idle":
-        conn = psycopg.connect(url, application_name="pressure-idle-in-transaction")
+        # autocommit, so that the BEGIN below is the transaction's own start, not a redundant one inside the
+        # driver's implicit transaction (Postgres applies its isolation level either way, with a warning)
+        conn = psycopg.connect(url, application_name="pressure-idle-in-transaction", autocommit=True)
         conn.execute("BEGIN ISOLATION LEVEL REPEATABLE READ")
         conn.execute("SELECT txid_current(), count(*) FROM pgjobs.jobs")
         return [conn], []
-    conns = [psycopg.connect(url, application_name=f"pressure-reader-{i}") for i in range(args.readers)]
+    conns = [psycopg.connect(url, application_name=f"pressure-reader-{i}", autocommit=True)
+             for i in range(args.readers)]
     done = threading.Event()
 
     def read(conn: psycopg.Connection) -> None:
@@ -204,11 +207,15 @@ def sample(mon: psycopg.Connection, since) -> tuple:
                       FILTER (WHERE started_at > %s AND started_at <= %s)
            FROM pgjobs.jobs WHERE started_at > %s""", (since, now, since, now, since, now, since)).fetchone()
     backlog = mon.execute("SELECT count(*) FROM pgjobs.jobs WHERE state = 'available'").fetchone()[0]
-    dead, live, size = mon.execute(
-        """SELECT n_dead_tup, n_live_tup, pg_total_relation_size(relid)
-           FROM pg_stat_user_tables WHERE schemaname = 'pgjobs' AND relname = 'jobs'""").fetchone()
+    # Every table of the pgjobs schema, partitions included (pg_stat_user_tables lists leaf tables), so a
+    # storage that splits or partitions the queue is measured without changing this file.
+    rels = mon.execute(
+        """SELECT relname, n_dead_tup, n_live_tup, pg_total_relation_size(relid)
+           FROM pg_stat_user_tables WHERE schemaname = 'pgjobs' ORDER BY relname""").fetchall()
     return now, {"completed": done, "wait_p50_ms": _ms(p50), "wait_p99_ms": _ms(p99), "backlog": backlog,
-                 "dead_tuples": dead, "live_tuples": live, "jobs_bytes": size}
+                 "dead_tuples": sum(r[1] for r in rels), "live_tuples": sum(r[2] for r in rels),
+                 "jobs_bytes": sum(r[3] for r in rels),
+                 "relations": {r[0]: {"dead": r[1], "live": r[2], "bytes": r[3]} for r in rels if r[3] > 65536}}
 
 
 def _ms(seconds: float | None) -> float | None:

@@ -66,12 +66,14 @@ NOT_MEASURED = {
         "pgqueuer": "no leader: workers claim schedule rows with SKIP LOCKED and a heartbeat",
         "pgqueuer-psycopg": "no leader (as pgqueuer)",
         "chancy": "not run (--no-chancy-extra or chancy not installed): bench/peers/chancy_takeover.py",
+        "awa": "not measured: awa has a maintenance leader, but no takeover adapter was written for it",
     },
     "schedules_due": {
         "procrastinate": "unsupported: periodic tasks are defined in code (@app.periodic), not at runtime",
         "pgqueuer": "unsupported: schedules are registered in code (@pgq.schedule), not at runtime",
         "pgqueuer-psycopg": "unsupported (as pgqueuer)",
         "chancy": "not run (--no-chancy-extra or chancy not installed): bench/peers/chancy_schedules_due.py",
+        "awa": "not measured: schedules are registered in code (client.periodic) and synced by the leader",
     },
 }
 

@@ -135,6 +135,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     w = sub.add_parser("worker", help="run a worker process (leader election, scheduling, jobs)")
     w.add_argument("--concurrency", type=int)
+    w.add_argument("--async-concurrency", type=int, help="async jobs run at once (default 100)")
     w.add_argument("--queues", help="comma-separated queues (default: default)")
     w.add_argument("--import", dest="worker_imports", action="append", default=[], metavar="MODULE")
     w.add_argument("--metrics-port", type=int, help="serve /metrics, /healthz, /readyz on this port")
@@ -254,7 +255,7 @@ def cmd_worker(args: argparse.Namespace) -> int:
     from pgjobs.logs import setup_logging
     from pgjobs.worker import Worker
 
-    settings = _settings(args, concurrency=args.concurrency, queues=args.queues, metrics_port=args.metrics_port,
+    settings = _settings(args, concurrency=args.concurrency, async_concurrency=args.async_concurrency, queues=args.queues, metrics_port=args.metrics_port,
                          log_format=args.log_format)
     settings.require_database()
     setup_logging(settings)

@@ -137,6 +137,13 @@ class Settings:
         "PGJOBS_SCHEMA", "Postgres schema holding pgjobs' tables and its Alembic version table."))
     concurrency: int = field(default=4, metadata=_doc(
         "PGJOBS_CONCURRENCY", "Jobs one worker process runs at once (threads)."))
+    async_concurrency: int = field(default=100, metadata=_doc(
+        "PGJOBS_ASYNC_CONCURRENCY",
+        "Async (`async def`) jobs one worker process runs at once on its event loop (started only when an async "
+        "task is registered)."))
+    async_lag_warn: float = field(default=0.5, metadata=_doc(
+        "PGJOBS_ASYNC_LAG_WARN",
+        "Seconds the event loop may go without running before a warning names the async task blocking it."))
     queues: tuple[str, ...] = field(default=("default",), metadata=_doc(
         "PGJOBS_QUEUES", "Comma-separated queues a worker claims from."))
     poll_interval: float = field(default=5.0, metadata=_doc(
@@ -212,6 +219,8 @@ class Settings:
             "lock_database_url": os.environ.get("PGJOBS_LOCK_DATABASE_URL", ""),
             "schema": os.environ.get("PGJOBS_SCHEMA", "pgjobs"),
             "concurrency": _int("PGJOBS_CONCURRENCY", 4),
+            "async_concurrency": _int("PGJOBS_ASYNC_CONCURRENCY", 100),
+            "async_lag_warn": _float("PGJOBS_ASYNC_LAG_WARN", 0.5),
             "queues": parse_queues(os.environ.get("PGJOBS_QUEUES")),
             "poll_interval": _float("PGJOBS_POLL_INTERVAL", 5.0),
             "heartbeat_interval": _float("PGJOBS_HEARTBEAT_INTERVAL", 5.0),
@@ -295,9 +304,11 @@ _NUMBER_BOUNDS: dict[str, tuple[float, float, bool]] = {
     "backoff_base": (0.0, 1000.0, False),
     "backoff_max": (0.0, 30 * _DAY, False),
     "horizon_warn_age": (0.0, 7 * _DAY, True),
+    "async_lag_warn": (0.01, 3600.0, False),
 }
 _INT_BOUNDS: dict[str, tuple[int, int]] = {
     "concurrency": (1, 1000),
+    "async_concurrency": (1, 10000),
     "backfill_max": (1, 1_000_000),
     "metrics_port": (0, 65535),
     "max_args_bytes": (1024, 64 * 1024 * 1024),

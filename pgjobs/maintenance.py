@@ -12,9 +12,11 @@
 - Ledger: every SETTLE_EVERY seconds the slots whose job has finished take its outcome (`settle_slots`, one
   write per slot), and the settled outcomes are emitted (`slot.recorded`: metrics). A schedule with
   `pause_after_failures` N whose last N slots that ran all failed is paused (audited as actor `pgjobs`).
-- Pruner: finished jobs older than their retention are deleted in batches of `PRUNE_BATCH`, a few batches
-  per minute, so a 1-second schedule keeps bounded history. The ledger is settled first, so pruning a job
+- Pruner: retention is mostly the storage duty's (`storage.Rotator`, its own thread): it TRUNCATEs and DROPs
+  whole days of history. The pruner deletes what is left older than its retention (rows of a day not yet
+  expired as a whole, rows written by hand) in batches of `PRUNE_BATCH`, and the cron fence of old slots. The ledger is settled first, so pruning a job
   never loses what happened to its slot; ledger rows go after `retention_slots`.
+- Storage (`storage.py`): rotates the ring of hot segments and reclaims them by TRUNCATE.
 
 The duties start when leadership is gained and stop when it is lost; before each scheduling pass the
 leader confirms it still holds the lock.
@@ -33,6 +35,7 @@ from pgjobs import telemetry
 from pgjobs.config import Settings
 from pgjobs.queries import Queries
 from pgjobs.scheduler import Scheduler
+from pgjobs.storage import Rotator
 
 log = logging.getLogger("pgjobs.maintenance")
 
@@ -56,6 +59,7 @@ class LeaderDuties:
         self._settings = settings
         self._worker = worker
         self.scheduler = Scheduler(pool, queries, grace=settings.catchup_grace)
+        self.rotator = Rotator(pool, queries, settings)
         self._thread: threading.Thread | None = None
         self._stop = threading.Event()
         self.rescued_total = 0
@@ -77,12 +81,14 @@ class LeaderDuties:
                     conn.execute(self._q.claim_leadership_row, {"id": self._worker.worker_id})
             except psycopg.Error as exc:
                 log.warning("could not mark this worker as leader: %s", exc)
+        self.rotator.start()
         self._thread = threading.Thread(target=self._loop, name="pgjobs-leader", daemon=True)
         self._thread.start()
 
     def stop(self, reason: str = "") -> None:
         self._stop.set()
         self.scheduler.wake.set()
+        self.rotator.stop()
         t = self._thread
         if t is not None and t is not threading.current_thread():
             t.join(10)
@@ -257,6 +263,10 @@ class LeaderDuties:
                 total += n
                 if n < PRUNE_BATCH:
                     break
+        # The cron fence of slots whose jobs are past every retention (a slot that old is never planned again).
+        with self._pool.connection() as conn:
+            conn.execute(self._q.prune_job_slots, {"age": max(s.retention_completed, s.retention_failed, s.retention_slots),
+                                                   "batch": PRUNE_BATCH})
         if total:
             log.info("pruned %d finished job(s)", total)
         self.pruned_total += total

@@ -66,6 +66,10 @@ _SCHEDULE_COLUMNS = """id, name, task, args, cron, timezone, enabled, queue, pri
 def _claim_jobs(queue_match: str, *, async_commit: bool = False) -> str:
     """Claim up to %(limit)s due jobs in (priority, scheduled_at, id) order, skipping rows others hold.
 
+    Only the segments in %(segs)s are read (the live ones, `storage.SegmentCache`): the worker sends the claim
+    unprepared, so the planner prunes the other partitions and never locks them, and the leader can TRUNCATE
+    a drained segment while claims go on.
+
     With `async_commit` the claim's own transaction commits with synchronous_commit = off (set_config(...,
     true) lasts until the end of the statement's transaction): the worker does not wait for the WAL flush
     of a claim. A Postgres crash before the WAL writer flushes it (within 3 x wal_writer_delay) returns the
@@ -76,15 +80,15 @@ def _claim_jobs(queue_match: str, *, async_commit: bool = False) -> str:
         """ if async_commit else ""
     return """
         WITH """ + commit_mode + """next AS (
-            SELECT id FROM {s}.jobs AS j
-            WHERE state = 'available' AND """ + queue_match + """ AND scheduled_at <= now()
+            SELECT id, seg FROM {s}.jobs AS j
+            WHERE seg = ANY(%(segs)s) AND state = 'available' AND """ + queue_match + """ AND scheduled_at <= now()
               -- Every overlap but 'allow': a schedule runs one job at a time, oldest first. A buffered slot
               -- (or a catch-up backlog) waits here until the run before it has finished. Evaluated only
               -- for rows of a schedule (schedule_id IS NULL short-circuits), through pk_schedules and
               -- ix_jobs_schedule_unfinished.
               AND (schedule_id IS NULL OR NOT EXISTS (
                   SELECT 1 FROM {s}.schedules AS sc JOIN {s}.jobs AS o ON o.schedule_id = sc.id
-                  WHERE sc.id = j.schedule_id AND sc.overlap <> 'allow' AND o.id <> j.id
+                  WHERE sc.id = j.schedule_id AND sc.overlap <> 'allow' AND o.id <> j.id AND o.seg = ANY(%(segs)s)
                     AND o.state IN ('available', 'running')
                     AND (o.state = 'running' OR (o.id < j.id AND o.scheduled_at <= now()))))
             ORDER BY priority, scheduled_at, id
@@ -95,9 +99,10 @@ def _claim_jobs(queue_match: str, *, async_commit: bool = False) -> str:
         SET state = 'running', attempt = j.attempt + 1, started_at = now(), finished_at = NULL,
             first_started_at = coalesce(j.first_started_at, now()),
             worker_id = %(worker_id)s, worker = %(worker)s
-        FROM next""" + (", commit_mode" if async_commit else "") + """ WHERE j.id = next.id
+        FROM next""" + (", commit_mode" if async_commit else "") + """
+        WHERE j.seg = ANY(%(segs)s) AND j.id = next.id AND j.seg = next.seg
         RETURNING j.id, j.queue, j.task, j.args, j.attempt, j.max_attempts, j.timeout_seconds,
-                  j.schedule_id, j.slot, j.scheduled_at, j.started_at"""
+                  j.schedule_id, j.slot, j.scheduled_at, j.started_at, j.seg"""
 
 
 def _list_jobs_arm(rows: str, states: tuple[str, ...], *, read_all: bool = False) -> str:
@@ -258,12 +263,13 @@ TEMPLATES: dict[str, str] = {
             first_started_at = CASE WHEN j.attempt = 1 THEN j.started_at + d.waited * interval '1 second'
                                     ELSE j.first_started_at END,
             finished_at = j.started_at + (d.waited + d.seconds) * interval '1 second',
-            result = d.result, backend_pid = NULL
+            result = d.result, backend_pid = NULL,
+            seg = {s}.history_seg('completed', j.started_at + (d.waited + d.seconds) * interval '1 second')
         FROM (SELECT d.*, 'running'::text AS state, %(worker_id)s::bigint AS worker_id
-              FROM unnest(%(ids)b::bigint[], %(attempts)b::int[], %(waited)b::float8[], %(seconds)b::float8[],
-                          %(results)b::jsonb[]) AS d(id, attempt, waited, seconds, result)
+              FROM unnest(%(ids)b::bigint[], %(attempts)b::int[], %(segs)b::int[], %(waited)b::float8[],
+                          %(seconds)b::float8[], %(results)b::jsonb[]) AS d(id, attempt, seg, waited, seconds, result)
               OFFSET 0) AS d
-        WHERE j.id = d.id AND (j.attempt, j.state, j.worker_id) IS NOT DISTINCT FROM (d.attempt, d.state, d.worker_id)
+        WHERE j.seg = ANY(%(in_segs)s) AND j.id = d.id AND j.seg = d.seg AND (j.attempt, j.state, j.worker_id) IS NOT DISTINCT FROM (d.attempt, d.state, d.worker_id)
         RETURNING j.id""",
     # A failed attempt is retried while attempts remain, unless an operator asked to cancel it.
     "fail_job": """
@@ -272,7 +278,8 @@ TEMPLATES: dict[str, str] = {
                             WHEN %(retry)s AND attempt < max_attempts THEN 'available'
                             ELSE %(final_state)s END AS next_state
             FROM {s}.jobs
-            WHERE id = %(id)s AND attempt = %(attempt)s AND state = 'running' AND worker_id = %(worker_id)s
+            WHERE seg = ANY(%(segs)s) AND id = %(id)s AND attempt = %(attempt)s AND state = 'running'
+              AND worker_id = %(worker_id)s
             FOR UPDATE
         )
         UPDATE {s}.jobs AS j
@@ -289,26 +296,31 @@ TEMPLATES: dict[str, str] = {
             backend_pid = NULL,
             errors = j.errors || jsonb_build_array(jsonb_build_object(
                 'attempt', j.attempt, 'at', now(), 'error', %(error)s::text, 'traceback', %(traceback)s::text,
-                'worker', j.worker))
-        FROM d WHERE j.id = d.id
+                'worker', j.worker)),
+            seg = CASE WHEN d.next_state = 'available' THEN j.seg
+                       ELSE {s}.history_seg(d.next_state,
+                                            j.started_at + (%(waited)s + %(seconds)s) * interval '1 second') END
+        FROM d WHERE j.seg = ANY(%(segs)s) AND j.id = d.id
         RETURNING j.state, j.scheduled_at""",
     # On-time future jobs: seconds (database clock) until the earliest future job of these queues is due; the
     # worker's due timer sleeps that long, then wakes a runner. Read from ix_jobs_claim.
     "next_due_in": """
         SELECT extract(epoch FROM min(scheduled_at) - clock_timestamp())::float8 FROM {s}.jobs
-        WHERE state = 'available' AND queue = ANY(%(queues)s) AND scheduled_at > now()""",
+        WHERE seg < 100 AND state = 'available' AND queue = ANY(%(queues)s) AND scheduled_at > now()""",
     "notify_jobs": "SELECT pg_notify(%(channel)s, '')",
-    "set_job_backend": "UPDATE {s}.jobs SET backend_pid = %(pid)s WHERE id = %(id)s AND state = 'running'",
+    "set_job_backend": """
+        UPDATE {s}.jobs SET backend_pid = %(pid)s WHERE seg < 100 AND id = %(id)s AND state = 'running'""",
     # Wakes every worker when a finished run leaves another run of the same schedule waiting.
     "notify_waiting_schedule_runs": """
         SELECT pg_notify(%(channel)s, '') FROM (
-            SELECT 1 FROM {s}.jobs WHERE schedule_id = ANY(%(ids)s) AND state = 'available' LIMIT 1) AS w""",
+            SELECT 1 FROM {s}.jobs WHERE seg < 100 AND schedule_id = ANY(%(ids)s) AND state = 'available'
+            LIMIT 1) AS w""",
     # Jobs a runner claimed but did not start (it got stuck behind a slow job) go back, untouched.
     "release_jobs": """
         UPDATE {s}.jobs
         SET state = 'available', attempt = greatest(attempt - 1, 0), worker_id = NULL, started_at = NULL,
             backend_pid = NULL, first_started_at = CASE WHEN attempt <= 1 THEN NULL ELSE first_started_at END
-        WHERE id = ANY(%(ids)s) AND state = 'running' AND worker_id = %(worker_id)s""",
+        WHERE seg < 100 AND id = ANY(%(ids)s) AND state = 'running' AND worker_id = %(worker_id)s""",
     # On shutdown: jobs that did not finish within the grace period go back to the queue, attempt refunded.
     "requeue_worker_jobs": """
         UPDATE {s}.jobs
@@ -317,7 +329,7 @@ TEMPLATES: dict[str, str] = {
             first_started_at = CASE WHEN attempt <= 1 THEN NULL ELSE first_started_at END,
             errors = errors || jsonb_build_array(jsonb_build_object(
                 'attempt', attempt, 'at', now(), 'error', 'requeued: worker shut down', 'worker', worker))
-        WHERE worker_id = %(worker_id)s AND state = 'running'
+        WHERE seg < 100 AND worker_id = %(worker_id)s AND state = 'running'
         RETURNING id""",
     # ---------------------------------------------------------------- scheduler (leader only)
     "due_schedules": """
@@ -336,29 +348,37 @@ TEMPLATES: dict[str, str] = {
                count(*) FILTER (WHERE state = 'available') AS waiting,
                min(id) AS oldest
         FROM {s}.jobs
-        WHERE schedule_id = ANY(%(ids)s) AND state IN ('available', 'running')
+        WHERE seg < 100 AND schedule_id = ANY(%(ids)s) AND state IN ('available', 'running')
         GROUP BY schedule_id""",
-    # The unique constraint on (schedule_id, slot) is what makes a slot exactly-once, even for a stale leader.
-    # The job's queue, task, args, ... are copied from its schedule row, which this transaction holds locked
+    # The primary key of job_slots (schedule_id, slot) is what makes a slot exactly-once, even for a stale
+    # leader. The job's queue, task, args, ... are copied from its schedule row, which this transaction holds locked
     # (due_schedules), so only the planned (schedule, slot, state, note) travel from Python.
-    # Each inserted slot gets its ledger row in the same statement: a skipped slot with its outcome, a job to
-    # run with none yet (settle_slots writes it when the job has finished).
+    # The fence is job_slots' primary key (insert-only; a unique constraint of the partitioned jobs cannot
+    # hold it): the slot row, its job and its ledger row are written by one statement, so a slot already taken
+    # (by this leader earlier, or by a stale one right now) inserts none of them. A skipped slot gets its
+    # outcome in the ledger at once, a job to run none yet (settle_slots writes it when the job has finished).
     "insert_due_slots": """
-        WITH ins AS (
-            INSERT INTO {s}.jobs (queue, task, args, priority, max_attempts, timeout_seconds, schedule_id, slot,
-                                  scheduled_at, state, finished_at, last_error)
-            SELECT sc.queue, sc.task, sc.args, sc.priority, sc.max_attempts, sc.timeout_seconds, sc.id, d.slot,
-                   d.due, d.state, CASE WHEN d.state = 'skipped' THEN now() END, d.note
-            FROM unnest(%(schedule_id)b::bigint[], %(slot)b::timestamptz[], %(due)b::timestamptz[],
-                        %(state)b::text[], %(note)b::text[])
-                 AS d(schedule_id, slot, due, state, note)
-            JOIN {s}.schedules AS sc ON sc.id = d.schedule_id
+        WITH d AS (
+            SELECT * FROM unnest(%(schedule_id)b::bigint[], %(slot)b::timestamptz[], %(due)b::timestamptz[],
+                                 %(state)b::text[], %(note)b::text[]) AS d(schedule_id, slot, due, state, note)
+        ), fenced AS (
+            INSERT INTO {s}.job_slots (schedule_id, slot)
+            SELECT d.schedule_id, d.slot FROM d JOIN {s}.schedules AS sc ON sc.id = d.schedule_id
             ON CONFLICT (schedule_id, slot) DO NOTHING
+            RETURNING schedule_id, slot
+        ), ins AS (
+            INSERT INTO {s}.jobs (queue, task, args, priority, max_attempts, timeout_seconds, schedule_id, slot,
+                                  scheduled_at, state, finished_at, last_error, seg)
+            SELECT sc.queue, sc.task, sc.args, sc.priority, sc.max_attempts, sc.timeout_seconds, sc.id, d.slot,
+                   d.due, d.state, CASE WHEN d.state = 'skipped' THEN now() END, d.note,
+                   CASE WHEN d.state = 'skipped' THEN {s}.history_seg('skipped', now()) ELSE {s}.open_seg() END
+            FROM fenced JOIN d ON d.schedule_id = fenced.schedule_id AND d.slot = fenced.slot
+            JOIN {s}.schedules AS sc ON sc.id = d.schedule_id
             RETURNING id, schedule_id, slot, state, last_error, finished_at
         ), ledger AS (
-            INSERT INTO {s}.slots (schedule_id, slot, job_id, outcome, reason, finished_at, backfilled)
+            INSERT INTO {s}.slots (schedule_id, slot, job_id, outcome, reason, finished_at)
             SELECT schedule_id, slot, id, CASE WHEN state = 'skipped' THEN 'skipped' END,
-                   CASE WHEN state = 'skipped' THEN last_error END, finished_at, %(backfilled)s
+                   CASE WHEN state = 'skipped' THEN last_error END, finished_at
             FROM ins
             ON CONFLICT (schedule_id, slot) DO NOTHING
         )
@@ -378,7 +398,7 @@ TEMPLATES: dict[str, str] = {
             SELECT j.id, j.state, j.backend_pid, d.terminate
             FROM {s}.jobs AS j JOIN unnest(%(ids)s::bigint[], %(terminate)s::bool[]) AS d(schedule_id, terminate)
                  ON j.schedule_id = d.schedule_id
-            WHERE j.state IN ('available', 'running') AND NOT (j.id = ANY(%(new)s::bigint[]))
+            WHERE j.seg < 100 AND j.state IN ('available', 'running') AND NOT (j.id = ANY(%(new)s::bigint[]))
             FOR UPDATE OF j
         )
         UPDATE {s}.jobs AS j
@@ -391,8 +411,10 @@ TEMPLATES: dict[str, str] = {
                               THEN 'cancelled: replaced by a newer slot (overlap '
                                    || CASE WHEN old.terminate THEN 'terminate_previous' ELSE 'cancel_previous' END
                                    || ')'
-                              ELSE j.last_error END
-        FROM old WHERE j.id = old.id
+                              ELSE j.last_error END,
+            seg = CASE WHEN old.state = 'available' OR old.terminate THEN {s}.history_seg('cancelled', now())
+                       ELSE j.seg END
+        FROM old WHERE j.seg < 100 AND j.id = old.id
         RETURNING j.id, old.state, old.backend_pid, old.terminate""",
     "advance_schedules": """
         UPDATE {s}.schedules AS sc
@@ -413,7 +435,8 @@ TEMPLATES: dict[str, str] = {
         WITH """ + _HELD_WORKER_LOCKS + """
         SELECT k.id, mod(k.id, 2147483648) IN (SELECT key FROM held) AS alive
         FROM (SELECT id FROM {s}.workers
-              UNION SELECT worker_id FROM {s}.jobs WHERE state = 'running' AND worker_id IS NOT NULL) AS k""",
+              UNION SELECT worker_id FROM {s}.jobs
+                    WHERE seg < 100 AND state = 'running' AND worker_id IS NOT NULL) AS k""",
     # Rescue: the running jobs of workers the leader has seen without a session for the grace period go back
     # to the queue, or fail when out of attempts (cancelled when an operator asked); their rows are removed.
     # The lock is read again here, so a worker that took its lock back just now keeps its jobs and its row.
@@ -425,8 +448,8 @@ TEMPLATES: dict[str, str] = {
             WHERE id = ANY(%(ids)s) AND mod(id, 2147483648) NOT IN (SELECT key FROM held)
             RETURNING id, name
         ), orphans AS (
-            SELECT j.id FROM {s}.jobs AS j
-            WHERE j.state = 'running'
+            SELECT j.id, j.seg FROM {s}.jobs AS j
+            WHERE j.seg < 100 AND j.state = 'running'
               AND (j.worker_id IS NULL
                    OR (j.worker_id = ANY(%(ids)s) AND mod(j.worker_id, 2147483648) NOT IN (SELECT key FROM held)))
             FOR UPDATE OF j SKIP LOCKED
@@ -441,8 +464,11 @@ TEMPLATES: dict[str, str] = {
                 errors = j.errors || jsonb_build_array(jsonb_build_object(
                     'attempt', j.attempt, 'at', now(), 'error',
                     'rescued: the session of worker ' || coalesce(j.worker, '?') || ' ended', 'worker', j.worker)),
-                worker_id = NULL, backend_pid = NULL
-            FROM orphans WHERE j.id = orphans.id
+                worker_id = NULL, backend_pid = NULL,
+                seg = CASE WHEN j.attempt < j.max_attempts AND NOT j.cancel_requested THEN j.seg
+                           ELSE {s}.history_seg(CASE WHEN j.cancel_requested THEN 'cancelled' ELSE 'failed' END,
+                                                now()) END
+            FROM orphans WHERE j.seg < 100 AND j.id = orphans.id AND j.seg = orphans.seg
             RETURNING j.id, j.state, j.task, j.worker
         )
         SELECT 'job' AS kind, id, state, task, worker FROM rescued
@@ -496,18 +522,68 @@ TEMPLATES: dict[str, str] = {
             SELECT id FROM {s}.jobs
             WHERE state = ANY(%(states)s) AND finished_at < now() - %(age)s * interval '1 second'
             LIMIT %(batch)s)""",
+    # ---------------------------------------------------------------- storage: the ring of hot segments (storage.py)
+    # What a claimer reads: the segments that may hold available jobs. `next` is announced before it opens, so a
+    # worker's cached list already names it when new jobs start to land there.
+    "live_segments": """
+        SELECT coalesce(array_agg(seg ORDER BY seg), '{{}}') FROM {s}.segments
+        WHERE state IN ('next', 'open', 'closed')""",
+    "segments_for_update": """
+        SELECT seg, state, extract(epoch FROM now() - since)::float8 AS age FROM {s}.segments
+        ORDER BY seg FOR UPDATE""",
+    "set_segment_state": "UPDATE {s}.segments SET state = %(state)s, since = now() WHERE seg = %(seg)s",
+    "add_segment": "INSERT INTO {s}.segments (seg, state) VALUES (%(seg)s, 'free')",
+    # Sent unprepared with the segment as a value, so only that partition is read and locked.
+    "segment_has_rows": "SELECT EXISTS (SELECT 1 FROM {s}.jobs WHERE seg = %(seg)s)",
+    # Whether a segment ever took a row since it was last truncated (its file is not empty): no scan.
+    "segment_used": "SELECT pg_relation_size(to_regclass(%(name)s)) > 0",
+    "segment_unfinished": """
+        SELECT count(*) FROM (SELECT 1 FROM {s}.jobs WHERE seg = %(seg)s AND finished_at IS NULL LIMIT %(cap)s) AS u""",
+    # A closed segment's leftovers leave it: unfinished jobs to the parked partition, finished ones to their
+    # history partition (a day outside the partitions that exist goes to the nearest one).
+    "evacuate_segment": """
+        WITH m AS (SELECT id FROM {s}.jobs WHERE seg = %(seg)s LIMIT %(batch)s FOR UPDATE SKIP LOCKED)
+        UPDATE {s}.jobs AS j
+        SET seg = CASE WHEN j.finished_at IS NULL THEN 0
+                       WHEN j.state IN ('completed', 'skipped')
+                       THEN 100000 + least(greatest(floor(extract(epoch FROM j.finished_at) / 86400)::integer,
+                                                    %(done_lo)s), %(done_hi)s)
+                       ELSE 200000 + least(greatest(floor(extract(epoch FROM j.finished_at) / 86400)::integer,
+                                                    %(failed_lo)s), %(failed_hi)s) END
+        FROM m WHERE j.seg = %(seg)s AND j.id = m.id""",
+    # Live segments whose statistics lag their size (a segment fills within seconds; autovacuum's analyze comes
+    # a minute later, and with "empty" statistics the planner sorts a claim's candidates instead of merging the
+    # segments' claim indexes in order, reading a whole backlog per claim).
+    "segments_to_analyze": """
+        SELECT c.relname FROM pg_class AS c
+        WHERE c.relnamespace = to_regnamespace(%(schema)s) AND c.relname = ANY(%(names)s)
+          AND pg_relation_size(c.oid) > 2 * greatest(c.relpages, 0)::bigint * current_setting('block_size')::bigint
+                                        + 65536""",
+    "history_partitions": """
+        SELECT c.relname FROM pg_inherits AS i JOIN pg_class AS c ON c.oid = i.inhrelid
+        WHERE i.inhparent = to_regclass(%(table)s) ORDER BY c.relname""",
+    "db_day": "SELECT floor(extract(epoch FROM now()) / 86400)::integer",
+    "prune_job_slots": """
+        DELETE FROM {s}.job_slots WHERE (schedule_id, slot) IN (
+            SELECT schedule_id, slot FROM {s}.job_slots WHERE slot < now() - %(age)s * interval '1 second'
+            LIMIT %(batch)s)""",
     # ---------------------------------------------------------------- enqueue
+    # A job with a unique key, or due only later, is parked (seg 0: see storage.py); the others go to the
+    # ring's open segment.
     "enqueue_job": """
         INSERT INTO {s}.jobs (queue, task, args, priority, max_attempts, timeout_seconds, scheduled_at,
-                              unique_key, schedule_id)
+                              unique_key, schedule_id, seg)
         VALUES (%(queue)s, %(task)s, %(args)s, %(priority)s, %(max_attempts)s, %(timeout)s,
-                coalesce(%(scheduled_at)s, now()), %(unique_key)s, %(schedule_id)s)
-        ON CONFLICT (unique_key) WHERE unique_key IS NOT NULL AND state IN ('available', 'running')
+                coalesce(%(scheduled_at)s, now()), %(unique_key)s, %(schedule_id)s,
+                CASE WHEN %(unique_key)s::text IS NOT NULL
+                       OR %(scheduled_at)s::timestamptz > now() + 60 * interval '1 second'
+                     THEN 0 ELSE {s}.open_seg() END)
+        ON CONFLICT (unique_key, seg) WHERE unique_key IS NOT NULL AND state IN ('available', 'running')
         DO NOTHING
         RETURNING id""",
     "find_unique_job": """
         SELECT id FROM {s}.jobs
-        WHERE unique_key = %(unique_key)s AND state IN ('available', 'running')""",
+        WHERE seg = 0 AND unique_key = %(unique_key)s AND state IN ('available', 'running')""",
     "copy_jobs": """
         COPY {s}.jobs (queue, task, args, priority, max_attempts, scheduled_at, timeout_seconds) FROM STDIN""",
     # ---------------------------------------------------------------- admin: schedules
@@ -651,15 +727,17 @@ TEMPLATES: dict[str, str] = {
         SET state = CASE WHEN state = 'available' THEN 'cancelled' ELSE state END,
             finished_at = CASE WHEN state = 'available' THEN now() ELSE finished_at END,
             cancel_requested = true,
-            last_error = CASE WHEN state = 'available' THEN 'cancelled by ' || %(actor)s ELSE last_error END
-        WHERE id = ANY(%(ids)s) AND state IN ('available', 'running')
+            last_error = CASE WHEN state = 'available' THEN 'cancelled by ' || %(actor)s ELSE last_error END,
+            seg = CASE WHEN state = 'available' THEN {s}.history_seg('cancelled', now()) ELSE seg END
+        WHERE seg < 100 AND id = ANY(%(ids)s) AND state IN ('available', 'running')
         RETURNING id, state, backend_pid""",
     # A retried slot's ledger row is pending again (its new outcome is settled when it finishes).
     "retry_jobs": """
         WITH retried AS (
             UPDATE {s}.jobs
             SET state = 'available', scheduled_at = now(), finished_at = NULL, cancel_requested = false,
-                max_attempts = greatest(max_attempts, attempt + 1), worker_id = NULL
+                max_attempts = greatest(max_attempts, attempt + 1), worker_id = NULL,
+                seg = CASE WHEN unique_key IS NOT NULL THEN 0 ELSE {s}.open_seg() END
             WHERE id = ANY(%(ids)s) AND state IN ('failed', 'cancelled', 'completed', 'skipped')
             RETURNING id, schedule_id, slot
         ), ledger AS (
@@ -683,12 +761,15 @@ TEMPLATES: dict[str, str] = {
         ORDER BY w.started_at""",
     "job_counts": """
         SELECT state, count(*) FROM {s}.jobs GROUP BY state""",
+    # jobs is partitioned: its size and row estimate are its partitions' sums.
     "job_count_estimate": """
-        SELECT reltuples::bigint FROM pg_class WHERE oid = to_regclass(%(table)s)""",
+        SELECT coalesce(sum(greatest(c.reltuples, 0)), 0)::bigint AS reltuples
+        FROM pg_partition_tree(to_regclass(%(table)s)) AS t JOIN pg_class AS c ON c.oid = t.relid
+        WHERE t.isleaf""",
     "unfinished_counts": """
-        SELECT 'available' AS state, count(*) FROM {s}.jobs WHERE state = 'available'
+        SELECT 'available' AS state, count(*) FROM {s}.jobs WHERE seg < 100 AND state = 'available'
         UNION ALL
-        SELECT 'running', count(*) FROM {s}.jobs WHERE state = 'running'""",
+        SELECT 'running', count(*) FROM {s}.jobs WHERE seg < 100 AND state = 'running'""",
     "finished_counts_since": """
         SELECT state, count(*) FROM {s}.jobs
         WHERE state = ANY(%(states)s) AND finished_at >= %(since)s GROUP BY state""",
@@ -712,17 +793,19 @@ TEMPLATES: dict[str, str] = {
         WHERE enabled AND next_run_at IS NOT NULL ORDER BY next_run_at LIMIT %(limit)s""",
     "schema_revision": "SELECT version_num FROM {s}.alembic_version",
     # Health at a glance (status, metrics): reads only unfinished jobs and the schedules, never the history, so it
-    # stays cheap however many finished jobs are kept. Available jobs are counted from ix_jobs_claim alone (an
-    # index-only scan: queue and scheduled_at are in it), running ones through ix_jobs_running_worker.
+    # stays cheap however many finished jobs are kept (seg < 100: the hot partitions only). Available jobs are
+    # counted from ix_jobs_claim alone (an index-only scan: queue and scheduled_at are in it), running ones
+    # through ix_jobs_running_worker.
     "queue_health": """
         SELECT queue, sum(available)::bigint AS available, sum(scheduled)::bigint AS scheduled,
                sum(running)::bigint AS running, coalesce(max(lag), 0)::float8 AS lag
         FROM (SELECT queue, count(*) FILTER (WHERE scheduled_at <= now()) AS available,
                      count(*) FILTER (WHERE scheduled_at > now()) AS scheduled, 0 AS running,
                      extract(epoch FROM now() - min(scheduled_at) FILTER (WHERE scheduled_at <= now())) AS lag
-              FROM {s}.jobs WHERE state = 'available' GROUP BY queue
+              FROM {s}.jobs WHERE seg < 100 AND state = 'available' GROUP BY queue
               UNION ALL
-              SELECT queue, 0, 0, count(*), NULL FROM {s}.jobs WHERE state = 'running' GROUP BY queue) AS arms
+              SELECT queue, 0, 0, count(*), NULL FROM {s}.jobs WHERE seg < 100 AND state = 'running' GROUP BY queue
+             ) AS arms
         GROUP BY queue ORDER BY queue""",
     "schedules_overdue": """
         SELECT count(*) AS overdue,
@@ -805,14 +888,17 @@ TEMPLATES: dict[str, str] = {
     # Counts by state without counting: reltuples times pg_stats' frequency of each state. The size lets
     # the caller count exactly when the table is small (or was never analyzed).
     "console_jobs_size": """
-        SELECT reltuples::bigint AS reltuples, pg_relation_size(oid) AS bytes
-        FROM pg_class WHERE oid = to_regclass(%(table)s)""",
+        SELECT coalesce(sum(greatest(c.reltuples, 0)), 0)::bigint AS reltuples,
+               coalesce(sum(pg_relation_size(c.oid)), 0)::bigint AS bytes
+        FROM pg_partition_tree(to_regclass(%(table)s)) AS t JOIN pg_class AS c ON c.oid = t.relid
+        WHERE t.isleaf""",
     "console_state_estimates": """
-        SELECT v.state, round(v.freq * greatest(c.reltuples, 0))::bigint AS count
-        FROM pg_class AS c, pg_stats AS st,
+        SELECT v.state, round(sum(v.freq * greatest(c.reltuples, 0)))::bigint AS count
+        FROM pg_partition_tree(to_regclass(%(table)s)) AS t JOIN pg_class AS c ON c.oid = t.relid
+        JOIN pg_stats AS st ON st.schemaname = %(schema)s AND st.tablename = c.relname AND st.attname = 'state',
              unnest(st.most_common_vals::text::text[], st.most_common_freqs) AS v(state, freq)
-        WHERE c.oid = to_regclass(%(table)s) AND st.schemaname = %(schema)s AND st.tablename = 'jobs'
-          AND st.attname = 'state'""",
+        WHERE t.isleaf
+        GROUP BY v.state""",
     "console_recent_failures": """
         SELECT j.id, j.task, sc.name AS schedule, j.queue, j.attempt, j.max_attempts, j.finished_at,
                j.worker, j.last_error
@@ -880,6 +966,37 @@ def refresh_matview(schema: str, view: str, concurrently: bool) -> sql.Composed:
     return sql.SQL("REFRESH MATERIALIZED VIEW {}{}.{}").format(
         sql.SQL("CONCURRENTLY ") if concurrently else sql.SQL(""), sql.Identifier(schema), sql.Identifier(view)
     )
+
+
+def lock_partition(schema: str, name: str, *, nowait: bool = False) -> sql.Composed:
+    """LOCK TABLE "schema"."name" IN ACCESS EXCLUSIVE MODE [NOWAIT] (storage.py, with a short lock_timeout)."""
+    return sql.SQL("LOCK TABLE {}.{} IN ACCESS EXCLUSIVE MODE{}").format(
+        sql.Identifier(schema), sql.Identifier(name), sql.SQL(" NOWAIT" if nowait else ""))
+
+
+def analyze_partition(schema: str, name: str) -> sql.Composed:
+    return sql.SQL("ANALYZE {}.{}").format(sql.Identifier(schema), sql.Identifier(name))
+
+
+def truncate_partition(schema: str, name: str) -> sql.Composed:
+    return sql.SQL("TRUNCATE {}.{}").format(sql.Identifier(schema), sql.Identifier(name))
+
+
+def drop_partition(schema: str, name: str) -> sql.Composed:
+    return sql.SQL("DROP TABLE {}.{}").format(sql.Identifier(schema), sql.Identifier(name))
+
+
+def create_partition(schema: str, name: str) -> sql.Composed:
+    """A table shaped like jobs, to be attached as a partition (ATTACH takes SHARE UPDATE EXCLUSIVE on jobs,
+    which neither claims nor readers conflict with; CREATE TABLE ... PARTITION OF would take ACCESS
+    EXCLUSIVE)."""
+    return sql.SQL("CREATE TABLE {}.{} (LIKE {}.jobs INCLUDING DEFAULTS INCLUDING CONSTRAINTS)").format(
+        sql.Identifier(schema), sql.Identifier(name), sql.Identifier(schema))
+
+
+def attach_partition(schema: str, name: str, low: int, high: int) -> sql.Composed:
+    return sql.SQL("ALTER TABLE {}.jobs ATTACH PARTITION {}.{} FOR VALUES FROM ({}) TO ({})").format(
+        sql.Identifier(schema), sql.Identifier(schema), sql.Identifier(name), sql.Literal(low), sql.Literal(high))
 
 
 def qualified_name(schema: str | None, name: str) -> str:

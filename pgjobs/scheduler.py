@@ -4,7 +4,7 @@ One pass, in one transaction:
 1. take the due schedules with `SELECT ... FOR UPDATE SKIP LOCKED` (a second scheduler skips rows this one holds);
 2. plan the slots due since each schedule's `next_run_at` (`plan_slots`, pure), applying the catch-up and
    overlap policies;
-3. insert one job per planned slot with `ON CONFLICT (schedule_id, slot) DO NOTHING`;
+3. insert one job per planned slot, fenced by job_slots (`ON CONFLICT (schedule_id, slot) DO NOTHING`);
 4. advance `next_run_at` to the first slot after now.
 
 Exactly-once rests on the database, not on leadership alone: a stale or second leader re-reads

@@ -4,8 +4,9 @@
 here comes with a migration under `alembic/versions/`.
 
 Invariants the database enforces (Python checks first, the schema is the last guard):
-- a cron slot becomes at most one job: UNIQUE (schedule_id, slot);
-- an unfinished job's unique key is held by one job at a time: partial unique index on unique_key;
+- a cron slot becomes at most one job: PRIMARY KEY (schedule_id, slot) of the insert-only job_slots;
+- an unfinished job's unique key is held by one job at a time: partial unique index on (unique_key, seg), and
+  every unfinished keyed job is in seg 0 (CHECK);
 - states, policies and counts are CHECKed, and finished_at is set exactly on finished jobs;
 - jobs keep their history when a schedule is removed (SET NULL).
 """
@@ -115,7 +116,8 @@ def build_metadata(schema: str = "pgjobs") -> MetaData:
 
     Table(
         "jobs", md,
-        Column("id", BigInteger, Identity(always=False), primary_key=True),
+        # A plain sequence default, not an identity: the table is partitioned (migration 0010).
+        Column("id", BigInteger, primary_key=True, server_default=text(f"nextval('{schema}.jobs_id_seq')")),
         Column("queue", Text, nullable=False, server_default="default"),
         Column("task", Text, nullable=False),
         Column("args", JSONB, nullable=False, server_default=text("'{}'::jsonb")),
@@ -141,7 +143,9 @@ def build_metadata(schema: str = "pgjobs") -> MetaData:
         Column("last_error", Text, nullable=True),
         Column("errors", JSONB, nullable=False, server_default=text("'[]'::jsonb")),
         Column("result", JSONB, nullable=True),
-        UniqueConstraint("schedule_id", "slot"),
+        # The partition: 0 parked, 1..99 the ring of hot segments, 100000/200000 + day finished jobs
+        # (pgjobs/storage.py). Part of the primary key, as a partitioned table requires.
+        Column("seg", Integer, primary_key=True, server_default=text(f"{schema}.open_seg()")),
         CheckConstraint(_in("state", JOB_STATES), name="state"),
         CheckConstraint("attempt >= 0 AND max_attempts >= 1", name="attempts"),
         CheckConstraint("jsonb_typeof(args) = 'object'", name="args_object"),
@@ -149,11 +153,14 @@ def build_metadata(schema: str = "pgjobs") -> MetaData:
         # A job is finished exactly when finished_at is set (migration 0004): the history indexes below hold
         # finished jobs only, and the console's job list reads finished and unfinished jobs in separate arms.
         CheckConstraint(f"(finished_at IS NOT NULL) = ({_in('state', FINISHED_STATES)})", name="finished"),
+        # An unfinished job with a unique key lives in the parked partition, so its key is unique globally.
+        CheckConstraint("unique_key IS NULL OR seg = 0 OR NOT (state IN ('available', 'running'))",
+                        name="unique_parked"),
         # Claim order: the worker's claim query walks this index and nothing else.
         Index("ix_jobs_claim", "queue", "priority", "scheduled_at", "id",
               postgresql_where=text("state = 'available'")),
         Index("ix_jobs_running_worker", "worker_id", postgresql_where=text("state = 'running'")),
-        Index("ix_jobs_unique_key", "unique_key", unique=True,
+        Index("ix_jobs_unique_key", "unique_key", "seg", unique=True,
               postgresql_where=text("unique_key IS NOT NULL AND state IN ('available', 'running')")),
         # Schedule jobs only (migration 0003): ad-hoc jobs never cost an entry here on insert, claim or completion.
         Index("ix_jobs_schedule_unfinished", "schedule_id",
@@ -170,6 +177,26 @@ def build_metadata(schema: str = "pgjobs") -> MetaData:
         Index("ix_jobs_task_id", "task", "id", postgresql_where=finished),
         Index("ix_jobs_finished_id", "id", postgresql_where=finished),
         Index("ix_jobs_available_id", "id", postgresql_where=text("state = 'available'")),
+        postgresql_partition_by="RANGE (seg)",
+    )
+
+    # The cron fence (migration 0010): a slot becomes at most one job. Insert-only; pruned with the history.
+    Table(
+        "job_slots", md,
+        Column("schedule_id", BigInteger, ForeignKey("schedules.id", ondelete="CASCADE"), primary_key=True),
+        Column("slot", DateTime(timezone=True), primary_key=True),
+    )
+
+    # The ring of hot segments (pgjobs/storage.py): which one takes new jobs, which is announced next, which
+    # are closed (still claimed from), being reclaimed, or free.
+    Table(
+        "segments", md,
+        Column("seg", Integer, primary_key=True, autoincrement=False),
+        Column("state", Text, nullable=False),
+        Column("since", DateTime(timezone=True), nullable=False, server_default=now),
+        CheckConstraint("seg BETWEEN 1 AND 99", name="seg"),
+        CheckConstraint("state IN ('free', 'next', 'open', 'closed', 'reclaim')", name="state"),
+        Index("ix_segments_one_open", "state", unique=True, postgresql_where=text("state IN ('open', 'next')")),
     )
 
     # The slot ledger (migration 0006): what happened to every slot of a schedule, kept apart from the jobs so

@@ -1,18 +1,21 @@
 """Task registry: Python callables registered by name with `@task`, and the context a running job sees.
 
-A task is called as `fn(**args)`, or `fn(ctx, **args)` when registered with `pass_context=True`.
+A task is called as `fn(**args)`, or `fn(ctx, **args)` when registered with `pass_context=True`; an `async def`
+task is awaited on the worker's event loop (async_runner.py).
 Workers load tasks with `--import module` (repeatable); the CLI and console load the same modules so that
 "the task must be registered" is checked before a schedule or job is written.
 """
 
 from __future__ import annotations
 
+import asyncio
 import importlib
+import inspect
 import re
 import threading
 import time
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import AsyncIterator, Callable, Iterator
+from contextlib import asynccontextmanager, contextmanager
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
@@ -41,6 +44,7 @@ class Task:
     timeout: float | None = None
     validate: Callable[[dict[str, Any]], None] | None = None
     description: str = ""
+    is_async: bool = False  # an `async def` function: runs on the worker's event loop (async_runner.py)
 
 
 _registry: dict[str, Task] = {}
@@ -73,7 +77,8 @@ def task(
             if existing is not None and existing.fn is not fn and existing.fn.__qualname__ != fn.__qualname__:
                 raise TaskError(f"task '{task_name}' is registered twice ({existing.fn!r} and {fn!r})")
             _registry[task_name] = Task(
-                task_name, fn, pass_context, max_attempts, timeout, validate, (fn.__doc__ or "").strip()
+                task_name, fn, pass_context, max_attempts, timeout, validate, (fn.__doc__ or "").strip(),
+                is_async=inspect.iscoroutinefunction(inspect.unwrap(fn)),
             )
         return fn
 
@@ -146,6 +151,7 @@ class JobContext:
     queries: Any = None
     _connect: Callable[[], Any] | None = None
     _on_backend: Callable[[int, int | None], None] | None = None
+    _aconnect: Callable[[], Any] | None = None  # async tasks: an async context manager giving an AsyncConnection
     _cancel: threading.Event | None = field(default=None, repr=False)
     # Why cancel_event was set: "operator" (ends the job `cancelled`), "timeout" (`failed`, retried while
     # attempts remain), "shutdown" (requeued) or "disowned" (no longer this attempt: terminated by a newer
@@ -211,3 +217,33 @@ class JobContext:
                     conn.execute(q.reset_statement_timeout)
                     conn.commit()
                     conn.autocommit = True
+
+    @asynccontextmanager
+    async def aconnection(self) -> AsyncIterator[Any]:
+        """For `async def` tasks: a psycopg AsyncConnection, like `connection()`: one transaction, committed
+        when the block ends, `statement_timeout` set to the time the job has left, the backend pid recorded so
+        that an operator's cancel reaches the running statement. Cancelling the task (timeout, cancel,
+        shutdown) cancels a running statement too (psycopg sends the server a cancel request)."""
+        if self._aconnect is None:
+            raise RuntimeError("this job context has no async connection (only async tasks get one)")
+        q = self.queries
+        async with self._aconnect() as conn:
+            await conn.set_autocommit(False)
+            pid = conn.info.backend_pid
+            if self._on_backend:
+                await asyncio.to_thread(self._on_backend, self.id, pid)
+            try:
+                remaining = self.remaining()
+                await conn.execute(q.set_statement_timeout, {"ms": str(int(remaining * 1000)) if remaining else "0"})
+                await conn.commit()
+                yield conn
+                if not conn.closed:
+                    await conn.commit()
+            finally:
+                if self._on_backend:
+                    await asyncio.to_thread(self._on_backend, self.id, None)
+                if not conn.closed:
+                    await conn.rollback()
+                    await conn.execute(q.reset_statement_timeout)
+                    await conn.commit()
+                    await conn.set_autocommit(True)

@@ -60,6 +60,7 @@ from pgjobs.leadership import KEEPALIVES, Leadership, pooler_suspected, prepare_
 from pgjobs.logs import Outage
 from pgjobs.maintenance import LeaderDuties
 from pgjobs.queries import Queries, queries
+from pgjobs.storage import PARKED, SegmentCache
 from pgjobs.tasks import (
     JobCancelled,
     JobContext,
@@ -68,6 +69,7 @@ from pgjobs.tasks import (
     ensure_builtins,
     get_task,
     import_modules,
+    registered,
 )
 
 log = logging.getLogger("pgjobs.worker")
@@ -124,6 +126,7 @@ class ClaimedJob:
     slot: datetime | None
     scheduled_at: datetime
     started_at: datetime       # when it was claimed (database clock)
+    seg: int = PARKED          # the partition its row is in (storage.py); the leader may move it to parked
     claimed: float = 0.0       # when it was claimed (this process's monotonic clock)
     waited: float = 0.0        # seconds between claim and start, added to started_at when recorded
 
@@ -164,6 +167,7 @@ class Worker:
         self.settings = settings
         self.q: Queries = queries(settings.schema)
         self._claim_sql = self.claim_statement()
+        self.segments = SegmentCache(self.q)
         self.host = socket.gethostname()
         self.pid = os.getpid()
         self.name = f"{self.host}:{self.pid}"
@@ -181,7 +185,7 @@ class Worker:
         self._runners_lock = threading.Lock()
         self._running: dict[int, tuple[ClaimedJob, JobContext]] = {}
         self._running_lock = threading.Lock()
-        self._done: list[tuple[int, int, float, float, Any]] = []
+        self._done: list[tuple[int, int, int, float, float, Any]] = []
         self._done_lock = threading.Lock()
         self._done_event = threading.Event()
         self._due_recheck = threading.Event()
@@ -200,6 +204,7 @@ class Worker:
         self.duties: LeaderDuties | None = None
         self.stats = {"claimed": 0, "completed": 0, "failed": 0, "retried": 0, "skipped": 0, "cancelled": 0}
         self.ready = threading.Event()
+        self._async: Any = None  # async_runner.AsyncRunner, only when an async task is registered
 
     # ------------------------------------------------------------------ lifecycle
     def run(self) -> None:
@@ -238,6 +243,11 @@ class Worker:
         ]
         for t in threads:
             t.start()
+        if any(t.is_async for t in registered()):  # sync-only workers start no event loop
+            from pgjobs.async_runner import AsyncRunner
+
+            self._async = AsyncRunner(self, s.async_concurrency, s.async_lag_warn)
+            self._async.start()
         for _ in range(s.concurrency):
             self._start_runner()
         log.info("worker %s started (queues %s, concurrency %d)", self.name, ",".join(s.queues), s.concurrency)
@@ -275,9 +285,13 @@ class Worker:
             t = runner.thread
             while t is not None and t.is_alive() and time.monotonic() < deadline and not self._hard_stop.is_set():
                 t.join(0.05)
+        if self._async is not None:
+            self._async.drain(deadline, self._hard_stop)
         for ctx in self._contexts():
             ctx.cancel_reason = ctx.cancel_reason or "shutdown"
             ctx.cancel_event.set()
+        if self._async is not None:
+            self._async.stop()  # the cancelled async jobs end (outcome `interrupted`) before the requeue
         self._flush_completions()
         if self.worker_id is not None:
             try:
@@ -584,9 +598,13 @@ class Worker:
     def _claim(self, limit: int) -> list[ClaimedJob]:
         queues = self.settings.queues
         with self._pool().connection() as conn:
-            rows = conn.execute(self._claim_sql, {
-                "queue": queues[0], "queues": list(queues), "limit": limit,
-                "worker_id": self.worker_id, "worker": self.name}).fetchall()
+            # Unprepared: the planner sees the segments and prunes (and locks) every other partition away.
+            params = {"queue": queues[0], "queues": list(queues), "limit": limit, "segs": self.segments.get(conn),
+                      "worker_id": self.worker_id, "worker": self.name}
+            try:
+                rows = conn.execute(self._claim_sql, params, prepare=False).fetchall()
+            except psycopg.errors.SerializationFailure:  # a row the leader moved out of a closed segment
+                rows = conn.execute(self._claim_sql, params, prepare=False).fetchall()
         now = time.monotonic()
         jobs = [ClaimedJob(*r, claimed=now) for r in rows]
         self.stats["claimed"] += len(jobs)
@@ -635,6 +653,11 @@ class Worker:
                     if not runner.pending:
                         break
                     job = runner.pending.popleft()
+                if self._async is not None and self._async.owns(job.task):
+                    if not self._async.submit(job, runner):  # hands off at once while a slot is free
+                        break
+                    ran += 1
+                    continue
                 seconds = self._run_job(job, runner)
                 slowest = max(slowest, seconds)
                 ran += 1
@@ -706,7 +729,7 @@ class Worker:
                 outcome = "abandoned"
             else:
                 with self._done_lock:
-                    self._done.append((job.id, job.attempt, job.waited, time.monotonic() - started,
+                    self._done.append((job.id, job.attempt, job.seg, job.waited, time.monotonic() - started,
                                        _jsonable(result)))
                     if job.schedule_id is not None:
                         self._finished_schedules.add(job.schedule_id)
@@ -721,6 +744,26 @@ class Worker:
                 log.info("job %s %s %s in %.3fs", job.id, job.task, outcome, seconds, extra=_log_fields(job))
         return seconds
 
+    def _job_context(self, job: ClaimedJob, started: float) -> JobContext:
+        return JobContext(
+            id=job.id, task=job.task, args=job.args, attempt=job.attempt, max_attempts=job.max_attempts,
+            queue=job.queue, schedule_id=job.schedule_id, slot=job.slot, worker=self.name, timeout=job.timeout,
+            started=started, queries=self.q, _connect=self._connect_for_task, _on_backend=self._set_backend,
+        )
+
+    def _record_success(self, job: ClaimedJob, seconds: float, result: Any) -> None:
+        """Hand a successful job to the completer (used by the async runner; the sync path inlines it)."""
+        with self._done_lock:
+            self._done.append((job.id, job.attempt, job.waited, seconds, _jsonable(result)))
+            if job.schedule_id is not None:
+                self._finished_schedules.add(job.schedule_id)
+        self._done_event.set()
+
+    def _job_ran(self, job: ClaimedJob, outcome: str, seconds: float) -> None:
+        telemetry.emit("job.ran", task=job.task, queue=job.queue, outcome=outcome, seconds=seconds)
+        if log.isEnabledFor(logging.INFO):
+            log.info("job %s %s %s in %.3fs", job.id, job.task, outcome, seconds, extra=_log_fields(job))
+
     def _record_failure(self, job: ClaimedJob, error: str, tb: str, seconds: float, *, retry: bool,
                         final_state: str = "failed") -> None:
         delay = backoff_delay(job.attempt, self.settings.backoff_base, self.settings.backoff_max)
@@ -729,10 +772,11 @@ class Worker:
             try:
                 with self._pool().connection() as conn:
                     row = conn.execute(self.q.fail_job, {
-                        "id": job.id, "attempt": job.attempt, "worker_id": self.worker_id, "retry": retry,
+                        "id": job.id, "segs": sorted({job.seg, PARKED}),
+                        "attempt": job.attempt, "worker_id": self.worker_id, "retry": retry,
                         "final_state": final_state, "delay": delay, "waited": job.waited, "seconds": seconds,
                         "error": error[:2000],
-                        "traceback": tb[-8000:]}).fetchone()
+                        "traceback": tb[-8000:]}, prepare=False).fetchone()
                     if row and job.schedule_id is not None:
                         self._wake_waiting_runs(conn, [job.schedule_id])
                     if row and row[0] == "available":  # a retry: every worker's due timer reads its run time
@@ -783,21 +827,36 @@ class Worker:
         with self._flush_lock:
             self._flush_completions_locked()
 
+    def _complete(self, conn: psycopg.Connection, batch: list[tuple[int, int, int, float, float, Any]]) -> set[int]:
+        """Record a batch of successes; a job the leader moved to parked meanwhile is looked up there."""
+        recorded: set[int] = set()
+        for attempt in range(3):
+            if attempt:  # what was not recorded in its segment: moved to parked, or refused
+                batch = [(b[0], b[1], PARKED, *b[3:]) for b in batch if b[0] not in recorded and b[2] != PARKED]
+                if not batch:
+                    break
+            params = {
+                "ids": [b[0] for b in batch], "attempts": [b[1] for b in batch], "segs": [b[2] for b in batch],
+                "in_segs": sorted({b[2] for b in batch}), "waited": [b[3] for b in batch],
+                "seconds": [b[4] for b in batch],
+                "results": [Jsonb(b[5]) if b[5] is not None else None for b in batch], "worker_id": self.worker_id,
+            }
+            try:
+                recorded |= {r[0] for r in conn.execute(self.q.complete_jobs, params, prepare=False)}
+            except psycopg.errors.SerializationFailure:  # a row moved meanwhile: look again
+                continue
+        return recorded
+
     def _flush_completions_locked(self) -> None:
         with self._done_lock:
             batch, self._done = self._done, []
         if not batch:
             return
-        params = {
-            "ids": [b[0] for b in batch], "attempts": [b[1] for b in batch], "waited": [b[2] for b in batch],
-            "seconds": [b[3] for b in batch], "results": [Jsonb(b[4]) if b[4] is not None else None for b in batch],
-            "worker_id": self.worker_id,
-        }
         delay = 0.05
         while True:
             try:
                 with self._pool().connection() as conn:
-                    recorded = {r[0] for r in conn.execute(self.q.complete_jobs, params)}
+                    recorded = self._complete(conn, batch)
                     with self._done_lock:
                         finished, self._finished_schedules = self._finished_schedules, set()
                     if finished:

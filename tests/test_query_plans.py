@@ -27,9 +27,9 @@ SEED = [
        SELECT CASE WHEN i % 10 = 0 THEN 'other' ELSE 'default' END, 'pgjobs.noop', 'available',
               now() - interval '1 minute'
        FROM generate_series(1, 20000) AS i""",
-    """INSERT INTO pgjobs.jobs (queue, task, state, attempt, scheduled_at, started_at, finished_at)
+    """INSERT INTO pgjobs.jobs (queue, task, state, attempt, scheduled_at, started_at, finished_at, seg)
        SELECT 'default', 'pgjobs.noop', 'completed', 1, now() - interval '1 hour', now() - interval '1 hour',
-              now() - interval '1 hour'
+              now() - interval '1 hour', pgjobs.history_seg('completed', now() - interval '1 hour')
        FROM generate_series(1, 30000) AS i""",
     """INSERT INTO pgjobs.jobs (queue, task, state, schedule_id, slot, scheduled_at)
        SELECT 'default', 'pgjobs.noop', 'available', 1 + i % 2000, date_trunc('minute', now()) - i * interval '1 minute',
@@ -48,9 +48,28 @@ def seeded(db: psycopg.Connection) -> Iterator[psycopg.Connection]:
 
 
 def plan_of(conn: psycopg.Connection, statement: str, params: dict[str, Any]) -> dict[str, Any]:
-    """EXPLAIN (FORMAT JSON) of a statement with its parameters, in a transaction that is rolled back."""
+    """EXPLAIN (FORMAT JSON) of a statement with its parameters, in a transaction that is rolled back; sent
+    unprepared, as the worker sends its claims (partitions pruned with the parameters' values). Partitions
+    of jobs and their indexes are named after their parent (jobs, ix_jobs_...)."""
     with conn.transaction(force_rollback=True):
-        return conn.execute("EXPLAIN (FORMAT JSON) " + statement, params).fetchone()[0][0]["Plan"]
+        plan = conn.execute("EXPLAIN (FORMAT JSON) " + statement, params, prepare=False).fetchone()[0][0]["Plan"]
+    return as_parent(conn, plan)
+
+
+def as_parent(conn: psycopg.Connection, plan: dict[str, Any]) -> dict[str, Any]:
+    # A partition that holds (next to) nothing - an announced segment, a day ahead, a day of a few failures -
+    # may be read whole: it is named apart.
+    parents = dict(conn.execute(
+        """SELECT c.relname, CASE WHEN c.relkind = 'r' AND c.reltuples < 1000 THEN 'small partition'
+                                  ELSE p.relname END
+           FROM pg_inherits AS i JOIN pg_class AS c ON c.oid = i.inhrelid
+           JOIN pg_class AS p ON p.oid = i.inhparent
+           WHERE p.relnamespace = 'pgjobs'::regnamespace""").fetchall())
+    for n in nodes(plan):
+        for key in ("Relation Name", "Index Name"):
+            if n.get(key) in parents:
+                n[key] = parents[n[key]]
+    return plan
 
 
 def nodes(plan: dict[str, Any]) -> Iterator[dict[str, Any]]:
@@ -68,7 +87,7 @@ def indexes(plan: dict[str, Any]) -> set[str]:
     return {n["Index Name"] for n in nodes(plan) if "Index Name" in n}
 
 
-CLAIM = {"queue": "default", "queues": ["default"], "limit": 128, "worker_id": 1, "worker": "w"}
+CLAIM = {"queue": "default", "queues": ["default"], "limit": 128, "worker_id": 1, "worker": "w", "segs": [0, 1, 2]}
 # Every claim variant must plan alike: the durable one and the default one that skips the WAL flush wait.
 ONE_QUEUE_CLAIMS = pytest.mark.parametrize("claim", ["claim_jobs", "claim_jobs_async_commit"])
 
@@ -109,10 +128,16 @@ def test_due_schedules_read_the_due_index(seeded: psycopg.Connection) -> None:
 
 def test_complete_and_unfinished_by_schedule_use_indexes(seeded: psycopg.Connection) -> None:
     ids = [r[0] for r in seeded.execute("SELECT id FROM pgjobs.jobs WHERE state = 'available' LIMIT 128")]
-    plan = plan_of(seeded, q.complete_jobs, {"ids": ids, "attempts": [1] * len(ids), "waited": [0.0] * len(ids),
+    plan = plan_of(seeded, q.complete_jobs, {"ids": ids, "attempts": [1] * len(ids), "segs": [1] * len(ids),
+                                             "in_segs": [1], "waited": [0.0] * len(ids),
                                              "seconds": [0.0] * len(ids), "results": [None] * len(ids),
                                              "worker_id": 1})
-    assert not [s for s in scans(plan, "jobs") if s[0] == "Seq Scan"], scans(plan, "jobs")
+    # A completion reads the segment of its jobs only (partition pruning on seg): a seq scan of that one segment
+    # (a few seconds of jobs) or primary-key probes, as the planner sees fit; never the history or other segments.
+    read = {n["Relation Name"] for n in nodes(plan) if "Relation Name" in n and n["Node Type"] != "ModifyTable"}
+    assert read == {"jobs"}, read
+    assert len([n for n in nodes(plan) if n.get("Node Type") in ("Seq Scan", "Index Scan")
+                and n.get("Relation Name") == "jobs"]) == 1, "one partition read"
     plan = plan_of(seeded, q.unfinished_by_schedule, {"ids": list(range(1, 1001))})
     found = scans(plan, "jobs")
     assert "ix_jobs_schedule_unfinished" in indexes(plan), found
@@ -131,12 +156,13 @@ def test_a_big_completion_batch_is_found_by_id_whatever_the_statistics_say(seede
                    "WHERE id IN (SELECT id FROM pgjobs.jobs WHERE state = 'available' LIMIT 5000)")
     ids = [r[0] for r in seeded.execute("SELECT id FROM pgjobs.jobs WHERE state = 'running' LIMIT 2000")]
     n = len(ids)
-    params = {"ids": ids, "attempts": [1] * n, "waited": [0.0] * n, "seconds": [0.0] * n, "results": [None] * n,
-              "worker_id": 7}
+    params = {"ids": ids, "attempts": [1] * n, "segs": [1] * n, "in_segs": [1], "waited": [0.0] * n,
+              "seconds": [0.0] * n, "results": [None] * n, "worker_id": 7}
     with seeded.transaction(force_rollback=True):
         seeded.execute("SET LOCAL enable_hashjoin = off")
         seeded.execute("SET LOCAL enable_mergejoin = off")
-        plan = seeded.execute("EXPLAIN (FORMAT JSON) " + q.complete_jobs, params).fetchone()[0][0]["Plan"]
+        plan = as_parent(seeded, seeded.execute("EXPLAIN (FORMAT JSON) " + q.complete_jobs, params,
+                                                prepare=False).fetchone()[0][0]["Plan"])
     reads = [s for s in scans(plan, "jobs") if s[0] != "ModifyTable"]
     assert reads == [("Index Scan", "pk_jobs")], reads
     loops = [n for n in nodes(plan) if n["Node Type"] == "Nested Loop"]
@@ -156,12 +182,14 @@ LIST = {"schedule_id": None, "states": None, "queue": None, "task": None, "since
         "before_id": None, "limit": 51}
 MORE_HISTORY = [  # running jobs and rarer finished states, two hours old
     """INSERT INTO pgjobs.jobs (queue, task, state, attempt, scheduled_at, inserted_at, started_at, finished_at,
-                               worker_id, last_error)
+                               worker_id, last_error, seg)
        SELECT 'default', CASE WHEN i % 3 = 0 THEN 'app.rare' ELSE 'pgjobs.noop' END,
               CASE i % 4 WHEN 0 THEN 'running' WHEN 1 THEN 'failed' WHEN 2 THEN 'cancelled' ELSE 'skipped' END, 1,
               now() - interval '2 hours', now() - interval '2 hours', now() - interval '2 hours',
               CASE WHEN i % 4 <> 0 THEN now() - interval '2 hours' END, CASE WHEN i % 4 = 0 THEN 1 + i % 8 END,
-              CASE WHEN i % 4 = 1 THEN 'boom' END
+              CASE WHEN i % 4 = 1 THEN 'boom' END,
+              CASE WHEN i % 4 = 0 THEN 1 ELSE pgjobs.history_seg(CASE i % 4 WHEN 1 THEN 'failed'
+                   WHEN 2 THEN 'cancelled' ELSE 'skipped' END, now() - interval '2 hours') END
        FROM generate_series(1, 400) AS i""",
     "ANALYZE pgjobs.jobs",
 ]
@@ -200,12 +228,13 @@ def test_a_state_filter_switches_off_the_arms_it_cannot_match(history: psycopg.C
 
 
 def test_health_counts_read_unfinished_jobs_only(history: psycopg.Connection) -> None:
+    """Unfinished jobs live in the hot partitions (parked and the ring): the health counts read nothing else,
+    however long the history (a hot segment is mostly unfinished jobs, so reading it whole is fine)."""
     for statement in (q.queue_health, q.unfinished_counts):
-        plan = plan_of(history, statement, {})
-        used = indexes(plan)
-        assert {"ix_jobs_claim", "ix_jobs_running_worker"} <= used or \
-               {"ix_jobs_available_id", "ix_jobs_running_worker"} <= used, arm_reads(plan)
-        assert not [s for s in arm_reads(plan) if s[0] == "Seq Scan"], arm_reads(plan)
+        with history.transaction(force_rollback=True):
+            plan = history.execute("EXPLAIN (FORMAT JSON) " + statement, prepare=False).fetchone()[0][0]["Plan"]
+        read = {n["Relation Name"] for n in nodes(plan) if "Relation Name" in n}
+        assert read and all(r == "jobs_parked" or r.startswith("jobs_ring_") for r in read), read
 
 
 def test_pruning_finds_old_finished_jobs_through_a_history_index(history: psycopg.Connection) -> None:

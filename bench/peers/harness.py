@@ -128,6 +128,10 @@ class Adapter(abc.ABC):
     def unfinished_sql(self) -> str:
         """One SQL query returning the count of jobs not yet finished (queued or running)."""
 
+    def count_unfinished(self, conn: Any, probe: str, total: int) -> int:
+        """Jobs of `total` not finished yet (drain polls it every 50 ms). Default: `unfinished_sql()`."""
+        return conn.execute(self.unfinished_sql()).fetchone()[0]
+
     # Worker side (runs in a worker subprocess) ------------------------------------------------
 
     @abc.abstractmethod
@@ -282,9 +286,8 @@ async def workload_drain(adapter: Adapter, a: argparse.Namespace, res: Result, p
         res.metrics["enqueue_s"] = round(time.perf_counter() - t0, 3)
     finally:
         await adapter.close()
-    unfinished_sql = adapter.unfinished_sql()
     with connect(a.dsn) as conn:
-        start_count = conn.execute(unfinished_sql).fetchone()[0]
+        start_count = adapter.count_unfinished(conn, probe, n)
         if start_count != n:
             res.notes.append(f"expected {n} unfinished after enqueue, found {start_count}")
         workers = Workers(adapter, a.dsn, probe)
@@ -294,7 +297,7 @@ async def workload_drain(adapter: Adapter, a: argparse.Namespace, res: Result, p
             deadline = time.monotonic() + a.deadline
             left = n
             while time.monotonic() < deadline:
-                left = conn.execute(unfinished_sql).fetchone()[0]
+                left = adapter.count_unfinished(conn, probe, n)
                 if left == 0:
                     break
                 if not workers.alive():

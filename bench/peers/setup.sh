@@ -17,10 +17,12 @@ declare -A pins=(
   [procrastinate]="procrastinate==3.10.0 psycopg[binary,pool]==3.3.9"
   [pgqueuer]="pgqueuer==1.6.0 asyncpg==0.32.0 psycopg[binary]==3.3.9"
   [chancy]="chancy[cron]==0.26.0 psycopg[binary,pool]==3.3.9"
+  [awa]="awa-pg==0.6.9 psycopg[binary]==3.3.9"
 )
 
+declare -A dist=([awa]=awa-pg)
 status=0
-for peer in procrastinate pgqueuer chancy; do
+for peer in procrastinate pgqueuer chancy awa; do
   req="${pins[$peer]}"
   venv="$venvs/$peer"
   marker="$venv/.bench-installed"
@@ -40,7 +42,7 @@ for peer in procrastinate pgqueuer chancy; do
       && "$venv/bin/python" "$here/${peer}_adapter.py" --help >/dev/null ; then
     echo "$req" > "$marker"
     "$venv/bin/pip" freeze --disable-pip-version-check > "$venv/.bench-freeze.txt"
-    echo "[$peer] ok: $("$venv/bin/pip" show "$peer" 2>/dev/null | grep '^Version')"
+    echo "[$peer] ok: $("$venv/bin/pip" show "${dist[$peer]:-$peer}" 2>/dev/null | grep '^Version')"
   else
     echo "[$peer] install or import failed; it will be skipped by run_peers.py" >&2
     status=1
