@@ -754,7 +754,7 @@ class Worker:
     def _record_success(self, job: ClaimedJob, seconds: float, result: Any) -> None:
         """Hand a successful job to the completer (used by the async runner; the sync path inlines it)."""
         with self._done_lock:
-            self._done.append((job.id, job.attempt, job.waited, seconds, _jsonable(result)))
+            self._done.append((job.id, job.attempt, job.seg, job.waited, seconds, _jsonable(result)))
             if job.schedule_id is not None:
                 self._finished_schedules.add(job.schedule_id)
         self._done_event.set()

@@ -116,9 +116,9 @@ def test_a_sync_only_worker_starts_no_event_loop(admin: Admin, db, workers) -> N
 
 
 @pytest.mark.parametrize("env, message", [
-    ({"PGJOBS_ASYNC_CONCURRENCY": "0"}, "async concurrency 0: must be between 1 and 10000"),
+    ({"PGJOBS_ASYNC_CONCURRENCY": "0"}, "async_concurrency (PGJOBS_ASYNC_CONCURRENCY) 0: must be between 1 and 10000"),
     ({"PGJOBS_ASYNC_CONCURRENCY": "many"}, "PGJOBS_ASYNC_CONCURRENCY='many': expected a whole number"),
-    ({"PGJOBS_ASYNC_LAG_WARN": "0"}, "async lag warn 0.0: must be between 0.01 and 3600 seconds"),
+    ({"PGJOBS_ASYNC_LAG_WARN": "0"}, "async_lag_warn (PGJOBS_ASYNC_LAG_WARN) 0.0: must be finite, at least 0.01 and at most 3600"),
 ])
 def test_bad_async_settings_are_refused_with_one_line(monkeypatch, env, message) -> None:
     for k, v in env.items():
@@ -131,7 +131,7 @@ def test_the_cli_refuses_a_bad_async_concurrency_with_exit_2(db_url: str) -> Non
     out = subprocess.run([sys.executable, "-m", "pgjobs", "--database-url", db_url, "worker",
                           "--async-concurrency", "0"], capture_output=True, text=True, cwd=ROOT, timeout=30)
     assert out.returncode == 2
-    assert out.stderr.strip().splitlines() == ["pgjobs: error: async concurrency 0: must be between 1 and 10000"], out.stderr
+    assert out.stderr.strip().splitlines() == ["pgjobs: error: async_concurrency (PGJOBS_ASYNC_CONCURRENCY) 0: must be between 1 and 10000"], out.stderr
 
 
 def test_an_async_tasks_connection_carries_the_jobs_statement_timeout(admin: Admin, db, workers) -> None:
