@@ -570,7 +570,6 @@ class Admin:
         """Insert one job; see `pgjobs.enqueue`. With `conn`, the job commits with the caller's transaction."""
         self._require_admin()
         params = self._job_params(task, args, queue, priority, max_attempts, scheduled_at, unique_key, timeout)
-        params.pop("args_text")
         if conn is not None:
             return self._insert_job(_raw_connection(conn), params)
         with self._conn() as own:
@@ -584,7 +583,7 @@ class Admin:
         """Every job option checked (validation.py); `args` against the task's own check unless `check` is
         False (a bulk enqueue checks each job's args itself)."""
         t = self._task(task)
-        parsed, text = v.args(args, self.settings.max_args_bytes)
+        parsed, _ = v.args(args, self.settings.max_args_bytes)
         if check:
             try:
                 check_args(t, parsed)
@@ -593,7 +592,7 @@ class Admin:
         if scheduled_at is not None:
             scheduled_at = v.aware_time("scheduled_at", scheduled_at)
         return {
-            "queue": v.queue(queue), "task": task, "args": Jsonb(parsed), "args_text": text,
+            "queue": v.queue(queue), "task": task, "args": Jsonb(parsed),
             "priority": v.priority(priority),
             "max_attempts": v.max_attempts(max_attempts if max_attempts is not None else (t.max_attempts or 3)),
             "timeout": v.timeout(timeout) if timeout is not None else t.timeout, "scheduled_at": scheduled_at,
@@ -631,7 +630,7 @@ class Admin:
                 _, text = v.args(args, self.settings.max_args_bytes)
                 check_args(t, _)
             except (AdminError, TaskError) as exc:
-                raise AdminError(f"job #{i}: {exc}", field="args") from None
+                raise AdminError(f"job {i + 1}: {exc}", field="args") from None
             rows.append(text)
         with self._conn() as conn:
             now = self._db_now(conn)

@@ -64,11 +64,12 @@ async def enqueue_async(task: str, args: Any = None, *, conn: Any, settings: Set
 
 
 async def enqueue_many_async(task: str, args_list: Iterable[Any], *, conn: Any, settings: Settings | None = None,
-                             queue: str = "default", priority: int = 0, max_attempts: int | None = None) -> int:
+                             queue: str = "default", priority: int = 0, max_attempts: int | None = None,
+                             timeout: float | None = None) -> int:
     """Bulk insert (COPY) in the caller's async transaction; returns the number of jobs inserted. Every
     argument set is checked before it is written; a bad one raises AdminError and the caller rolls back."""
     admin = _admin(settings)
-    base = admin._job_params(task, None, queue, priority, max_attempts, None, None, None)
+    base = admin._job_params(task, None, queue, priority, max_attempts, None, None, timeout, check=False)
     t = get_task(task)
     raw = await _raw_async_connection(conn)
     count = 0
@@ -77,11 +78,12 @@ async def enqueue_many_async(task: str, args_list: Iterable[Any], *, conn: Any, 
         async with cur.copy(admin.q.copy_jobs) as copy:
             for args in args_list:
                 try:
-                    parsed, text = args_json(args)
+                    parsed, text = args_json(args, admin.settings.max_args_bytes)
                     check_args(t, parsed)
                 except (TaskError, AdminError) as exc:
-                    raise AdminError(f"job {count + 1}: {exc}") from None
-                await copy.write_row((base["queue"], task, text, base["priority"], base["max_attempts"], now))
+                    raise AdminError(f"job {count + 1}: {exc}", field="args") from None
+                await copy.write_row((base["queue"], task, text, base["priority"], base["max_attempts"], now,
+                                      base["timeout"]))
                 count += 1
     return count
 
