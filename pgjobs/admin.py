@@ -639,7 +639,7 @@ class Admin:
                 _, text = v.args(args, self.settings.max_args_bytes)
                 check_args(t, _)
             except (AdminError, TaskError) as exc:
-                raise AdminError(f"job #{i}: {exc}", field="args") from None
+                raise AdminError(f"job {i + 1}: {exc}", field="args") from None
             rows.append(text)
         with self._conn() as conn:
             now = self._db_now(conn)

@@ -89,7 +89,7 @@ async def enqueue_many_async(task: str, args_list: Iterable[Any], *, conn: Any, 
             parsed, text = v.args(args, admin.settings.max_args_bytes)
             check_args(t, parsed)
         except (AdminError, TaskError) as exc:
-            raise AdminError(f"job #{i}: {exc}", field="args") from None
+            raise AdminError(f"job {i + 1}: {exc}", field="args") from None
         rows.append(text)
     raw = await _raw_async_connection(conn)
     async with raw.cursor(row_factory=tuple_row) as cur:

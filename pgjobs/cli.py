@@ -1,7 +1,8 @@
 """`python -m pgjobs` / `pgjobs`: the command line, a thin layer over the admin API (no SQL here).
 
-Contract: every list/show/status command takes `--json`; a bad cron, timezone, task, JSON, URL or name exits
-with status 2 and one line on stderr (`pgjobs: error: ...`), and writes nothing.
+Contract: every list/show/status command takes `--json`; a bad cron, timezone, task, JSON, URL, name or number
+(the rules are pgjobs/validation.py) exits with status 2 and one line on stderr (`pgjobs: error: ...`), and
+writes nothing; anything unexpected is one line and exit 1 (the traceback with --debug).
 """
 
 from __future__ import annotations
@@ -114,8 +115,15 @@ def _schedule_options(p: argparse.ArgumentParser, required: bool) -> None:
     p.add_argument("--description")
 
 
+class _Parser(argparse.ArgumentParser):
+    """argparse, with a usage error as one line and exit 2 like every other refusal (`--help` shows usage)."""
+
+    def error(self, message: str) -> Any:  # type: ignore[override]
+        self.exit(2, f"pgjobs: error: {one_line(message)} (see {self.prog} --help)\n")
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="pgjobs", description="Postgres-native cron scheduler and job system.")
+    parser = _Parser(prog="pgjobs", description="Postgres-native cron scheduler and job system.")
     parser.add_argument("--database-url", help="Postgres URL (else PGJOBS_DATABASE_URL, else DATABASE_URL)")
     parser.add_argument("--schema", help="schema of pgjobs' tables (default pgjobs)")
     parser.add_argument("--import", dest="imports", action="append", default=[], metavar="MODULE",

@@ -243,7 +243,7 @@ def test_refresh_materialized_view_can_be_bulk_enqueued(admin: Admin, db) -> Non
 
 def test_one_bad_job_in_a_bulk_enqueue_refuses_them_all_and_writes_nothing(admin: Admin, db) -> None:
     before = digest(db)
-    with pytest.raises(AdminError, match="job #1: .*view"):
+    with pytest.raises(AdminError, match="job 2: .*view"):
         admin.enqueue_many("pgjobs.refresh_materialized_view", [{"view": "a"}, {}])
     assert digest(db) == before
 
