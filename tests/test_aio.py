@@ -63,7 +63,7 @@ def test_enqueue_many_async_checks_every_argument_set(db_url: str, db) -> None:
 
     async def scenario() -> int:
         async with await psycopg.AsyncConnection.connect(db_url) as conn:
-            with pytest.raises(AdminError, match="job #1: args: must be a JSON object"):
+            with pytest.raises(AdminError, match="job 2: args: must be a JSON object"):
                 await pgjobs.enqueue_many_async("pgjobs.noop", [{}, [1, 2]], conn=conn, settings=settings)
             await conn.rollback()
             n = await pgjobs.enqueue_many_async("pgjobs.noop", [{"i": i} for i in range(100)], conn=conn,
