@@ -283,7 +283,10 @@ class Settings:
         return self.lock_database_url or self.require_database()
 
     def with_(self, **changes: Any) -> Settings:
-        return replace(self, **changes)
+        """A copy with `changes`, checked like `load` (a copy cannot smuggle in a spinning interval)."""
+        changed = replace(self, **changes)
+        changed.validate()
+        return changed
 
 
 LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")

@@ -138,6 +138,11 @@ def test_pgjobs_worker_exits_2_with_one_line_naming_the_variable(env: str, raw: 
     assert len(lines) == 1 and env in lines[0], proc.stderr
 
 
+def test_a_settings_copy_is_checked_like_load() -> None:
+    with pytest.raises(ConfigError, match="PGJOBS_POLL_INTERVAL"):
+        Settings.load(database_url=URL).with_(poll_interval=0)
+
+
 def test_good_settings_still_load() -> None:
     s = Settings.load(database_url=URL, poll_interval="0.5", log_level="debug")
     assert s.poll_interval == 0.5 and s.log_level == "DEBUG" and math.isfinite(s.rescue_after)
