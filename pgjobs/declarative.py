@@ -29,7 +29,7 @@ import yaml
 from pgjobs.admin import DEFAULTS, SCHEDULE_FIELDS, Admin, AdminError, validate_name, validate_schedule_fields
 from pgjobs.queries import queries
 from pgjobs.tasks import TaskError, get_task
-from pgjobs.validation import echo
+from pgjobs.validation import ARGS_MAX_BYTES, echo
 
 
 class ScheduleFileError(AdminError):
@@ -109,8 +109,8 @@ def parse_document(data: Any, source: str = "schedules file") -> dict[str, dict[
     return entries
 
 
-def validate_entries(entries: dict[str, dict[str, Any]], source: str = "schedules file"
-                     ) -> dict[str, dict[str, Any]]:
+def validate_entries(entries: dict[str, dict[str, Any]], source: str = "schedules file",
+                     max_args_bytes: int = ARGS_MAX_BYTES) -> dict[str, dict[str, Any]]:
     """Every entry checked by the admin API's rules; returns normalized fields, or raises ScheduleFileError
     listing every invalid entry (one line: 'file: schedule 'x': field: problem; ...')."""
     errors: list[str] = []
@@ -125,7 +125,7 @@ def validate_entries(entries: dict[str, dict[str, Any]], source: str = "schedule
             for required in ("cron", "task"):
                 if fields.get(required) in (None, ""):
                     raise AdminError(f"{required}: required", field=required)
-            normalized = validate_schedule_fields({**DEFAULTS, **fields})
+            normalized = validate_schedule_fields({**DEFAULTS, **fields}, max_args_bytes=max_args_bytes)
             if "enabled" not in fields:
                 normalized.pop("enabled")  # not managed by this file: keep what the database has
             out[name] = normalized
@@ -197,7 +197,7 @@ def apply_entries(admin: Admin, desired: dict[str, dict[str, Any]], *, prune: bo
 
 def apply_file(admin: Admin, path: str | Path, *, prune: bool = False, dry_run: bool = False) -> list[Change]:
     """`pgjobs schedule apply FILE [--prune] [--dry-run]`: validate all, then apply all or nothing."""
-    desired = validate_entries(load_file(path), str(path))
+    desired = validate_entries(load_file(path), str(path), admin.settings.max_args_bytes)
     return apply_entries(admin, desired, prune=prune, dry_run=dry_run)
 
 

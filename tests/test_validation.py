@@ -264,3 +264,14 @@ def test_a_bulk_enqueued_job_keeps_its_tasks_registered_timeout(admin: Admin, db
     assert [r[0] for r in db.execute("SELECT timeout_seconds FROM pgjobs.jobs ORDER BY id")] == [42.0, 42.0]
     admin.enqueue_many("tests.validation_timed", [{}], timeout=7)
     assert db.execute("SELECT timeout_seconds FROM pgjobs.jobs ORDER BY id DESC LIMIT 1").fetchone()[0] == 7.0
+
+
+def test_a_schedules_file_is_held_to_the_configured_args_limit() -> None:
+    """`schedule apply` checks a file's args against PGJOBS_MAX_ARGS_BYTES, not the built-in default."""
+    from pgjobs.declarative import ScheduleFileError, validate_entries
+
+    entries = {"big": {"cron": "*/5 * * * *", "task": "pgjobs.noop", "args": {"pad": "x" * 200}}}
+    assert validate_entries(entries)["big"]["args"] == {"pad": "x" * 200}
+    with pytest.raises(ScheduleFileError, match="schedule 'big': args: .*limit of 100") as exc:
+        validate_entries(entries, max_args_bytes=100)
+    assert "\n" not in str(exc.value)
