@@ -12,6 +12,7 @@ import pytest
 
 from pgjobs.config import ConfigError, Settings
 from pgjobs.queries import queries
+from pgjobs.storage import SegmentCache
 from pgjobs.worker import Worker
 
 q = queries("pgjobs")
@@ -33,7 +34,9 @@ def test_claim_sets_synchronous_commit_for_its_own_transaction_only(db_url: str,
     with psycopg.connect(db_url) as conn:  # not autocommit: the transaction stays open until commit()
         _seed(conn)
         conn.commit()
-        claimed = conn.execute(getattr(q, claim), CLAIM).fetchall()
+        segs = SegmentCache(q).get(conn)
+        conn.commit()
+        claimed = conn.execute(getattr(q, claim), {**CLAIM, "segs": segs}, prepare=False).fetchall()
         assert len(claimed) == 3
         assert conn.execute("SHOW synchronous_commit").fetchone()[0] == inside
         conn.commit()
@@ -45,7 +48,8 @@ def test_claim_sets_synchronous_commit_for_its_own_transaction_only(db_url: str,
 
 def test_an_empty_claim_changes_nothing(db_url: str) -> None:
     with psycopg.connect(db_url, autocommit=True) as conn:
-        assert conn.execute(q.claim_jobs_async_commit, CLAIM).fetchall() == []
+        segs = SegmentCache(q).get(conn)
+        assert conn.execute(q.claim_jobs_async_commit, {**CLAIM, "segs": segs}, prepare=False).fetchall() == []
         assert conn.execute("SHOW synchronous_commit").fetchone()[0] == "on"
 
 
