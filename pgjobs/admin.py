@@ -632,15 +632,7 @@ class Admin:
         the first row is sent: one bad job refuses them all, and nothing is written."""
         self._require_admin()
         base = self._job_params(task, None, queue, priority, max_attempts, None, None, timeout, check=False)
-        t = get_task(task)
-        rows = []
-        for i, args in enumerate(args_list):
-            try:
-                _, text = v.args(args, self.settings.max_args_bytes)
-                check_args(t, _)
-            except (AdminError, TaskError) as exc:
-                raise AdminError(f"job {i + 1}: {exc}", field="args") from None
-            rows.append(text)
+        rows = self._bulk_args(task, args_list)
         with self._conn() as conn:
             now = self._db_now(conn)
             with conn.cursor().copy(self.q.copy_jobs) as copy:
@@ -649,6 +641,20 @@ class Admin:
                                     base["timeout"]))
             self._audit(conn, "enqueue-many", "job", task, None, {"count": len(rows)})
         return len(rows)
+
+    def _bulk_args(self, task: str, args_list: Iterable[Any]) -> list[str]:
+        """Each job's args checked against the task (numbered from 1 in the error) -> their JSON texts for COPY;
+        the sync and async bulk enqueues both call it before sending the first row."""
+        t = get_task(task)
+        rows = []
+        for i, args in enumerate(args_list):
+            try:
+                parsed, text = v.args(args, self.settings.max_args_bytes)
+                check_args(t, parsed)
+            except (AdminError, TaskError) as exc:
+                raise AdminError(f"job {i + 1}: {exc}", field="args") from None
+            rows.append(text)
+        return rows
 
     def get_job(self, job_id: int) -> dict[str, Any]:
         with self._conn() as conn:

@@ -20,10 +20,8 @@ import psycopg
 from psycopg.rows import tuple_row
 
 from pgjobs import otel
-from pgjobs import validation as v
 from pgjobs.admin import Admin, AdminError
 from pgjobs.config import Settings
-from pgjobs.tasks import TaskError, check_args, get_task
 
 
 async def _raw_async_connection(conn: Any) -> psycopg.AsyncConnection[Any]:
@@ -82,15 +80,7 @@ async def enqueue_many_async(task: str, args_list: Iterable[Any], *, conn: Any, 
     args are checked (as by `Admin.enqueue_many`) before the first row is sent: one bad job refuses them all."""
     admin = _admin(settings)
     base = admin._job_params(task, None, queue, priority, max_attempts, None, None, timeout, check=False)
-    t = get_task(task)
-    rows = []
-    for i, args in enumerate(args_list):
-        try:
-            parsed, text = v.args(args, admin.settings.max_args_bytes)
-            check_args(t, parsed)
-        except (AdminError, TaskError) as exc:
-            raise AdminError(f"job {i + 1}: {exc}", field="args") from None
-        rows.append(text)
+    rows = admin._bulk_args(task, args_list)
     raw = await _raw_async_connection(conn)
     async with raw.cursor(row_factory=tuple_row) as cur:
         now = (await (await cur.execute(admin.q.db_now)).fetchone())[0]

@@ -195,7 +195,8 @@ def test_schedules_file_error_names_the_field_from_admin_error_field(tmp_path) -
     path = tmp_path / "s.toml"
     path.write_text('[schedules.bad]\ncron = "@daily"\ntask = "pgjobs.noop"\ntimeout_seconds = -5\n')
     with pytest.raises(ScheduleFileError) as err:
-        declarative.apply_file(None, path)  # type: ignore[arg-type]
+        # an Admin on a database that does not exist: the file is refused before any connection
+        declarative.apply_file(Admin(Settings.load(database_url="postgresql://nobody@127.0.0.1:1/none")), path)
     assert "schedule 'bad': timeout_seconds: " in str(err.value)
 
 
