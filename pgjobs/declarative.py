@@ -197,7 +197,8 @@ def apply_entries(admin: Admin, desired: dict[str, dict[str, Any]], *, prune: bo
 
 def apply_file(admin: Admin, path: str | Path, *, prune: bool = False, dry_run: bool = False) -> list[Change]:
     """`pgjobs schedule apply FILE [--prune] [--dry-run]`: validate all, then apply all or nothing."""
-    desired = validate_entries(load_file(path), str(path), admin.settings.max_args_bytes)
+    limit = admin.settings.max_args_bytes if admin is not None else ARGS_MAX_BYTES  # None: validate only
+    desired = validate_entries(load_file(path), str(path), limit)
     return apply_entries(admin, desired, prune=prune, dry_run=dry_run)
 
 
