@@ -376,9 +376,9 @@ TEMPLATES: dict[str, str] = {
             JOIN {s}.schedules AS sc ON sc.id = d.schedule_id
             RETURNING id, schedule_id, slot, state, last_error, finished_at
         ), ledger AS (
-            INSERT INTO {s}.slots (schedule_id, slot, job_id, outcome, reason, finished_at)
+            INSERT INTO {s}.slots (schedule_id, slot, job_id, outcome, reason, finished_at, backfilled)
             SELECT schedule_id, slot, id, CASE WHEN state = 'skipped' THEN 'skipped' END,
-                   CASE WHEN state = 'skipped' THEN last_error END, finished_at
+                   CASE WHEN state = 'skipped' THEN last_error END, finished_at, %(backfilled)s::bool
             FROM ins
             ON CONFLICT (schedule_id, slot) DO NOTHING
         )

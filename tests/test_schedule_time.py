@@ -132,8 +132,6 @@ def test_a_schedule_pauses_itself_after_n_consecutive_failed_slots(admin, db, wo
 
 
 # ---------------------------------------------------------------------------------------------- backfill
-@pytest.mark.xfail(reason="open: since the segmented storage (migration 0010) landed, backfilled slots' jobs "
-                          "are created but not run within 30 s; see the closing note of 2026-12-02", strict=False)
 def test_backfill_is_idempotent_bounded_audited_and_runs_the_slots(admin, db, workers, db_url, settings):
     admin.add_schedule("hourly-ish", cron="* * * * *", task="pgjobs.noop")
     now = datetime.now(UTC).replace(second=0, microsecond=0)
