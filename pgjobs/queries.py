@@ -304,9 +304,12 @@ TEMPLATES: dict[str, str] = {
         RETURNING j.state, j.scheduled_at""",
     # On-time future jobs: seconds (database clock) until the earliest future job of these queues is due; the
     # worker's due timer sleeps that long, then wakes a runner. Read from ix_jobs_claim.
+    # The due timer's read: the earliest run time after its previous read (`since`, that read's clock), so a
+    # job that fell due between a runner's empty claim and this read is seen (due_in <= 0) rather than skipped.
     "next_due_in": """
-        SELECT extract(epoch FROM min(scheduled_at) - clock_timestamp())::float8 FROM {s}.jobs
-        WHERE seg < 100 AND state = 'available' AND queue = ANY(%(queues)s) AND scheduled_at > now()""",
+        SELECT extract(epoch FROM min(scheduled_at) - clock_timestamp())::float8, clock_timestamp() FROM {s}.jobs
+        WHERE seg < 100 AND state = 'available' AND queue = ANY(%(queues)s)
+          AND scheduled_at > coalesce(%(since)s::timestamptz, now())""",
     "notify_jobs": "SELECT pg_notify(%(channel)s, '')",
     "set_job_backend": """
         UPDATE {s}.jobs SET backend_pid = %(pid)s WHERE seg < 100 AND id = %(id)s AND state = 'running'""",

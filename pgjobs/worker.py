@@ -565,17 +565,22 @@ class Worker:
         whenever a runner went idle (`_due_recheck`), at most every DUE_MIN_INTERVAL."""
         queues = list(self.settings.queues)
         delay = 0.05
+        since: datetime | None = None  # the previous read's clock: nothing due after it goes unseen
         while not self._stopping.is_set():
             self._due_recheck.clear()
             try:
                 with self._pool().connection() as conn:
-                    due_in = conn.execute(self.q.next_due_in, {"queues": queues}).fetchone()[0]
+                    due_in, since = conn.execute(self.q.next_due_in, {"queues": queues, "since": since}).fetchone()
                 delay = 0.05
             except psycopg.Error:
                 due_in = None  # the runners' own retries report the outage
+                since = None
                 self._stopping.wait(delay)
                 delay = min(delay * 2, RETRY_MAX_DELAY)
-            wait = DUE_MAX_SLEEP if due_in is None else min(DUE_MAX_SLEEP, max(0.0, due_in) + 0.001)
+            if due_in is not None and due_in <= 0:  # fell due since the last read, maybe after a runner looked
+                self._signal_work()
+                continue
+            wait = DUE_MAX_SLEEP if due_in is None else min(DUE_MAX_SLEEP, due_in + 0.001)
             if not self._due_recheck.wait(wait):
                 if due_in is not None and not self._stopping.is_set():
                     self._signal_work()
