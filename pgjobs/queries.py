@@ -66,6 +66,11 @@ _SCHEDULE_COLUMNS = """id, name, task, args, cron, timezone, enabled, queue, pri
 def _claim_jobs(queue_match: str, *, async_commit: bool = False) -> str:
     """Claim up to %(limit)s due jobs in (priority, scheduled_at, id) order, skipping rows others hold.
 
+    started_at is the clock when the row is claimed, not now(): the statement's start, which can precede its
+    snapshot by a lock wait (a segment the leader is reclaiming). A job gated behind a schedule's running job
+    would otherwise get a started_at earlier than the finish it waited for (two runs of a non-`allow`
+    schedule overlapping on paper).
+
     Only the segments in %(segs)s are read (the live ones, `storage.SegmentCache`): the worker sends the claim
     unprepared, so the planner prunes the other partitions and never locks them, and the leader can TRUNCATE
     a drained segment while claims go on.
@@ -80,7 +85,7 @@ def _claim_jobs(queue_match: str, *, async_commit: bool = False) -> str:
         """ if async_commit else ""
     return """
         WITH """ + commit_mode + """next AS (
-            SELECT id, seg FROM {s}.jobs AS j
+            SELECT id, seg, clock_timestamp() AS claimed_at FROM {s}.jobs AS j
             WHERE seg = ANY(%(segs)s) AND state = 'available' AND """ + queue_match + """ AND scheduled_at <= now()
               -- Every overlap but 'allow': a schedule runs one job at a time, oldest first. A buffered slot
               -- (or a catch-up backlog) waits here until the run before it has finished. Evaluated only
@@ -96,8 +101,8 @@ def _claim_jobs(queue_match: str, *, async_commit: bool = False) -> str:
             FOR UPDATE SKIP LOCKED
         )
         UPDATE {s}.jobs AS j
-        SET state = 'running', attempt = j.attempt + 1, started_at = now(), finished_at = NULL,
-            first_started_at = coalesce(j.first_started_at, now()),
+        SET state = 'running', attempt = j.attempt + 1, started_at = next.claimed_at, finished_at = NULL,
+            first_started_at = coalesce(j.first_started_at, next.claimed_at),
             worker_id = %(worker_id)s, worker = %(worker)s
         FROM next""" + (", commit_mode" if async_commit else "") + """
         WHERE j.seg = ANY(%(segs)s) AND j.id = next.id AND j.seg = next.seg

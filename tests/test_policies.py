@@ -371,4 +371,7 @@ def test_cancel_previous_cancels_the_running_sql_with_pg_cancel_backend(admin, d
     for r in done:
         assert r[2] - (r[1] + 3 * SECOND) < SECOND, r
     assert not [r for r in rows if r[0] in ("failed", "skipped")], rows
-    assert _max_parallel(_runs(db, "cps"), db_now(db)) == 1
+    runs = db.execute(
+        "SELECT j.id, j.slot, j.state, j.attempt, j.started_at, j.finished_at, j.last_error FROM pgjobs.jobs j "
+        "JOIN pgjobs.schedules s ON s.id = j.schedule_id WHERE s.name = 'cps' ORDER BY j.slot").fetchall()
+    assert _max_parallel(_runs(db, "cps"), db_now(db)) == 1, "\n".join(map(str, runs))
