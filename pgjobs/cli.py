@@ -266,27 +266,39 @@ def cmd_worker(args: argparse.Namespace) -> int:
         from pgjobs.metrics import serve_metrics
 
         serve_metrics(worker, settings.metrics_port)
-    _require_schema(settings)
-    _require_direct_lock_url(settings)
+    _startup_checks(settings)
     worker.run()
     return worker.exit_code
 
 
-def _require_schema(settings: Settings) -> None:
-    """A worker refuses to start on a schema older than its code (one-line error, exit 1); while the
-    database is unreachable it waits, so workers may start before Postgres."""
+def _startup_checks(settings: Settings) -> None:
+    """Before a worker runs: its schema is not older than its code (one-line error, exit 1), and its lock URL
+    is not pooled (exit 2). While the database is unreachable, or shutting down or starting up under either
+    check, it waits and tries again, so workers may start before Postgres or during a restart."""
     import logging
     import time
 
     from pgjobs import migrations
+    from pgjobs.leadership import check_lock_connection
     from pgjobs.logs import Outage
+    from pgjobs.queries import queries
 
     log = logging.getLogger("pgjobs.worker")
     outage = Outage(log, "database unavailable at start")
     delay = 0.1
+    schema_checked = False
     while True:
         try:
-            problem = migrations.check_schema(settings)
+            if not schema_checked:
+                try:
+                    problem = migrations.check_schema(settings)
+                except migrations.MigrationError as exc:  # no alembic.ini: the head revision is unknown here
+                    log.warning("schema check skipped: %s", exc)
+                    problem = None
+                if problem:
+                    raise migrations.MigrationError(problem)
+                schema_checked = True
+            pooled = check_lock_connection(settings.lock_url, queries(settings.schema))
             outage.ok()
             break
         except psycopg.OperationalError as exc:
@@ -294,22 +306,8 @@ def _require_schema(settings: Settings) -> None:
             outage.failed(first_line(exc))
             time.sleep(delay)
             delay = min(delay * 2, 1.0)
-        except migrations.MigrationError as exc:  # no alembic.ini: the head revision is unknown here
-            log.warning("schema check skipped: %s", exc)
-            return
-    if problem:
-        raise migrations.MigrationError(problem)
-
-
-def _require_direct_lock_url(settings: Settings) -> None:
-    """A worker never campaigns for leadership through a pooler: exit 2 with one line naming
-    PGJOBS_LOCK_DATABASE_URL when the lock connection looks pooled."""
-    from pgjobs.leadership import check_lock_connection
-    from pgjobs.queries import queries
-
-    problem = check_lock_connection(settings.lock_url, queries(settings.schema))
-    if problem:
-        raise ConfigError(problem)
+    if pooled:
+        raise ConfigError(pooled)
 
 
 def _schedule_fields(args: argparse.Namespace) -> dict[str, Any]:

@@ -439,3 +439,73 @@ def test_a_worker_started_while_postgres_is_down_runs_jobs_within_a_second_of_it
         assert workers.logs().count("database unavailable at start") == 2, "one line when it began, one at its end"
     finally:
         workers.stop_all()
+
+
+
+class _TcpForwarder:
+    """A plain TCP forwarder from a free local port to Postgres, opened when the test says: until then its
+    port refuses connections, as a server that is down does."""
+
+    def __init__(self, target_port: int) -> None:
+        from pgserver import free_port
+
+        self.port = free_port()
+        self._target = target_port
+        self._listener: socket.socket | None = None
+
+    def open(self) -> None:
+        self._listener = socket.create_server(("127.0.0.1", self.port))
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def _accept(self) -> None:
+        assert self._listener is not None
+        while True:
+            try:
+                client, _ = self._listener.accept()
+            except OSError:
+                return
+            upstream = socket.create_connection(("127.0.0.1", self._target))
+            for a, b in ((client, upstream), (upstream, client)):
+                threading.Thread(target=self._pipe, args=(a, b), daemon=True).start()
+
+    @staticmethod
+    def _pipe(src: socket.socket, dst: socket.socket) -> None:
+        try:
+            while data := src.recv(65536):
+                dst.sendall(data)
+        except OSError:
+            pass
+        finally:
+            for s in (src, dst):
+                try:
+                    s.shutdown(socket.SHUT_RDWR)
+                except OSError:
+                    pass
+
+    def close(self) -> None:
+        if self._listener is not None:
+            self._listener.close()
+
+
+def test_a_worker_whose_lock_url_is_unreachable_at_start_waits_for_it(admin: Admin, db, db_url, tmp_path):
+    """The start's second check (is the lock URL pooled?) meets an outage after the schema check passed: the
+    worker waits for the lock URL, as for the database, and runs once it answers (it used to exit 1 with
+    "database unavailable: ..." when Postgres went away between the two checks)."""
+    from conftest import WorkerProcs
+
+    job_id = admin.enqueue("pgjobs.noop")
+    info = psycopg.conninfo.conninfo_to_dict(db_url)
+    forwarder = _TcpForwarder(int(info.get("port") or 5432))
+    lock_url = psycopg.conninfo.make_conninfo(db_url, port=str(forwarder.port))
+    workers = WorkerProcs(db_url, tmp_path)
+    try:
+        proc = workers.start(env={"PGJOBS_LOCK_DATABASE_URL": lock_url})
+        wait_for(lambda: "database unavailable at start" in workers.logs(), 20, "the worker to report the outage")
+        assert proc.poll() is None, workers.logs()
+        assert _state(db, job_id) == "available", "no claims before the worker holds its liveness lock"
+        forwarder.open()
+        wait_for(lambda: _state(db, job_id) == "completed", 20, "the job once the lock URL answers")
+        assert proc.poll() is None, workers.logs()
+    finally:
+        workers.stop_all()
+        forwarder.close()
