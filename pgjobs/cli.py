@@ -20,7 +20,7 @@ from typing import Any
 import psycopg
 
 from pgjobs.admin import Admin, AdminError, describe_cron, describe_horizon_holder, parse_time
-from pgjobs.config import ConfigError, Settings
+from pgjobs.config import SETTINGS, ConfigError, Settings, flag_help
 from pgjobs.states import OVERLAP_ALIASES, OVERLAP_POLICIES
 from pgjobs.tasks import TaskError, ensure_builtins, import_modules
 from pgjobs.validation import count, first_line, one_line
@@ -122,24 +122,42 @@ class _Parser(argparse.ArgumentParser):
         self.exit(2, f"pgjobs: error: {one_line(message)} (see {self.prog} --help)\n")
 
 
+def _setting_flag(parser: argparse.ArgumentParser, name: str) -> None:
+    """A flag that overrides a setting: its name, type, choices and help come from the setting's definition
+    (config.Settings), as the configuration reference's do."""
+    spec = SETTINGS[name]
+    assert spec.flag, name
+    kwargs: dict[str, Any] = {"dest": name, "help": flag_help(name)}
+    if spec.kind in ("int", "float"):
+        kwargs["type"] = int if spec.kind == "int" else float
+        kwargs["metavar"] = "N" if spec.kind == "int" else "SECONDS"
+    if spec.choices:
+        kwargs["choices"] = list(spec.choices)
+    parser.add_argument(spec.flag, **kwargs)
+
+
+# The settings each parser's flags override (their flags are defined once, in config.Settings).
+GLOBAL_SETTING_FLAGS = ("database_url", "schema")
+WORKER_SETTING_FLAGS = ("concurrency", "async_concurrency", "queues", "metrics_port", "log_format")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(prog="pgjobs", description="Postgres-native cron scheduler and job system.")
-    parser.add_argument("--database-url", help="Postgres URL (else PGJOBS_DATABASE_URL, else DATABASE_URL)")
-    parser.add_argument("--schema", help="schema of pgjobs' tables (default pgjobs)")
+    for name in GLOBAL_SETTING_FLAGS:
+        _setting_flag(parser, name)
+    import_help = "import a module that registers tasks (repeatable; " + flag_help("imports").split("(", 1)[1]
     parser.add_argument("--import", dest="imports", action="append", default=[], metavar="MODULE",
-                        help="import a module that registers tasks (repeatable)")
+                        help=import_help)
     parser.add_argument("--debug", action="store_true", help="on an unexpected error, print its traceback")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     sub.add_parser("migrate", help="upgrade the database schema to the latest revision")
 
     w = sub.add_parser("worker", help="run a worker process (leader election, scheduling, jobs)")
-    w.add_argument("--concurrency", type=int)
-    w.add_argument("--async-concurrency", type=int, help="async jobs run at once (default 100)")
-    w.add_argument("--queues", help="comma-separated queues (default: default)")
-    w.add_argument("--import", dest="worker_imports", action="append", default=[], metavar="MODULE")
-    w.add_argument("--metrics-port", type=int, help="serve /metrics, /healthz, /readyz on this port")
-    w.add_argument("--log-format", choices=["text", "json"])
+    for name in WORKER_SETTING_FLAGS:
+        _setting_flag(w, name)
+    w.add_argument("--import", dest="worker_imports", action="append", default=[], metavar="MODULE",
+                   help=import_help)
 
     s = sub.add_parser("schedule", help="manage cron schedules").add_subparsers(dest="action", required=True)
     add = s.add_parser("add", help="create a schedule")
@@ -235,7 +253,7 @@ def build_parser() -> argparse.ArgumentParser:
 # ---------------------------------------------------------------------- commands
 def _settings(args: argparse.Namespace, **extra: Any) -> Settings:
     imports = tuple(args.imports) + tuple(getattr(args, "worker_imports", []) or [])
-    base = Settings.load(database_url=args.database_url, schema=args.schema, **extra)
+    base = Settings.load(**{name: getattr(args, name) for name in GLOBAL_SETTING_FLAGS}, **extra)
     if imports:
         base = base.with_(imports=tuple(dict.fromkeys(base.imports + imports)))
     return base
@@ -255,8 +273,7 @@ def cmd_worker(args: argparse.Namespace) -> int:
     from pgjobs.logs import setup_logging
     from pgjobs.worker import Worker
 
-    settings = _settings(args, concurrency=args.concurrency, async_concurrency=args.async_concurrency, queues=args.queues, metrics_port=args.metrics_port,
-                         log_format=args.log_format)
+    settings = _settings(args, **{name: getattr(args, name) for name in WORKER_SETTING_FLAGS})
     settings.require_database()
     setup_logging(settings)
     ensure_builtins()
