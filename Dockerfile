@@ -9,16 +9,17 @@ ENV PYTHONDONTWRITEBYTECODE=1 \
 
 WORKDIR /app
 
-# Dependencies and the package first, so editing docs or the console does not reinstall them.
+# Dependencies and the packages first (pgjobs and the Streamlit console, with its `console` extra), so editing
+# docs or the migrations does not reinstall them.
 COPY pyproject.toml README.md ./
 COPY pgjobs ./pgjobs
-RUN pip install .
+COPY console ./console
+RUN pip install ".[console]"
 
 # Migrations (run by `alembic upgrade head` in /app, and located by `pgjobs migrate` / readiness checks through
-# PGJOBS_ALEMBIC_INI) and the Streamlit console (a top-level package run from /app).
+# PGJOBS_ALEMBIC_INI).
 COPY alembic.ini ./
 COPY alembic ./alembic
-COPY console ./console
 ENV PGJOBS_ALEMBIC_INI=/app/alembic.ini
 
 # Never run as root: a fixed, unprivileged uid that owns nothing in the image.

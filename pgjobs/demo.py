@@ -22,6 +22,7 @@ store: pgjobs' own tables are only touched through the admin API.
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import os
 import random
 import re
@@ -372,7 +373,10 @@ def _run_processes(args: argparse.Namespace, settings: Settings, data_dir: Path)
                                    logs / f"worker-{i}.log", ROOT))
         console = None
         if not args.no_console:
-            if CONSOLE_APP.exists():
+            if importlib.util.find_spec("streamlit") is None:
+                print("pgjobs demo: the console needs the console extra (pip install 'pgjobs[console]'); running "
+                      "without it", file=sys.stderr)
+            elif CONSOLE_APP.exists():
                 console = _spawn("console", [sys.executable, "-m", "console", "--server.address", "127.0.0.1",
                                              "--server.port", str(args.console_port)],
                                  env, logs / "console.log", ROOT)

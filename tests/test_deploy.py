@@ -104,7 +104,10 @@ def test_dockerfile_builds_a_non_root_python_311_slim_image_with_migrations(dock
     instructions = [i for i, _ in dockerfile]
     args = dict(dockerfile)  # last of each
     assert dockerfile[0] == ("FROM", "python:3.11-slim")
-    assert ("RUN", "pip install .") in dockerfile
+    assert ("RUN", 'pip install ".[console]"') in dockerfile, "the image runs the console too: its extra"
+    run_at = instructions.index("RUN")
+    copied_before = {src for i, a in dockerfile[:run_at] if i == "COPY" for src in shlex.split(a)[:-1]}
+    assert {"pgjobs", "console"} <= copied_before, "both packages are in the wheel pip builds"
     copies = [shlex.split(a) for i, a in dockerfile if i == "COPY"]
     sources = {src for c in copies for src in c[:-1]}
     assert {"pyproject.toml", "README.md", "pgjobs", "alembic.ini", "alembic", "console"} <= sources
