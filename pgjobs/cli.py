@@ -26,10 +26,6 @@ from pgjobs.tasks import TaskError, ensure_builtins, import_modules
 from pgjobs.validation import count, first_line, one_line
 
 
-class CliError(Exception):
-    pass
-
-
 def _json_default(value: Any) -> Any:
     if isinstance(value, datetime | date):
         return value.isoformat()

@@ -188,7 +188,7 @@ class Settings:
     synchronous_claims: bool = _setting(
         False, "PGJOBS_SYNCHRONOUS_CLAIMS",
         "Commit job claims with synchronous_commit = on. Off (the default), a worker does not wait for a "
-        "claim's WAL flush (about 0.25 ms per pickup here); a Postgres crash within 3 x wal_writer_delay of "
+        "claim's WAL flush (a disk flush per pickup); a Postgres crash within 3 x wal_writer_delay of "
         "a claim returns that job to the queue, so it can run again, as after a worker crash. Enqueues, cron "
         "slots and outcomes are always synchronous.", kind="bool")
     horizon_warn_age: float = _setting(

@@ -62,8 +62,6 @@ class LeaderDuties:
         self.rotator = Rotator(pool, queries, settings)
         self._thread: threading.Thread | None = None
         self._stop = threading.Event()
-        self.rescued_total = 0
-        self.pruned_total = 0
         self._settled_at = time.monotonic() + SETTLE
         self._free_since: dict[int, float] = {}  # worker id -> when this leader first saw its lock free
         self._horizon_logged: dict[tuple[Any, ...], float] = {}
@@ -184,7 +182,6 @@ class LeaderDuties:
             log.warning("rescued job %s (%s) from %s: now %s", ident, task, worker, state,
                         extra={"job_id": ident, "task": task})
             telemetry.emit("job.rescued", task=task, state=state, worker=worker)
-        self.rescued_total += rescued
         return rescued
 
     def watch_horizon(self) -> list[dict[str, Any]]:
@@ -269,5 +266,4 @@ class LeaderDuties:
                                                    "batch": PRUNE_BATCH})
         if total:
             log.info("pruned %d finished job(s)", total)
-        self.pruned_total += total
         return total

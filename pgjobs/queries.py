@@ -163,7 +163,7 @@ TEMPLATES: dict[str, str] = {
     # A follower waits for the lock without holding a snapshot for long: a plain `SELECT pg_advisory_lock()`
     # keeps its statement's snapshot while it blocks (hours, on a follower), which holds back the xmin horizon
     # of the whole database: vacuum keeps every dead row, and the claim scan walks every job claimed since
-    # (measured: 1-process drain 16,100 -> 10,200 jobs/s beside one such waiter). This DO block waits in
+    # (the drain slows by about a third beside one such waiter). This DO block waits in
     # slices of `pgjobs.lock_slice` and COMMITs between them (a top-level DO may), so the snapshot it holds
     # is never older than one slice; a lock released mid-slice is still granted at once. The values travel
     # as session settings (a DO block takes no parameters): set them with `wait_leader_lock_settings` first.
@@ -246,8 +246,9 @@ TEMPLATES: dict[str, str] = {
     # ---------------------------------------------------------------- job claim / outcome (workers)
     # A worker of one queue (the usual case) claims with `queue = %(queue)s`, which walks ix_jobs_claim
     # (queue, priority, scheduled_at, id) in claim order and stops after %(limit)s rows. `queue = ANY(...)`
-    # cannot use that index for the ORDER BY, so with a backlog it read and sorted every available job
-    # (~6 ms per claim at 20,000 jobs). Several queues still take that path: `claim_jobs_any_queue`.
+    # cannot use that index for the ORDER BY, so with a backlog it reads and sorts every available job on each
+    # claim (milliseconds per claim with a large backlog). Several queues still take that path:
+    # `claim_jobs_any_queue`.
     "claim_jobs": _claim_jobs("queue = %(queue)s"),
     "claim_jobs_any_queue": _claim_jobs("queue = ANY(%(queues)s)"),
     # The same claims without waiting for their WAL flush (the default; see _claim_jobs).

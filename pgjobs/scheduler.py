@@ -19,7 +19,6 @@ from __future__ import annotations
 import hashlib
 import logging
 import threading
-import time
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
@@ -201,7 +200,6 @@ class Scheduler:
         # Slots this scheduler planned that the unique constraint turned away: zero unless a second or stale
         # scheduler raced it. A non-zero value is worth a look (it is also a metric).
         self.duplicates_dropped = 0
-        self.last_pass_at: float | None = None
 
     def run_pass(self) -> int:
         """Schedule every due slot; returns the number of job rows inserted (skipped slots included)."""
@@ -212,7 +210,6 @@ class Scheduler:
             if not more:
                 break
         self.inserted_total += inserted
-        self.last_pass_at = time.monotonic()
         return inserted
 
     def _pass_batch(self) -> tuple[int, bool]:
