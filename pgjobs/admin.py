@@ -354,7 +354,9 @@ class Admin:
             next_run_at = before["next_run_at"]
             if (merged["cron"] != before["cron"] or merged["timezone"] != before["timezone"]
                     or next_run_at is None):
-                next_run_at = self._first_run(merged, self._db_now(conn))
+                now = self._db_now(conn)
+                self._record_unrun_slots(conn, before, now)
+                next_run_at = self._first_run(merged, now)
             row = conn.execute(self.q.update_schedule, {
                 **merged, "id": before["id"], "args": Jsonb(merged["args"]), "next_run_at": next_run_at}).fetchone()
             action = "edit"
@@ -363,6 +365,29 @@ class Admin:
             self._audit(conn, action, "schedule", name, before, row)
             self._notify(conn, name)
         return row
+
+    def _record_unrun_slots(self, conn: psycopg.Connection, before: dict[str, Any], now: datetime) -> None:
+        """A new cron or timezone restarts the schedule from now: its old cron's slots that were due and not
+        run (a pause, or no leader) would then leave no trace. They go into the slot ledger as one range,
+        `paused` or `missed`, with the reason."""
+        from pgjobs.scheduler import slot_range
+
+        if before["next_run_at"] is None or before["next_run_at"] > now:
+            return
+        try:
+            spec, tz = cron.parse_cron(before["cron"]), cron.load_timezone(before["timezone"])
+        except ValueError:  # a stored cron this version cannot read: nothing to enumerate
+            return
+        found = slot_range(spec, tz, before["next_run_at"], now)
+        if found is None:
+            return
+        paused = not before["enabled"]
+        why = "the schedule was paused" if paused else "no worker was leading (downtime)"
+        reason = (f"{why}; its cron or timezone changed from '{before['cron']}' ({before['timezone']}) "
+                  "before these slots ran, so they never will")
+        conn.execute(self.q.insert_slot_ranges, {
+            "schedule_id": [before["id"]], "first": [found[0]], "last": [found[1]], "count": [found[2]],
+            "outcome": ["paused" if paused else "missed"], "reason": [reason[:500]]})
 
     def pause_schedule(self, name: str) -> dict[str, Any]:
         return self.edit_schedule(name, enabled=False)

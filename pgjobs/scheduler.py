@@ -71,6 +71,17 @@ def last_slots(spec: cron.CronSpec, tz: Any, first: datetime, until: datetime, c
     return cron.slots_between(spec, tz, lower, until)[-count:]
 
 
+def slot_range(spec: cron.CronSpec, tz: Any, start: datetime,
+               until: datetime) -> tuple[datetime, datetime, int | None] | None:
+    """The slots s with start <= s <= until as one ledger range (first, last, count; None = more than
+    MISSED_COUNT_CAP), or None when there is none. Pure."""
+    first = cron.slots_between(spec, tz, start - timedelta(microseconds=1), until, limit=1)
+    if not first:
+        return None
+    last = last_slots(spec, tz, first[0], until, 1)[0]
+    return first[0], last, cron.count_slots(spec, tz, first[0], last, MISSED_COUNT_CAP)
+
+
 def plan_slots(
     spec: cron.CronSpec,
     tz: Any,

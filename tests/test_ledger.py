@@ -131,6 +131,31 @@ def test_downtime_is_one_missed_row_and_a_pause_one_paused_row(admin, db, worker
     assert db.execute("SELECT count(*) FROM pgjobs.slots WHERE outcome IN ('missed', 'paused')").fetchone()[0] == 2
 
 
+def test_a_cron_edited_during_a_pause_or_downtime_keeps_the_old_crons_unrun_slots_in_the_ledger(admin, db):
+    # An hour paused, then the cron changes: the next run restarts from now with the new cron, and the old
+    # cron's hour of slots is one `paused` row saying why (it used to leave no trace). The same for a
+    # schedule an hour behind with no leader: one `missed` row. No worker runs: the edit alone records it.
+    admin.add_schedule("held", cron="1 second", task="pgjobs.noop", enabled=False)
+    admin.add_schedule("behind", cron="1 second", task="pgjobs.noop")
+    db.execute("UPDATE pgjobs.schedules SET next_run_at = date_trunc('second', now()) - interval '1 hour' "
+               "WHERE name IN ('held', 'behind')")
+    admin.edit_schedule("held", cron="*/5 * * * *")
+    admin.edit_schedule("behind", timezone="Europe/Paris", cron="0 3 * * *")
+    since = datetime.now(UTC) - timedelta(days=1)
+    [held] = admin.schedule_slots("held", since=since)
+    assert held["outcome"] == "paused" and 3595 <= held["slot_count"] <= 3605, held
+    assert held["last_slot"] - held["slot"] == timedelta(seconds=held["slot_count"] - 1)
+    assert "paused" in held["reason"] and "'1 second'" in held["reason"], held["reason"]
+    [behind] = admin.schedule_slots("behind", since=since)
+    assert behind["outcome"] == "missed" and 3595 <= behind["slot_count"] <= 3605, behind
+    assert "downtime" in behind["reason"]
+    # The new cron starts from now; an edit that keeps the cron records nothing more.
+    next_run = db.execute("SELECT next_run_at > now() FROM pgjobs.schedules WHERE name = 'held'").fetchone()[0]
+    assert next_run
+    admin.edit_schedule("held", description="no cron change")
+    assert len(admin.schedule_slots("held", since=since)) == 1
+
+
 def test_lateness_is_the_first_attempts_start_not_the_retry(admin, db, workers):
     # Fails on attempt 1, succeeds on attempt 2 after a ~2 s backoff: the slot was on time.
     admin.add_schedule("retry", cron="*/4 * * * * *", task="tests.fail_until", args={"succeed_on": 2},
