@@ -458,7 +458,7 @@ class Admin:
         """Create jobs for the slots in [start, end) that have none (no job, no ledger row): idempotent, so a
         second call creates nothing. Bounded by `Settings.backfill_max` slots (a larger range is refused).
         The schedule's overlap policy applies against its unfinished runs (`overlap` overrides it for this
-        backfill). Audited (action `backfill`); `dry_run` reports what it would do and writes nothing."""
+        backfill, and for how its runs go: `allow` at once, any other one at a time; jobs.overlap_allow). Audited (action `backfill`); `dry_run` reports what it would do and writes nothing."""
         from pgjobs.scheduler import overlap_states
 
         self._require_admin()
@@ -503,7 +503,10 @@ class Admin:
                 conn.execute(self.q.insert_due_slots, {
                     "schedule_id": [sc["id"]] * len(planned), "slot": [p.slot for p in planned],
                     "due": [p.slot for p in planned], "state": [p.state for p in planned],
-                    "note": [p.note and f"{p.note} (backfill)" for p in planned], "backfilled": True})
+                    "note": [p.note and f"{p.note} (backfill)" for p in planned], "backfilled": True,
+                    # Told an overlap: its runs go beside others (allow) or one at a time, whatever the
+                    # schedule's own policy; else they follow the schedule's.
+                    "overlap_allow": None if overlap is None else overlap == "allow"})
             self._audit(conn, "backfill", "schedule", name, None, {
                 "from": start, "to": end, "overlap": policy, "created": len(result["created"]),
                 "skipped": len(result["skipped"]), "existing": result["existing"]})

@@ -88,12 +88,14 @@ def _claim_jobs(queue_match: str, *, async_commit: bool = False) -> str:
             SELECT id, seg, clock_timestamp() AS claimed_at FROM {s}.jobs AS j
             WHERE seg = ANY(%(segs)s) AND state = 'available' AND """ + queue_match + """ AND scheduled_at <= now()
               -- Every overlap but 'allow': a schedule runs one job at a time, oldest first. A buffered slot
-              -- (or a catch-up backlog) waits here until the run before it has finished. Evaluated only
+              -- (or a catch-up backlog) waits here until the run before it has finished. A backfill's own
+              -- --overlap (jobs.overlap_allow) overrides the schedule's for its jobs. Evaluated only
               -- for rows of a schedule (schedule_id IS NULL short-circuits), through pk_schedules and
               -- ix_jobs_schedule_unfinished.
               AND (schedule_id IS NULL OR NOT EXISTS (
                   SELECT 1 FROM {s}.schedules AS sc JOIN {s}.jobs AS o ON o.schedule_id = sc.id
-                  WHERE sc.id = j.schedule_id AND sc.overlap <> 'allow' AND o.id <> j.id AND o.seg = ANY(%(segs)s)
+                  WHERE sc.id = j.schedule_id AND NOT coalesce(j.overlap_allow, sc.overlap = 'allow')
+                    AND o.id <> j.id AND o.seg = ANY(%(segs)s)
                     AND o.state IN ('available', 'running')
                     AND (o.state = 'running' OR (o.id < j.id AND o.scheduled_at <= now()))))
             ORDER BY priority, scheduled_at, id
@@ -377,9 +379,9 @@ TEMPLATES: dict[str, str] = {
             RETURNING schedule_id, slot
         ), ins AS (
             INSERT INTO {s}.jobs (queue, task, args, priority, max_attempts, timeout_seconds, schedule_id, slot,
-                                  scheduled_at, state, finished_at, last_error, seg)
+                                  scheduled_at, state, finished_at, last_error, overlap_allow, seg)
             SELECT sc.queue, sc.task, sc.args, sc.priority, sc.max_attempts, sc.timeout_seconds, sc.id, d.slot,
-                   d.due, d.state, CASE WHEN d.state = 'skipped' THEN now() END, d.note,
+                   d.due, d.state, CASE WHEN d.state = 'skipped' THEN now() END, d.note, %(overlap_allow)s::bool,
                    CASE WHEN d.state = 'skipped' THEN {s}.history_seg('skipped', now()) ELSE {s}.open_seg() END
             FROM fenced JOIN d ON d.schedule_id = fenced.schedule_id AND d.slot = fenced.slot
             JOIN {s}.schedules AS sc ON sc.id = d.schedule_id

@@ -289,7 +289,8 @@ class Scheduler:
             inserted = 0
             new_ids: list[int] = []
             if cols["slot"]:
-                new_ids = [r[0] for r in conn.execute(q.insert_due_slots, {**cols, "backfilled": False}).fetchall()]
+                new_ids = [r[0] for r in conn.execute(q.insert_due_slots, {**cols, "backfilled": False,
+                                                                             "overlap_allow": None}).fetchall()]
                 inserted = len(new_ids)
                 if inserted < len(cols["slot"]):
                     self.duplicates_dropped += len(cols["slot"]) - inserted

@@ -143,6 +143,9 @@ def build_metadata(schema: str = "pgjobs") -> MetaData:
         Column("last_error", Text, nullable=True),
         Column("errors", JSONB, nullable=False, server_default=text("'[]'::jsonb")),
         Column("result", JSONB, nullable=True),
+        # A backfill's `--overlap` for its jobs (migration 0011): true runs them beside the schedule's other
+        # runs, false one at a time; NULL follows the schedule's policy.
+        Column("overlap_allow", Boolean, nullable=True),
         # The partition: 0 parked, 1..99 the ring of hot segments, 100000/200000 + day finished jobs
         # (pgjobs/storage.py). Part of the primary key, as a partitioned table requires.
         Column("seg", Integer, primary_key=True, server_default=text(f"{schema}.open_seg()")),

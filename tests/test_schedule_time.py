@@ -181,6 +181,40 @@ def test_backfill_is_idempotent_bounded_audited_and_runs_the_slots(admin, db, wo
                          if r["outcome"] == "completed" and r["backfilled"]) == 60, 30, "the backfilled slots to run")
 
 
+def _most_at_once(db: psycopg.Connection, name: str, before: datetime) -> int:
+    """The most runs of the schedule's slots before `before` that were running at the same moment."""
+    rows = db.execute("SELECT j.started_at, j.finished_at FROM pgjobs.jobs j JOIN pgjobs.schedules s "
+                      "ON s.id = j.schedule_id WHERE s.name = %s AND j.slot < %s AND j.state = 'completed'",
+                      (name, before)).fetchall()
+    events = sorted([(a, 1) for a, _ in rows] + [(b, -1) for _, b in rows], key=lambda e: (e[0], e[1]))
+    most = cur = 0
+    for _, delta in events:
+        cur += delta
+        most = max(most, cur)
+    return most
+
+
+def test_a_backfills_own_overlap_decides_whether_its_runs_go_at_once(admin, db, workers):
+    # A one-at-a-time schedule backfilled with --overlap allow: its three backfilled runs go at once. An
+    # `allow` schedule backfilled with --overlap buffer_all: one at a time. (The claim used to follow the
+    # schedule's policy whatever the backfill said.)
+    admin.add_schedule("serial", cron="* * * * *", task="pgjobs.sleep", args={"seconds": 1.5}, overlap="skip")
+    admin.add_schedule("parallel", cron="* * * * *", task="pgjobs.sleep", args={"seconds": 1.5}, overlap="allow")
+    now = datetime.now(UTC).replace(second=0, microsecond=0)
+    for name, overlap in (("serial", "allow"), ("parallel", "buffer_all")):
+        result = admin.backfill(name, start=now - timedelta(minutes=4), end=now - timedelta(minutes=1),
+                                overlap=overlap)
+        assert len(result["created"]) == 3, result
+    workers.start(env=FAST, concurrency=8)
+
+    def done() -> bool:
+        return db.execute("SELECT count(*) FROM pgjobs.jobs WHERE slot < %s AND state = 'completed'",
+                          (now,)).fetchone()[0] == 6
+    wait_for(done, 30, "the six backfilled runs")
+    assert _most_at_once(db, "serial", now) == 3, "backfilled with --overlap allow: all at once"
+    assert _most_at_once(db, "parallel", now) == 1, "backfilled with --overlap buffer_all: one at a time"
+
+
 def test_backfill_respects_the_overlap_policy_unless_told_otherwise(admin, db, workers):
     admin.add_schedule("one-at-a-time", cron="* * * * *", task="pgjobs.sleep", args={"seconds": 30},
                        overlap="skip")

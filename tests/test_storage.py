@@ -182,7 +182,7 @@ def test_a_cron_slot_is_fenced_by_job_slots(db: psycopg.Connection) -> None:
     sid = db.execute("INSERT INTO pgjobs.schedules (name, task, cron) VALUES ('s', 'pgjobs.noop', '* * * * *') "
                      "RETURNING id").fetchone()[0]
     params = {"schedule_id": [sid], "slot": ["2026-01-01T00:00:00Z"], "due": ["2026-01-01T00:00:00Z"],
-              "state": ["available"], "note": [None], "backfilled": False}
+              "state": ["available"], "note": [None], "backfilled": False, "overlap_allow": None}
     assert len(db.execute(q.insert_due_slots, params).fetchall()) == 1
     assert db.execute(q.insert_due_slots, params).fetchall() == [], "the same slot again: nothing"
     assert db.execute("SELECT count(*) FROM pgjobs.job_slots").fetchone()[0] == 1
