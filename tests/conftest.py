@@ -65,13 +65,29 @@ def job_state(db: psycopg.Connection, job_id: int) -> str:
     return db.execute("SELECT state FROM pgjobs.jobs WHERE id = %s", (job_id,)).fetchone()[0]
 
 
+_COPY_STRATEGY: list[str] = []
+
+
+def _copy_strategy(conn: psycopg.Connection) -> str:
+    """How CREATE DATABASE copies the template: FILE_COPY on a server without fsync (the hermetic test
+    server: 0.05 s a database instead of 0.19 s with PostgreSQL 15's default WAL_LOG, paid by every test),
+    else WAL_LOG (with fsync on, FILE_COPY's checkpoints cost more)."""
+    if not _COPY_STRATEGY:
+        fsync = conn.execute("SHOW fsync").fetchone()[0]
+        version = conn.info.server_version
+        _COPY_STRATEGY.append("FILE_COPY" if fsync == "off" and version >= 150000 else "")
+    return _COPY_STRATEGY[0]
+
+
 def _create_database(name: str, template: str | None = None) -> None:
     from psycopg import sql
 
     stmt = sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name))
-    if template:
-        stmt = sql.SQL("CREATE DATABASE {} TEMPLATE {}").format(sql.Identifier(name), sql.Identifier(template))
     with psycopg.connect(server_url(), autocommit=True) as conn:
+        if template:
+            stmt = sql.SQL("CREATE DATABASE {} TEMPLATE {}").format(sql.Identifier(name), sql.Identifier(template))
+            if _copy_strategy(conn):
+                stmt = sql.SQL("{} STRATEGY {}").format(stmt, sql.SQL(_copy_strategy(conn)))
         conn.execute(stmt)
 
 
