@@ -290,6 +290,43 @@ def test_edit_with_a_bad_cron_shows_the_error_and_changes_nothing(console: None,
     assert admin.audit(limit=1)[0]["action"] == "edit"
 
 
+HOSTILE_FORM_INPUTS = [
+    ("form_name", "two\nlines", "name"),
+    ("form_name", "x" * 5000, "name"),
+    ("form_cron", "* " * 100_000, "cron"),
+    ("form_args", '{"a": "nul \\u0000 inside"}', "args"),
+    ("form_args", '{"a": "lone \\ud800 surrogate"}', "args"),
+    ("form_args", "[" * 10_000 + "]" * 10_000, "args"),
+    ("form_args", '["not", "an", "object"]', "args"),
+    ("form_args", "{not json", "args"),
+    ("form_args", '{"big": "' + "x" * (1024 * 1024 + 10) + '"}', "args"),
+]
+
+
+def test_the_schedule_form_refuses_hostile_input_with_one_short_line_and_writes_nothing(
+        console: None, admin: Admin) -> None:
+    # The console goes through the same validation as the API and the CLI (pgjobs/validation.py): each bad
+    # value is one line that names its field and echoes at most ~80 characters of it; nothing is written.
+    at = sign_in(page="views/schedules.py")
+    audit_before = len(admin.audit(limit=1000))  # the sign-in is audited
+    for key, value, field in HOSTILE_FORM_INPUTS:
+        if not any(b.key == "form_save" for b in at.button):  # the form stays open after a refusal
+            at.button(key="sch_new").click().run()
+        at.text_input(key="form_name").input("hostile")  # every other field valid
+        at.text_input(key="form_cron").input("0 3 * * *")
+        at.text_area(key="form_args").input("{}")
+        widget = at.text_area(key=key) if key == "form_args" else at.text_input(key=key)
+        widget.input(value).run()
+        if not at.button(key="form_save").disabled:
+            at.button(key="form_save").click().run()
+        shown = errors(at)
+        assert shown, f"{key} {value[:40]!r}: no error shown"
+        assert all("\n" not in e and len(e) < 400 for e in shown), shown
+        assert any(field in e for e in shown), (value[:40], shown)
+        assert admin.count_schedules() == 0, value[:40]
+        assert len(admin.audit(limit=1000)) == audit_before, value[:40]
+
+
 def test_save_sends_only_changed_fields_and_keeps_a_timezone_without_a_slash(console: None, admin: Admin) -> None:
     admin.add_schedule("berlin-ish", cron="0 3 * * *", task="pgjobs.noop", timezone="CET")
     at = sign_in(page="views/schedules.py")
