@@ -18,6 +18,7 @@ from typing import Any
 
 import psycopg
 from psycopg.rows import tuple_row
+from psycopg_pool import ConnectionPool
 
 from pgjobs import otel
 from pgjobs.admin import Admin, AdminError
@@ -98,7 +99,8 @@ class AsyncAdmin:
 
     _SYNC_ONLY = frozenset({"transaction", "as_user"})
 
-    def __init__(self, settings: Settings, *, actor: str | None = None, role: str = "admin", pool: Any = None):
+    def __init__(self, settings: Settings, *, actor: str | None = None, role: str = "admin",
+                 pool: ConnectionPool | None = None) -> None:
         self.admin = Admin(settings, actor=actor, role=role, pool=pool)
 
     def as_user(self, actor: str, role: str) -> AsyncAdmin:
