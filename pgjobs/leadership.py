@@ -51,6 +51,7 @@ from pgjobs.rows import one
 
 log = logging.getLogger("pgjobs.leadership")
 
+
 class Keepalives(TypedDict):
     keepalives: int
     keepalives_idle: int
