@@ -756,10 +756,11 @@ class Admin:
                                                "since": since})}
             estimate = conn.execute(self.q.job_count_estimate, {"table": f"{self.settings.schema}.jobs"}).fetchone()
             health = self._health(conn, since=self._db_now(conn) - timedelta(minutes=10))
-            revision = None
+            revision = None  # no version table, or an empty one (`alembic stamp base`): not migrated
             try:
                 with conn.transaction():
-                    revision = conn.execute(self.q.schema_revision).fetchone()["version_num"]
+                    version = conn.execute(self.q.schema_revision).fetchone()
+                    revision = version["version_num"] if version is not None else None
             except psycopg.Error:
                 pass
         # The leader is the worker whose liveness lock is held by the session that holds the leader lock, not
