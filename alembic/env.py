@@ -9,7 +9,8 @@
 
 from __future__ import annotations
 
-from sqlalchemy import create_engine, pool, text
+from alembic.runtime.environment import NameFilterParentNames, NameFilterType
+from sqlalchemy import Connection, create_engine, pool, text
 from sqlalchemy.schema import CreateSchema
 
 from alembic import context
@@ -30,15 +31,15 @@ MIGRATION_LOCK = "SELECT pg_advisory_xact_lock(28778, 0)"
 PARTITION_PREFIXES = ("jobs_ring_", "jobs_parked", "jobs_done_", "jobs_failed_")
 
 
-def include_name(name, type_, parent_names):
+def include_name(name: str | None, type_: NameFilterType, parent_names: NameFilterParentNames) -> bool:
     if type_ == "schema":
         return name == schema
     if type_ == "table":
-        return not name.startswith(PARTITION_PREFIXES)
+        return name is not None and not name.startswith(PARTITION_PREFIXES)
     return True
 
 
-def _configure(connection) -> None:
+def _configure(connection: Connection) -> None:
     context.configure(
         connection=connection,
         target_metadata=target_metadata,
@@ -75,7 +76,7 @@ def run_migrations_online() -> None:
     engine.dispose()
 
 
-def _run(connection) -> None:
+def _run(connection: Connection) -> None:
     _configure(connection)
     with context.begin_transaction():
         connection.execute(text(MIGRATION_LOCK))

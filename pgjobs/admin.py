@@ -16,18 +16,21 @@ import re
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
-from typing import Any
+from typing import Any, TypedDict, cast
+from zoneinfo import ZoneInfo
 
 import psycopg
-from psycopg.rows import dict_row
+from psycopg.rows import DictRow, dict_row
 from psycopg.types.json import Jsonb
+from psycopg_pool import ConnectionPool
 
 from pgjobs import cron, otel
 from pgjobs import validation as v
 from pgjobs.config import Settings
 from pgjobs.queries import Queries, queries
+from pgjobs.rows import one
 from pgjobs.states import CATCHUP_POLICIES, JOB_STATES, OVERLAP_ALIASES, OVERLAP_POLICIES
-from pgjobs.tasks import TaskError, check_args, ensure_builtins, get_task
+from pgjobs.tasks import Task, TaskError, check_args, ensure_builtins, get_task
 
 AdminError = v.AdminError  # defined with the field rules in pgjobs.validation; `.field` names the input
 
@@ -49,6 +52,13 @@ class EditConflict(AdminError):
 
 class PermissionDenied(AdminError):
     pass
+
+
+# What `Admin.backfill` reports: the range and policy, how many slots it covers, how many already had a job,
+# and the slots that got (or, with dry_run, would get) a job and those recorded skipped by the overlap policy.
+BackfillResult = TypedDict("BackfillResult", {
+    "schedule": str, "from": datetime, "to": datetime, "overlap": str, "dry_run": bool, "slots": int,
+    "existing": int, "created": list[datetime], "skipped": list[datetime]})
 
 
 ROLES = ("admin", "viewer")
@@ -226,10 +236,11 @@ def default_actor() -> str:
 def _jsonable(row: dict[str, Any] | None) -> dict[str, Any] | None:
     if row is None:
         return None
-    return json.loads(json.dumps(row, default=str))
+    plain: dict[str, Any] = json.loads(json.dumps(row, default=str))
+    return plain
 
 
-def _raw_connection(conn: Any) -> psycopg.Connection:
+def _raw_connection(conn: Any) -> psycopg.Connection[Any]:
     """A psycopg connection from a psycopg connection, a SQLAlchemy Connection or a SQLAlchemy Session."""
     if isinstance(conn, psycopg.Connection):
         return conn
@@ -244,7 +255,8 @@ def _raw_connection(conn: Any) -> psycopg.Connection:
 class Admin:
     """Admin operations for one database. `role='viewer'` may read but not change anything."""
 
-    def __init__(self, settings: Settings, *, actor: str | None = None, role: str = "admin", pool: Any = None):
+    def __init__(self, settings: Settings, *, actor: str | None = None, role: str = "admin",
+                 pool: ConnectionPool | None = None) -> None:
         if role not in ROLES:
             raise AdminError(f"role '{role}': use admin or viewer")
         self.settings = settings
@@ -252,7 +264,7 @@ class Admin:
         self.actor = actor or default_actor()
         self.role = role
         self._pool = pool
-        self._shared: psycopg.Connection | None = None  # set on the Admin handed out by transaction()
+        self._shared: psycopg.Connection[DictRow] | None = None  # set on the Admin handed out by transaction()
 
     def as_user(self, actor: str, role: str) -> Admin:
         return Admin(self.settings, actor=actor, role=role, pool=self._pool)
@@ -268,17 +280,19 @@ class Admin:
             yield tx
 
     @contextmanager
-    def _conn(self) -> Iterator[psycopg.Connection]:
+    def _conn(self) -> Iterator[psycopg.Connection[DictRow]]:
         if self._shared is not None:
             yield self._shared
             return
         if self._pool is not None:
-            with self._pool.connection() as conn:
+            with self._pool.connection() as pooled:
+                # psycopg types a connection's rows when it is made; this one returns dicts for the block.
+                conn = cast("psycopg.Connection[DictRow]", pooled)
                 conn.row_factory = dict_row
                 try:
                     yield conn
                 finally:
-                    conn.row_factory = psycopg.rows.tuple_row
+                    pooled.row_factory = psycopg.rows.tuple_row
             return
         try:
             conn = psycopg.connect(self.settings.require_database(), row_factory=dict_row, connect_timeout=10,
@@ -292,7 +306,7 @@ class Admin:
         if self.role != "admin":
             raise PermissionDenied(f"user '{self.actor}' has the viewer role and cannot change anything")
 
-    def _audit(self, conn: psycopg.Connection, action: str, entity: str, name: str,
+    def _audit(self, conn: psycopg.Connection[DictRow], action: str, entity: str, name: str,
                before: dict[str, Any] | None, after: dict[str, Any] | None) -> None:
         conn.execute(self.q.insert_audit, {
             "actor": self.actor, "action": action, "entity": entity, "entity_name": name,
@@ -300,11 +314,12 @@ class Admin:
             "after": Jsonb(_jsonable(after)) if after is not None else None,
         })
 
-    def _notify(self, conn: psycopg.Connection, name: str) -> None:
+    def _notify(self, conn: psycopg.Connection[DictRow], name: str) -> None:
         conn.execute(self.q.notify_schedules_changed, {"channel": self.q.schedules_channel, "payload": name[:200]})
 
-    def _db_now(self, conn: psycopg.Connection) -> datetime:
-        return conn.execute(self.q.db_now).fetchone()["now"]
+    def _db_now(self, conn: psycopg.Connection[DictRow]) -> datetime:
+        now: datetime = one(conn.execute(self.q.db_now))["now"]
+        return now
 
     # ------------------------------------------------------------------ schedules
     def add_schedule(self, name: str, *, cron: str, task: str, **fields: Any) -> dict[str, Any]:
@@ -320,8 +335,8 @@ class Admin:
             now = self._db_now(conn)
             values["next_run_at"] = self._first_run(values, now)
             try:
-                row = conn.execute(self.q.insert_schedule, {**values, "name": name, "args": Jsonb(values["args"])}
-                                   ).fetchone()
+                row = one(conn.execute(self.q.insert_schedule,
+                                       {**values, "name": name, "args": Jsonb(values["args"])}))
             except psycopg.errors.UniqueViolation:
                 raise AdminError(f"schedule '{name}' already exists (use edit)") from None
             self._audit(conn, "create", "schedule", name, None, row)
@@ -357,8 +372,8 @@ class Admin:
                 now = self._db_now(conn)
                 self._record_unrun_slots(conn, before, now)
                 next_run_at = self._first_run(merged, now)
-            row = conn.execute(self.q.update_schedule, {
-                **merged, "id": before["id"], "args": Jsonb(merged["args"]), "next_run_at": next_run_at}).fetchone()
+            row = one(conn.execute(self.q.update_schedule, {
+                **merged, "id": before["id"], "args": Jsonb(merged["args"]), "next_run_at": next_run_at}))
             action = "edit"
             if set(changes) == {"enabled"}:
                 action = "resume" if merged["enabled"] else "pause"
@@ -402,9 +417,9 @@ class Admin:
                 raise NotFound(f"schedule '{name}' does not exist")
             if not before["enabled"]:
                 return before
-            row = conn.execute(self.q.update_schedule, {
+            row = one(conn.execute(self.q.update_schedule, {
                 **{k: before[k] for k in SCHEDULE_FIELDS}, "enabled": False, "id": before["id"],
-                "args": Jsonb(before["args"]), "next_run_at": before["next_run_at"]}).fetchone()
+                "args": Jsonb(before["args"]), "next_run_at": before["next_run_at"]}))
             self._audit(conn, "pause", "schedule", name, before,
                         {**row, "reason": f"its last {failures} slots failed (pause_after_failures)"})
             self._notify(conn, name)
@@ -432,10 +447,11 @@ class Admin:
             sc = conn.execute(self.q.get_schedule, {"name": name}).fetchone()
             if sc is None:
                 raise NotFound(f"schedule '{name}' does not exist")
-            job_id = conn.execute(self.q.enqueue_job, {
+            # No unique key: the insert cannot skip its row.
+            job_id: int = one(conn.execute(self.q.enqueue_job, {
                 "queue": sc["queue"], "task": sc["task"], "args": Jsonb(sc["args"]), "priority": sc["priority"],
                 "max_attempts": sc["max_attempts"], "timeout": sc["timeout_seconds"], "scheduled_at": None,
-                "unique_key": None, "schedule_id": sc["id"]}).fetchone()["id"]
+                "unique_key": None, "schedule_id": sc["id"]}))["id"]
             self._audit(conn, "run-now", "schedule", name, None, {"job_id": job_id})
         return job_id
 
@@ -454,7 +470,7 @@ class Admin:
             return conn.execute(self.q.list_slots_latest, {"schedule_id": schedule_id, "limit": limit}).fetchall()
 
     def backfill(self, name: str, *, start: datetime, end: datetime, dry_run: bool = False,
-                 overlap: str | None = None) -> dict[str, Any]:
+                 overlap: str | None = None) -> BackfillResult:
         """Create jobs for the slots in [start, end) that have none (no job, no ledger row): idempotent, so a
         second call creates nothing. Bounded by `Settings.backfill_max` slots (a larger range is refused).
         The schedule's overlap policy applies against its unfinished runs (`overlap` overrides it for this
@@ -492,7 +508,7 @@ class Admin:
             running, waiting = (unfinished["running"], unfinished["waiting"]) if unfinished else (0, 0)
             policy = overlap or sc["overlap"]
             planned = overlap_states(todo, policy, running, waiting)
-            result = {"schedule": name, "from": start, "to": end, "overlap": policy, "dry_run": dry_run,
+            result: BackfillResult = {"schedule": name, "from": start, "to": end, "overlap": policy, "dry_run": dry_run,
                       "slots": len(slots), "existing": len(slots) - len(todo),
                       "created": [p.slot for p in planned if p.state == "available"],
                       "skipped": [p.slot for p in planned if p.state == "skipped"]}
@@ -512,7 +528,8 @@ class Admin:
                 "skipped": len(result["skipped"]), "existing": result["existing"]})
         return result
 
-    def _split_ranges(self, conn: psycopg.Connection, ids: dict[str, Any], spec: Any, tz: Any) -> None:
+    def _split_ranges(self, conn: psycopg.Connection[DictRow], ids: dict[str, Any], spec: cron.CronSpec,
+                      tz: ZoneInfo) -> None:
         """Ledger ranges (missed, paused) overlapping [start, end) keep the parts outside it: the slots inside
         it get rows of their own from the backfill."""
         from pgjobs.scheduler import MISSED_COUNT_CAP, last_slots
@@ -588,8 +605,9 @@ class Admin:
 
     def count_schedules(self, search: str | None = None) -> int:
         with self._conn() as conn:
-            return conn.execute(self.q.count_schedules, {"search": f"%{search}%" if search else None}
-                                ).fetchone()["count"]
+            count: int = one(conn.execute(self.q.count_schedules,
+                                          {"search": f"%{search}%" if search else None}))["count"]
+            return count
 
     # ------------------------------------------------------------------ jobs
     def enqueue(self, task: str, args: Any = None, *, queue: str = "default", priority: int = 0,
@@ -637,7 +655,7 @@ class Admin:
         }
 
     @staticmethod
-    def _task(task: str) -> Any:
+    def _task(task: str) -> Task:
         ensure_builtins()
         v.task_name(task)
         try:
@@ -645,14 +663,18 @@ class Admin:
         except TaskError as exc:
             raise AdminError(str(exc), field="task") from None
 
-    def _insert_job(self, conn: psycopg.Connection, params: dict[str, Any]) -> int:
+    def _insert_job(self, conn: psycopg.Connection[Any], params: dict[str, Any]) -> int:
+        """Insert a job, or find the unfinished one holding its unique key; `conn` may be the caller's own,
+        with its own row factory (tuples or dicts)."""
         while True:
             row = conn.execute(self.q.enqueue_job, params).fetchone()
             if row is not None:
-                return row["id"] if isinstance(row, dict) else row[0]
+                job_id: int = row["id"] if isinstance(row, dict) else row[0]
+                return job_id
             existing = conn.execute(self.q.find_unique_job, {"unique_key": params["unique_key"]}).fetchone()
             if existing is not None:  # a duplicate: hand back the job that holds the key
-                return existing["id"] if isinstance(existing, dict) else existing[0]
+                held_by: int = existing["id"] if isinstance(existing, dict) else existing[0]
+                return held_by
 
     def enqueue_many(self, task: str, args_list: Iterable[Any], *, queue: str = "default", priority: int = 0,
                      max_attempts: int | None = None, timeout: float | None = None) -> int:
@@ -762,10 +784,11 @@ class Admin:
                                                "since": since})}
             estimate = conn.execute(self.q.job_count_estimate, {"table": f"{self.settings.schema}.jobs"}).fetchone()
             health = self._health(conn, since=self._db_now(conn) - timedelta(minutes=10))
-            revision = None
+            revision = None  # no version table, or an empty one (`alembic stamp base`): not migrated
             try:
                 with conn.transaction():
-                    revision = conn.execute(self.q.schema_revision).fetchone()["version_num"]
+                    version = conn.execute(self.q.schema_revision).fetchone()
+                    revision = version["version_num"] if version is not None else None
             except psycopg.Error:
                 pass
         # The leader is the worker whose liveness lock is held by the session that holds the leader lock, not
@@ -791,12 +814,12 @@ class Admin:
             **health,
         }
 
-    def _health(self, conn: psycopg.Connection, since: datetime) -> dict[str, Any]:
+    def _health(self, conn: psycopg.Connection[DictRow], since: datetime) -> dict[str, Any]:
         """Lag: per queue, how long the oldest due job has waited; how far enabled schedules are behind
         (a slot more than 5 s overdue means no leader is scheduling); cron slot lateness since `since`."""
         queues = conn.execute(self.q.queue_health).fetchall()
-        overdue = conn.execute(self.q.schedules_overdue, {"grace": 5.0}).fetchone()
-        lateness = conn.execute(self.q.recent_slot_lateness, {"since": since}).fetchone()
+        overdue = one(conn.execute(self.q.schedules_overdue, {"grace": 5.0}))
+        lateness = one(conn.execute(self.q.recent_slot_lateness, {"since": since}))
         horizon = conn.execute(self.q.horizon_holders, {
             "min_age": 0, "slot_xid_age": SLOT_XID_AGE, "limit": HORIZON_LIMIT, "query_chars": 200}).fetchall()
         warn = self.settings.horizon_warn_age
@@ -857,12 +880,12 @@ class Admin:
         username, client = username[:64], (client or "unknown")[:64]
         with self._conn() as conn:
             conn.execute(self.q.prune_signin_attempts)
-            attempt_id = conn.execute(self.q.insert_signin_attempt,
-                                      {"username": username, "client": client}).fetchone()["id"]
+            attempt_id: int = one(conn.execute(self.q.insert_signin_attempt,
+                                               {"username": username, "client": client}))["id"]
             conn.commit()
-            counts = conn.execute(self.q.signin_failures, {"username": username, "client": client,
-                                                           "window": SIGNIN_WINDOW, "id": attempt_id}).fetchone()
-            retry_at = None
+            counts = one(conn.execute(self.q.signin_failures, {"username": username, "client": client,
+                                                               "window": SIGNIN_WINDOW, "id": attempt_id}))
+            retry_at: datetime | None = None
             if counts["user_failures"] >= SIGNIN_USER_FAILURES:
                 retry_at = counts["user_retry_at"]
             if counts["client_failures"] >= SIGNIN_CLIENT_FAILURES:
@@ -936,11 +959,12 @@ class Admin:
             return conn.execute(self.q.recent_lateness, {
                 "since": since, "limit": _int_in("limit", limit, 1, 10_000)}).fetchall()
 
-    def _schedule_id(self, conn: psycopg.Connection, name: str) -> int:
+    def _schedule_id(self, conn: psycopg.Connection[DictRow], name: str) -> int:
         sc = conn.execute(self.q.get_schedule, {"name": name}).fetchone()
         if sc is None:
             raise NotFound(f"schedule '{name}' does not exist")
-        return sc["id"]
+        schedule_id: int = sc["id"]
+        return schedule_id
 
     def schedule_buckets(self, name: str, *, since: datetime, bucket_seconds: int,
                          cap: int = 20_000) -> list[dict[str, Any]]:
@@ -956,8 +980,8 @@ class Admin:
         """Totals over the newest `cap` runs since `since`; `capped` says the cap was reached."""
         cap = _int_in("cap", cap, 1, 1_000_000)
         with self._conn() as conn:
-            row = conn.execute(self.q.console_schedule_stats, {
-                "schedule_id": self._schedule_id(conn, name), "since": since, "cap": cap}).fetchone()
+            row = one(conn.execute(self.q.console_schedule_stats, {
+                "schedule_id": self._schedule_id(conn, name), "since": since, "cap": cap}))
         finished = row["completed"] + row["failed"]
         return {**row, "success_rate": row["completed"] / finished if finished else None,
                 "capped": row["total"] >= cap}

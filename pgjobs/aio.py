@@ -18,10 +18,12 @@ from typing import Any
 
 import psycopg
 from psycopg.rows import tuple_row
+from psycopg_pool import ConnectionPool
 
 from pgjobs import otel
 from pgjobs.admin import Admin, AdminError
 from pgjobs.config import Settings
+from pgjobs.rows import one_async
 
 
 async def _raw_async_connection(conn: Any) -> psycopg.AsyncConnection[Any]:
@@ -83,7 +85,7 @@ async def enqueue_many_async(task: str, args_list: Iterable[Any], *, conn: Any, 
     rows = admin._bulk_args(task, args_list)
     raw = await _raw_async_connection(conn)
     async with raw.cursor(row_factory=tuple_row) as cur:
-        now = (await (await cur.execute(admin.q.db_now)).fetchone())[0]
+        now = (await one_async(await cur.execute(admin.q.db_now)))[0]
         async with cur.copy(admin.q.copy_jobs) as copy:
             for text in rows:
                 await copy.write_row((base["queue"], task, text, base["priority"], base["max_attempts"], now,
@@ -97,7 +99,8 @@ class AsyncAdmin:
 
     _SYNC_ONLY = frozenset({"transaction", "as_user"})
 
-    def __init__(self, settings: Settings, *, actor: str | None = None, role: str = "admin", pool: Any = None):
+    def __init__(self, settings: Settings, *, actor: str | None = None, role: str = "admin",
+                 pool: ConnectionPool | None = None) -> None:
         self.admin = Admin(settings, actor=actor, role=role, pool=pool)
 
     def as_user(self, actor: str, role: str) -> AsyncAdmin:

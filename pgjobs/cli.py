@@ -15,7 +15,7 @@ import traceback
 from collections.abc import Sequence
 from datetime import date, datetime
 from decimal import Decimal
-from typing import Any
+from typing import Any, NoReturn
 
 import psycopg
 
@@ -114,7 +114,7 @@ def _schedule_options(p: argparse.ArgumentParser, required: bool) -> None:
 class _Parser(argparse.ArgumentParser):
     """argparse, with a usage error as one line and exit 2 like every other refusal (`--help` shows usage)."""
 
-    def error(self, message: str) -> Any:  # type: ignore[override]
+    def error(self, message: str) -> NoReturn:
         self.exit(2, f"pgjobs: error: {one_line(message)} (see {self.prog} --help)\n")
 
 
@@ -416,11 +416,11 @@ def cmd_schedule(args: argparse.Namespace, admin: Admin) -> int:
     elif a == "apply":
         from pgjobs import declarative
 
-        changes = declarative.apply_file(admin, args.file, prune=args.prune, dry_run=args.dry_run)
+        diff = declarative.apply_file(admin, args.file, prune=args.prune, dry_run=args.dry_run)
         if args.json:
-            _print_json({"dry_run": args.dry_run, "changes": [c.as_dict() for c in changes]})
+            _print_json({"dry_run": args.dry_run, "changes": [c.as_dict() for c in diff]})
         else:
-            print("\n".join(declarative.format_changes(changes, dry_run=args.dry_run)))
+            print("\n".join(declarative.format_changes(diff, dry_run=args.dry_run)))
     elif a == "import-pg-cron":
         from pgjobs import declarative
 

@@ -28,6 +28,7 @@ import yaml
 
 from pgjobs.admin import DEFAULTS, SCHEDULE_FIELDS, Admin, AdminError, validate_name, validate_schedule_fields
 from pgjobs.queries import queries
+from pgjobs.rows import one
 from pgjobs.tasks import TaskError, get_task
 from pgjobs.validation import ARGS_MAX_BYTES, echo
 
@@ -281,7 +282,8 @@ def read_pg_cron(admin: Admin) -> tuple[list[PgCronJob], str, str]:
     q = queries(admin.settings.schema)
     with psycopg.connect(admin.settings.require_database(), autocommit=True, connect_timeout=10,
                          application_name="pgjobs import-pg-cron") as conn:
-        present, database, user = conn.execute(q.pg_cron_present).fetchone()
+        row: tuple[bool, str, str] = one(conn.execute(q.pg_cron_present))
+        present, database, user = row
         if not present:
             raise AdminError(f"no pg_cron job table here: cron.job does not exist in database '{database}'")
         rows = conn.execute(q.pg_cron_jobs).fetchall()

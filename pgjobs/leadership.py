@@ -41,15 +41,27 @@ import select
 import threading
 import time
 from collections.abc import Callable
+from typing import TypedDict
 
 import psycopg
 
 from pgjobs.logs import Outage
 from pgjobs.queries import Queries
+from pgjobs.rows import one
 
 log = logging.getLogger("pgjobs.leadership")
 
-KEEPALIVES = {
+
+class Keepalives(TypedDict):
+    keepalives: int
+    keepalives_idle: int
+    keepalives_interval: int
+    keepalives_count: int
+    connect_timeout: int
+
+
+# libpq parameters of every connection that must notice a dead peer (`**KEEPALIVES` into psycopg.connect).
+KEEPALIVES: Keepalives = {
     "keepalives": 1,
     "keepalives_idle": 5,
     "keepalives_interval": 2,
@@ -160,7 +172,7 @@ class Leadership:
                 conn = self._conn
                 if conn is None or conn.closed:
                     raise psycopg.OperationalError("lock connection is closed")
-                held = conn.execute(self._q.holds_leader_lock, self._q.lock).fetchone()[0]
+                held: bool = one(conn.execute(self._q.holds_leader_lock, self._q.lock))[0]
         except psycopg.Error as exc:
             self._step_down(f"lock connection failed: {_first_line(exc)}")
             return False
@@ -213,7 +225,7 @@ class Leadership:
     def _campaign(self) -> None:
         conn = self._conn
         assert conn is not None
-        got = conn.execute(self._q.try_leader_lock, self._q.lock).fetchone()[0]
+        got = one(conn.execute(self._q.try_leader_lock, self._q.lock))[0]
         if not got:
             conn.execute(self._q.wait_leader_lock_settings, {**self._q.lock, "slice_ms": WAIT_SLICE_MS})
         while not got and not self._stop.is_set():
@@ -275,7 +287,7 @@ def pooled_reason(conn: psycopg.Connection, queries: Queries) -> str | None:
     the one that greeted us (poolers, PgBouncer among them, hand out their own BackendKeyData), or it changes
     between statements (transaction pooling).
     """
-    pids = {conn.execute(queries.backend_pid).fetchone()[0] for _ in range(3)}
+    pids = {one(conn.execute(queries.backend_pid))[0] for _ in range(3)}
     if len(pids) > 1:
         return "the server backend changes between statements"
     greeted = conn.info.backend_pid
@@ -298,7 +310,7 @@ def pooler_suspected(conn: psycopg.Connection, queries: Queries) -> str | None:
     reason = pooled_reason(conn, queries)
     if reason:
         return reason
-    server_port = conn.execute(queries.server_port).fetchone()[0]
+    server_port = one(conn.execute(queries.server_port))[0]
     client_port = conn.info.port
     if server_port is not None and client_port and int(client_port) != int(server_port):
         return f"connected to port {client_port}, the server listens on {server_port}"

@@ -27,15 +27,20 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import psycopg
+from psycopg_pool import ConnectionPool
 
 from pgjobs import telemetry
 from pgjobs.config import Settings
 from pgjobs.queries import Queries
+from pgjobs.rows import one
 from pgjobs.scheduler import Scheduler
 from pgjobs.storage import Rotator
+
+if TYPE_CHECKING:
+    from pgjobs.worker import Worker
 
 log = logging.getLogger("pgjobs.maintenance")
 
@@ -53,7 +58,7 @@ SETTLE_BATCH = 5000
 
 
 class LeaderDuties:
-    def __init__(self, pool: Any, queries: Queries, settings: Settings, worker: Any = None) -> None:
+    def __init__(self, pool: ConnectionPool, queries: Queries, settings: Settings, worker: Worker | None = None) -> None:
         self._pool = pool
         self._q = queries
         self._settings = settings
@@ -221,7 +226,7 @@ class LeaderDuties:
                 self.pause_failing(failed)
             if len(rows) < SETTLE_BATCH:
                 with self._pool.connection() as conn:
-                    self.pending = bool(conn.execute(self._q.pending_slots_exist).fetchone()[0])
+                    self.pending = bool(one(conn.execute(self._q.pending_slots_exist))[0])
                 return total
 
     def pause_failing(self, schedule_ids: list[int]) -> list[str]:

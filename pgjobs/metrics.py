@@ -30,6 +30,7 @@ from prometheus_client import (
     generate_latest,
 )
 from prometheus_client.core import GaugeMetricFamily
+from psycopg.rows import DictRow
 
 from pgjobs import telemetry
 from pgjobs.config import Settings
@@ -78,7 +79,8 @@ class DatabaseGauges:
         lag = GaugeMetricFamily("pgjobs_queue_lag_seconds",
                                 "How long the oldest due job of the queue has waited (0 when none).", labels=["queue"])
         empty = {"available": 0, "scheduled": 0, "running": 0, "lag": 0.0}
-        by_queue = {name: {"queue": name, **empty} for name in self._settings.queues}  # idle queues read 0
+        # idle queues read 0
+        by_queue: dict[str, DictRow] = {name: {"queue": name, **empty} for name in self._settings.queues}
         by_queue.update({q["queue"]: q for q in h["queues"]})
         for q in by_queue.values():
             for state in ("available", "scheduled", "running"):

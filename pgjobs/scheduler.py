@@ -23,8 +23,11 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
+from psycopg_pool import ConnectionPool
+
 from pgjobs import cron, telemetry
 from pgjobs.queries import Queries
+from pgjobs.rows import one
 
 log = logging.getLogger("pgjobs.scheduler")
 
@@ -120,9 +123,9 @@ def plan_slots(
     dropped = 0
     missed = None
     start = next_run_at
-    windowed = window is not None and now - next_run_at > timedelta(seconds=window)
-    if windowed:
-        start = now - timedelta(seconds=window)
+    windowed = False
+    if window is not None and now - next_run_at > timedelta(seconds=window):
+        windowed, start = True, now - timedelta(seconds=window)
     behind = now - start > timedelta(seconds=grace)
     if not behind:
         slots = cron.slots_between(spec, tz, start - timedelta(microseconds=1), now, limit=RECENT_LIMIT)
@@ -201,7 +204,7 @@ def _missed_reason(paused: bool, catchup: str, kept: int, window: float | None =
 class Scheduler:
     """Runs scheduling passes while this process leads. `wake` is set on schedule-change notifications."""
 
-    def __init__(self, pool: Any, queries: Queries, *, grace: float, batch: int = PASS_BATCH) -> None:
+    def __init__(self, pool: ConnectionPool, queries: Queries, *, grace: float, batch: int = PASS_BATCH) -> None:
         self._pool = pool
         self._batch = batch
         self._q = queries
@@ -232,7 +235,9 @@ class Scheduler:
             ids = [r[0] for r in rows]
             unfinished = {r[0]: (r[1], r[2]) for r in conn.execute(q.unfinished_by_schedule, {"ids": ids})}
             cols: dict[str, list[Any]] = {k: [] for k in ("schedule_id", "slot", "due", "state", "note")}
-            adv_ids, adv_next, adv_last = [], [], []
+            adv_ids: list[int] = []
+            adv_next: list[datetime] = []
+            adv_last: list[datetime | None] = []
             replace_ids: list[int] = []
             ranges: dict[str, list[Any]] = {k: [] for k in ("schedule_id", "first", "last", "count", "outcome",
                                                                "reason")}
@@ -268,11 +273,11 @@ class Scheduler:
                                 name, count if count is not None else f"more than {MISSED_COUNT_CAP}", first,
                                 last, "passed while it was paused" if paused else "missed (no leader ran them)",
                                 catchup)
-                    for key, value in (("schedule_id", sid), ("first", first), ("last", last), ("count", count),
-                                       ("outcome", "paused" if paused else "missed"),
-                                       ("reason", _missed_reason(paused, catchup, len(plan.slots),
-                                                                 window if plan.windowed else None))):
-                        ranges[key].append(value)
+                    for column, value in (("schedule_id", sid), ("first", first), ("last", last),
+                                          ("count", count), ("outcome", "paused" if paused else "missed"),
+                                          ("reason", _missed_reason(paused, catchup, len(plan.slots),
+                                                                    window if plan.windowed else None))):
+                        ranges[column].append(value)
                 if plan.replace:
                     replace_ids.append(sid)
                     replace_terminate.append(overlap == "terminate_previous")
@@ -335,7 +340,8 @@ class Scheduler:
     def seconds_until_due(self) -> float:
         """Seconds until the earliest enabled schedule is due, on the database's clock (0 if one is due)."""
         with self._pool.connection() as conn:
-            next_run_at, unplanned, now = conn.execute(self._q.next_wakeup).fetchone()
+            row: tuple[datetime | None, bool | None, datetime] = one(conn.execute(self._q.next_wakeup))
+            next_run_at, unplanned, now = row
             conn.rollback()
         if unplanned:
             return 0.0

@@ -33,13 +33,14 @@ import re
 import threading
 import time
 from datetime import UTC, datetime, timedelta
-from typing import Any
 
 import psycopg
+from psycopg_pool import ConnectionPool
 
 from pgjobs import queries as sqlq
 from pgjobs.config import Settings
 from pgjobs.queries import Queries
+from pgjobs.rows import one
 
 log = logging.getLogger("pgjobs.storage")
 
@@ -103,7 +104,7 @@ class SegmentCache:
 class Rotator:
     """The leader's storage duty: rotate, evacuate, reclaim the ring; create and retire history partitions."""
 
-    def __init__(self, pool: Any, q: Queries, settings: Settings) -> None:
+    def __init__(self, pool: ConnectionPool, q: Queries, settings: Settings) -> None:
         self._pool = pool
         self._q = q
         self._settings = settings
@@ -165,7 +166,7 @@ class Rotator:
             nxt = by_state.get("next", [])
             if open_ and nxt and (force or (open_[0][1] >= ROTATE_EVERY and nxt[0][1] >= ANNOUNCE)):
                 name = sqlq.qualified_name(self._q.schema, ring_name(open_[0][0]))
-                if force or conn.execute(self._q.segment_used, {"name": name}).fetchone()[0]:
+                if force or one(conn.execute(self._q.segment_used, {"name": name}))[0]:
                     conn.execute(self._q.set_segment_state, {"seg": open_[0][0], "state": "closed"})
                     conn.execute(self._q.set_segment_state, {"seg": nxt[0][0], "state": "open"})
                     nxt = []
@@ -217,7 +218,7 @@ class Rotator:
             hd = history_day(name)
             if hd:
                 days[hd[0]].append(hd[1])
-        today = conn.execute(self._q.db_day).fetchone()[0]
+        today = one(conn.execute(self._q.db_day))[0]
         return {cls: (min(d), max(d)) if d else (today, today) for cls, d in days.items()}
 
     def evacuate(self, conn: psycopg.Connection) -> None:
@@ -229,14 +230,14 @@ class Rotator:
         for seg, age in closed:
             if age < CLOSE_GRACE:
                 continue
-            unfinished = conn.execute(self._q.segment_unfinished, {"seg": seg, "cap": EVACUATE_MAX + 1},
-                                      prepare=False).fetchone()[0]
+            unfinished = one(conn.execute(self._q.segment_unfinished, {"seg": seg, "cap": EVACUATE_MAX + 1},
+                                          prepare=False))[0]
             if unfinished > EVACUATE_MAX:
                 continue
             if bounds is None:
                 bounds = self._history_bounds(conn)
             self._move_out(conn, seg, bounds)
-            if not conn.execute(self._q.segment_has_rows, {"seg": seg}, prepare=False).fetchone()[0]:
+            if not one(conn.execute(self._q.segment_has_rows, {"seg": seg}, prepare=False))[0]:
                 conn.execute(self._q.set_segment_state, {"seg": seg, "state": "reclaim"})
 
     def _move_out(self, conn: psycopg.Connection, seg: int, bounds: dict[str, tuple[int, int]]) -> int:
@@ -269,7 +270,7 @@ class Rotator:
                 with conn.transaction():
                     conn.execute(self._q.set_local_lock_timeout, {"ms": str(LOCK_TIMEOUT_MS)})
                     conn.execute(sqlq.lock_partition(self._q.schema, name))
-                    if conn.execute(self._q.segment_has_rows, {"seg": seg}, prepare=False).fetchone()[0]:
+                    if one(conn.execute(self._q.segment_has_rows, {"seg": seg}, prepare=False))[0]:
                         self._move_out(conn, seg, self._history_bounds(conn))
                     conn.execute(sqlq.truncate_partition(self._q.schema, name))
                     conn.execute(self._q.set_segment_state, {"seg": seg, "state": "free"})
@@ -287,7 +288,7 @@ class Rotator:
             hd = history_day(name)
             if hd:
                 existing.add(hd)
-        today = conn.execute(self._q.db_day).fetchone()[0]
+        today = one(conn.execute(self._q.db_day))[0]
         for cls, base in (("done", DONE_BASE), ("failed", FAILED_BASE)):
             for day in range(today - 1, today + DAYS_AHEAD + 1):
                 if (cls, day) in existing:

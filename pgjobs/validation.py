@@ -148,11 +148,11 @@ def count(value: Any, field: str = "count") -> int:
 def schedule_name(value: Any, field: str = "name") -> str:
     if isinstance(value, str) and not value.strip():
         raise fail(field, "schedule name is empty")
-    text(field, value, NAME_MAX)
-    if value != value.strip() or not _NAME_RE.match(value):
-        raise fail(field, f"schedule name {echo(value)}: use 1-{NAME_MAX} letters, digits, spaces or _ . : / @ + -, "
+    name = text(field, value, NAME_MAX)
+    if name != name.strip() or not _NAME_RE.match(name):
+        raise fail(field, f"schedule name {echo(name)}: use 1-{NAME_MAX} letters, digits, spaces or _ . : / @ + -, "
                           "starting with a letter or digit")
-    return value
+    return name
 
 
 def task_name(value: Any, field: str = "task") -> str:
@@ -184,10 +184,10 @@ def aware_time(field: str, value: Any) -> datetime:
         if len(value) > 64:
             raise fail(field, f"expected an ISO 8601 time, got {echo(value)}")
         try:
-            value = datetime.fromisoformat(value.strip())
+            when = datetime.fromisoformat(value.strip())
         except ValueError:
             raise fail(field, f"expected an ISO 8601 time like 2026-12-01T09:00:00+00:00, got {echo(value)}") from None
-        return value if value.tzinfo else value.replace(tzinfo=UTC)
+        return when if when.tzinfo else when.replace(tzinfo=UTC)
     if not isinstance(value, datetime):
         raise fail(field, f"expected a datetime or ISO 8601 text, got {type(value).__name__} {echo(value)}")
     if value.tzinfo is None:

@@ -60,6 +60,7 @@ from pgjobs.leadership import KEEPALIVES, Leadership, pooler_suspected, prepare_
 from pgjobs.logs import Outage
 from pgjobs.maintenance import LeaderDuties
 from pgjobs.queries import Queries, queries
+from pgjobs.rows import one
 from pgjobs.storage import PARKED, SegmentCache
 from pgjobs.tasks import (
     JobCancelled,
@@ -113,8 +114,15 @@ class EnginePool(ConnectionPool):
         super()._add_connection(attempt or _CappedBackoff(timeout=self.reconnect_timeout), growing)
 
 
+# The columns a claim returns (queries._claim_jobs' RETURNING), in ClaimedJob's field order.
+ClaimRow = tuple[int, str, str, dict[str, Any], int, int, float | None, int | None, datetime | None, datetime,
+                 datetime, int]
+
+
 @dataclass
 class ClaimedJob:
+    """A claimed job: the columns of a claim's RETURNING (`ClaimRow`, in order), then this process's own."""
+
     id: int
     queue: str
     task: str
@@ -339,20 +347,20 @@ class Worker:
         liveness lock, and make sure its row exists under the same id."""
         q = self.q
         if self.worker_id is None:
-            self.worker_id = conn.execute(q.register_worker, self._worker_params()).fetchone()[0]
+            self.worker_id = one(conn.execute(q.register_worker, self._worker_params()))[0]
         lock = q.worker_lock(self.worker_id)
-        if not conn.execute(q.try_worker_lock, lock).fetchone()[0]:
+        if not one(conn.execute(q.try_worker_lock, lock))[0]:
             # Our session from before a network cut, which the server has not noticed yet, still holds it.
             conn.execute(q.end_stale_worker_session, lock)
             deadline = time.monotonic() + 5
-            while not conn.execute(q.try_worker_lock, lock).fetchone()[0]:
+            while not one(conn.execute(q.try_worker_lock, lock))[0]:
                 if time.monotonic() > deadline:
                     raise psycopg.OperationalError(f"the liveness lock of worker {self.worker_id} is held by "
                                                    "another session")
                 time.sleep(0.05)
             log.warning("took the liveness lock of worker %s back from its previous session", self.worker_id)
         if self._joined:
-            inserted = conn.execute(q.rejoin_worker, {"id": self.worker_id, **self._worker_params()}).fetchone()[0]
+            inserted = one(conn.execute(q.rejoin_worker, {"id": self.worker_id, **self._worker_params()}))[0]
             if inserted:
                 dropped = self._forget_pending()
                 log.warning("worker %s had been declared dead (its session was gone); joined again under the same "
@@ -608,7 +616,7 @@ class Worker:
             params = {"queue": queues[0], "queues": list(queues), "limit": limit, "segs": self.segments.get(conn),
                       "worker_id": self.worker_id, "worker": self.name}
             try:
-                rows = conn.execute(self._claim_sql, params, prepare=False).fetchall()
+                rows: list[ClaimRow] = conn.execute(self._claim_sql, params, prepare=False).fetchall()
             except psycopg.errors.SerializationFailure:  # a row the leader moved out of a closed segment
                 rows = conn.execute(self._claim_sql, params, prepare=False).fetchall()
         now = time.monotonic()

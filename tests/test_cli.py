@@ -144,6 +144,17 @@ def test_unmigrated_database_says_run_migrate(capsys, empty_db_url) -> None:
     assert code == 2 and "run pgjobs migrate" in err and len(err.strip().splitlines()) == 1
 
 
+def test_status_of_a_database_whose_version_table_is_empty_says_not_migrated(capsys, db_url, db) -> None:
+    # `alembic stamp base` (or a hand-made schema) leaves the tables with an empty alembic_version: status
+    # reports no revision instead of failing on the missing row.
+    db.execute("DELETE FROM pgjobs.alembic_version")
+    code, out, err = _run(capsys, "--database-url", db_url, "status")
+    assert code == 0, err
+    assert "schema:   revision not migrated" in out
+    code, out, _ = _run(capsys, "--database-url", db_url, "status", "--json")
+    assert code == 0 and json.loads(out)["schema_revision"] is None
+
+
 def test_status_is_formatted_for_people_and_json_for_machines(capsys, db_url, db, workers) -> None:
     from conftest import wait_for
 

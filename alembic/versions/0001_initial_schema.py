@@ -19,6 +19,7 @@ depends_on = None
 
 def upgrade() -> None:
     schema = op.get_context().version_table_schema
+    assert schema is not None  # env.py always sets it: pgjobs' tables and history live in their own schema
     op.create_table('audit',
     sa.Column('id', sa.BigInteger(), sa.Identity(always=False), nullable=False),
     sa.Column('at', sa.DateTime(timezone=True), server_default=sa.text('now()'), nullable=False),
@@ -142,6 +143,7 @@ def _create_notify_trigger(schema: str) -> None:
 
 def downgrade() -> None:
     schema = op.get_context().version_table_schema
+    assert schema is not None  # env.py always sets it
     op.drop_index('ix_jobs_unique_key', table_name='jobs', schema=schema, postgresql_where=sa.text("unique_key IS NOT NULL AND state IN ('available', 'running')"))
     op.drop_index('ix_jobs_state_finished', table_name='jobs', schema=schema)
     op.drop_index('ix_jobs_schedule_unfinished', table_name='jobs', schema=schema, postgresql_where=sa.text("state IN ('available', 'running')"))

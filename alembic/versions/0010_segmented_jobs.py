@@ -75,6 +75,7 @@ OLD_INDEXES = [  # 0004's set
 
 def _q() -> tuple[str, str]:
     schema = op.get_context().version_table_schema
+    assert schema is not None  # env.py always sets it: pgjobs' tables and history live in their own schema
     return schema, op.get_bind().dialect.identifier_preparer.quote_schema(schema)
 
 
