@@ -381,7 +381,7 @@ class Admin:
             self._notify(conn, name)
         return row
 
-    def _record_unrun_slots(self, conn: psycopg.Connection, before: dict[str, Any], now: datetime) -> None:
+    def _record_unrun_slots(self, conn: psycopg.Connection[DictRow], before: dict[str, Any], now: datetime) -> None:
         """A new cron or timezone restarts the schedule from now: its old cron's slots that were due and not
         run (a pause, or no leader) would then leave no trace. They go into the slot ledger as one range,
         `paused` or `missed`, with the reason."""

@@ -577,7 +577,9 @@ class Worker:
             self._due_recheck.clear()
             try:
                 with self._pool().connection() as conn:
-                    due_in, since = conn.execute(self.q.next_due_in, {"queues": queues, "since": since}).fetchone()
+                    row: tuple[float | None, datetime] = one(
+                        conn.execute(self.q.next_due_in, {"queues": queues, "since": since}))
+                    due_in, since = row  # an aggregate's one row; its clock is never NULL
                 delay = 0.05
             except psycopg.Error:
                 due_in = None  # the runners' own retries report the outage
