@@ -369,6 +369,8 @@ def test_a_signed_in_session_survives_a_reload_until_signing_out(console_url: st
     page.get_by_role("option", name="Asia/Tokyo", exact=True).click()
     settled(page)
     page.wait_for_function("() => document.cookie.includes('pgjobs_console_session=')")
+    # The zone travels in the URL (?tz=), which the app's rerun updates after the choice: reload only then.
+    page.wait_for_function("() => new URLSearchParams(location.search).get('tz') === 'Asia/Tokyo'")
     page.reload()
     page.get_by_role("heading", name="Overview", exact=True).wait_for()
     settled(page)
