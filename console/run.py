@@ -20,10 +20,12 @@ import sys
 from pathlib import Path
 
 from console import auth, guard
+from pgjobs.config import ConfigError, normalize_database_url
 
 APP = Path(__file__).resolve().parent / "app.py"
 ROOT = APP.parent.parent
 INSECURE_ENV = "PGJOBS_CONSOLE_INSECURE"
+READ_URL_ENV = "PGJOBS_CONSOLE_READ_URL"  # a replica for the console's reads (console/ui.py admin())
 
 
 def is_loopback(address: str | None) -> bool:
@@ -75,6 +77,11 @@ def plan(argv: list[str], env: dict[str, str]) -> tuple[list[str], dict[str, str
             "hash-password`), bind to 127.0.0.1, or pass --insecure")
     if not (env.get("PGJOBS_DATABASE_URL") or env.get("DATABASE_URL")):
         raise SystemExit("pgjobs console: error: set PGJOBS_DATABASE_URL (or DATABASE_URL)")
+    if env.get(READ_URL_ENV, "").strip():
+        try:
+            normalize_database_url(env[READ_URL_ENV])
+        except ConfigError as exc:
+            raise SystemExit(f"pgjobs console: error: {READ_URL_ENV}: {exc}") from None
     if _option(args, "--server.headless") is None:
         args += ["--server.headless", "true"]
     if _option(args, "--client.toolbarMode") is None:  # no "Deploy" button or developer menu

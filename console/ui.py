@@ -24,9 +24,9 @@ import streamlit as st
 from psycopg_pool import ConnectionPool
 
 from console import auth, guard
-from console.run import INSECURE_ENV, is_loopback
+from console.run import INSECURE_ENV, READ_URL_ENV, is_loopback
 from pgjobs.admin import Admin, AdminError, describe_cron
-from pgjobs.config import ConfigError, Settings
+from pgjobs.config import ConfigError, Settings, normalize_database_url
 from pgjobs.tasks import ensure_builtins, import_modules, registered
 
 REFRESH_CHOICES = {"Off": None, "5 s": 5, "10 s": 10, "30 s": 30, "1 min": 60}
@@ -83,12 +83,27 @@ def task_names() -> list[str]:
     return sorted(_load_tasks(settings().imports))
 
 
+def read_url() -> str | None:
+    """PGJOBS_CONSOLE_READ_URL: a replica (streaming standby) for the console's reads, or None."""
+    raw = os.environ.get(READ_URL_ENV, "").strip()
+    if not raw:
+        return None
+    try:
+        return normalize_database_url(raw)
+    except ConfigError as exc:
+        raise ConfigError(f"{READ_URL_ENV}: {exc}") from None
+
+
 def admin() -> Admin:
-    """The admin API as the signed-in user (actor `console:<name>`, with that user's role)."""
+    """The admin API as the signed-in user (actor `console:<name>`, with that user's role). With
+    PGJOBS_CONSOLE_READ_URL set, its lists, history, stats, ledger and audit come from that replica; writes,
+    sign-in limits, a schedule read for an edit and leadership stay on the primary."""
     user = st.session_state["user"]
     s = settings()
     _load_tasks(s.imports)
-    return Admin(s, actor=f"console:{user['name']}", role=user["role"], pool=_pool(s.require_database()))
+    replica = read_url()
+    return Admin(s, actor=f"console:{user['name']}", role=user["role"], pool=_pool(s.require_database()),
+                 read_pool=_pool(replica) if replica else None)
 
 
 def is_admin() -> bool:

@@ -26,7 +26,7 @@ from psycopg_pool import ConnectionPool
 
 from pgjobs import cron, otel
 from pgjobs import validation as v
-from pgjobs.config import Settings
+from pgjobs.config import Settings, normalize_database_url
 from pgjobs.queries import Queries, queries
 from pgjobs.rows import one
 from pgjobs.states import CATCHUP_POLICIES, JOB_STATES, OVERLAP_ALIASES, OVERLAP_POLICIES
@@ -252,11 +252,39 @@ def _raw_connection(conn: Any) -> psycopg.Connection[Any]:
 
 
 # ---------------------------------------------------------------------- the API
+@contextmanager
+def _pooled(pool: ConnectionPool) -> Iterator[psycopg.Connection[DictRow]]:
+    """A pool's connection returning dicts for the block."""
+    with pool.connection() as pooled:
+        # psycopg types a connection's rows when it is made; this one returns dicts for the block.
+        conn = cast("psycopg.Connection[DictRow]", pooled)
+        conn.row_factory = dict_row
+        try:
+            yield conn
+        finally:
+            pooled.row_factory = psycopg.rows.tuple_row
+
+
+@contextmanager
+def _connect(conninfo: str, application_name: str) -> Iterator[psycopg.Connection[DictRow]]:
+    try:
+        conn = psycopg.connect(conninfo, row_factory=dict_row, connect_timeout=10, application_name=application_name)
+    except psycopg.OperationalError as exc:
+        raise AdminError(f"cannot connect to the database: {v.first_line(exc)}") from None
+    with conn:
+        yield conn
+
+
 class Admin:
     """Admin operations for one database. `role='viewer'` may read but not change anything."""
 
     def __init__(self, settings: Settings, *, actor: str | None = None, role: str = "admin",
-                 pool: ConnectionPool | None = None) -> None:
+                 pool: ConnectionPool | None = None, read_pool: ConnectionPool | None = None,
+                 read_url: str | None = None) -> None:
+        """`read_pool` / `read_url`: a replica (a streaming standby) for the reads marked `_read_conn` (lists,
+        history, stats, the ledger, the audit): the console's PGJOBS_CONSOLE_READ_URL. Writes, and the reads
+        that must be the primary's (a schedule read for an edit, leadership and liveness in `status`), go to
+        the primary."""
         if role not in ROLES:
             raise AdminError(f"role '{role}': use admin or viewer")
         self.settings = settings
@@ -264,10 +292,13 @@ class Admin:
         self.actor = actor or default_actor()
         self.role = role
         self._pool = pool
+        self._read_pool = read_pool
+        self._read_url = normalize_database_url(read_url) if read_url else None
         self._shared: psycopg.Connection[DictRow] | None = None  # set on the Admin handed out by transaction()
 
     def as_user(self, actor: str, role: str) -> Admin:
-        return Admin(self.settings, actor=actor, role=role, pool=self._pool)
+        return Admin(self.settings, actor=actor, role=role, pool=self._pool, read_pool=self._read_pool,
+                     read_url=self._read_url)
 
     @contextmanager
     def transaction(self) -> Iterator[Admin]:
@@ -281,25 +312,30 @@ class Admin:
 
     @contextmanager
     def _conn(self) -> Iterator[psycopg.Connection[DictRow]]:
+        """A connection to the primary: the shared transaction's, the pool's, or a new one."""
         if self._shared is not None:
             yield self._shared
             return
         if self._pool is not None:
-            with self._pool.connection() as pooled:
-                # psycopg types a connection's rows when it is made; this one returns dicts for the block.
-                conn = cast("psycopg.Connection[DictRow]", pooled)
-                conn.row_factory = dict_row
-                try:
-                    yield conn
-                finally:
-                    pooled.row_factory = psycopg.rows.tuple_row
+            with _pooled(self._pool) as conn:
+                yield conn
             return
-        try:
-            conn = psycopg.connect(self.settings.require_database(), row_factory=dict_row, connect_timeout=10,
-                                   application_name="pgjobs admin")
-        except psycopg.OperationalError as exc:
-            raise AdminError(f"cannot connect to the database: {v.first_line(exc)}") from None
-        with conn:
+        with _connect(self.settings.require_database(), "pgjobs admin") as conn:
+            yield conn
+
+    @contextmanager
+    def _read_conn(self) -> Iterator[psycopg.Connection[DictRow]]:
+        """A connection for a read that a replica may serve (`read_pool` / `read_url`), else the primary's.
+        Inside `transaction()` every read is the transaction's."""
+        if self._shared is None and self._read_pool is not None:
+            with _pooled(self._read_pool) as conn:
+                yield conn
+            return
+        if self._shared is None and self._read_url is not None:
+            with _connect(self._read_url, "pgjobs admin (replica reads)") as conn:
+                yield conn
+            return
+        with self._conn() as conn:
             yield conn
 
     def _require_admin(self) -> None:
@@ -462,7 +498,7 @@ class Admin:
         missed or paused slots is one row: `slot` (the first), `last_slot` and `slot_count` (None = more than
         the scheduler counts)."""
         limit = _int_in("limit", limit, 1, 100_000)
-        with self._conn() as conn:
+        with self._read_conn() as conn:
             schedule_id = self._schedule_id(conn, name)
             if since is not None:
                 return conn.execute(self.q.list_slots_since, {
@@ -561,7 +597,7 @@ class Admin:
         n = float(intervals if intervals is not None else self.settings.overdue_intervals)
         if not (math.isfinite(n) and 1 <= n <= 1000):
             raise AdminError(f"intervals: {n:g} is outside 1..1000")
-        with self._conn() as conn:
+        with self._read_conn() as conn:
             now = self._db_now(conn)
             rows = conn.execute(self.q.schedule_successes, {"limit": _int_in("limit", limit, 1, 100_000)}).fetchall()
         out = []
@@ -598,13 +634,13 @@ class Admin:
 
     def list_schedules(self, search: str | None = None, limit: int = 200, offset: int = 0) -> list[dict[str, Any]]:
         pattern = f"%{search}%" if search else None
-        with self._conn() as conn:
+        with self._read_conn() as conn:
             return conn.execute(self.q.list_schedules, {
                 "search": pattern, "limit": _int_in("limit", limit, 1, 10_000),
                 "offset": _int_in("offset", offset, 0, 10**9)}).fetchall()
 
     def count_schedules(self, search: str | None = None) -> int:
-        with self._conn() as conn:
+        with self._read_conn() as conn:
             count: int = one(conn.execute(self.q.count_schedules,
                                           {"search": f"%{search}%" if search else None}))["count"]
             return count
@@ -707,7 +743,7 @@ class Admin:
         return rows
 
     def get_job(self, job_id: int) -> dict[str, Any]:
-        with self._conn() as conn:
+        with self._read_conn() as conn:
             row = conn.execute(self.q.get_job, {"id": _int_in("job id", job_id, 1, 2**63 - 1)}).fetchone()
         if row is None:
             raise NotFound(f"job {job_id} does not exist")
@@ -720,7 +756,7 @@ class Admin:
         for s in states or []:
             if s not in JOB_STATES:
                 raise AdminError(f"state '{s}': use one of {', '.join(JOB_STATES)}")
-        with self._conn() as conn:
+        with self._read_conn() as conn:
             schedule_id = None
             if schedule:
                 sc = conn.execute(self.q.get_schedule, {"name": schedule}).fetchone()
@@ -845,7 +881,7 @@ class Admin:
             return self._health(conn, since=self._db_now(conn) - timedelta(minutes=10))
 
     def schedule_history(self, name: str, *, since: datetime, limit: int = 5000) -> list[dict[str, Any]]:
-        with self._conn() as conn:
+        with self._read_conn() as conn:
             sc = conn.execute(self.q.get_schedule, {"name": name}).fetchone()
             if sc is None:
                 raise NotFound(f"schedule '{name}' does not exist")
@@ -854,7 +890,7 @@ class Admin:
 
     def audit(self, *, limit: int = 100, entity_name: str | None = None, before_id: int | None = None
               ) -> list[dict[str, Any]]:
-        with self._conn() as conn:
+        with self._read_conn() as conn:
             return conn.execute(self.q.list_audit, {
                 "limit": _int_in("limit", limit, 1, 10_000), "entity_name": entity_name,
                 "before_id": before_id}).fetchall()
@@ -916,7 +952,7 @@ class Admin:
         `since` (default 7 days): success rate = completed / (completed + failed)."""
         if sort not in self.CONSOLE_SORTS:
             raise AdminError(f"sort '{sort}': use one of {', '.join(self.CONSOLE_SORTS)}")
-        with self._conn() as conn:
+        with self._read_conn() as conn:
             since = since or self._db_now(conn) - timedelta(days=7)
             return conn.execute(self.q.console_schedules, {
                 "search": f"%{search}%" if search else None, "enabled": enabled, "sort": sort,
@@ -924,7 +960,7 @@ class Admin:
                 "since": since, "runs": _int_in("runs", runs, 1, 10_000)}).fetchall()
 
     def schedule_names(self, search: str | None = None, limit: int = 1000) -> list[str]:
-        with self._conn() as conn:
+        with self._read_conn() as conn:
             rows = conn.execute(self.q.console_schedule_names, {
                 "search": f"%{search}%" if search else None, "limit": _int_in("limit", limit, 1, 10_000)})
             return [r["name"] for r in rows]
@@ -933,7 +969,7 @@ class Admin:
         """Jobs by state: exact while the table is small, else estimated from the planner's statistics
         (reltuples x the frequency of each state), so it never counts millions of rows."""
         table = f"{self.settings.schema}.jobs"
-        with self._conn() as conn:
+        with self._read_conn() as conn:
             size = conn.execute(self.q.console_jobs_size, {"table": table}).fetchone()
             if size is None or size["bytes"] <= self.EXACT_COUNT_MAX_BYTES:
                 counts = {r["state"]: r["count"] for r in conn.execute(self.q.job_counts)}
@@ -945,17 +981,17 @@ class Admin:
             return {"counts": counts, "exact": False, "total": max(size["reltuples"], 0)}
 
     def recent_failures(self, *, since: datetime, limit: int = 20) -> list[dict[str, Any]]:
-        with self._conn() as conn:
+        with self._read_conn() as conn:
             return conn.execute(self.q.console_recent_failures, {
                 "since": since, "limit": _int_in("limit", limit, 1, 1000)}).fetchall()
 
     def next_runs(self, limit: int = 10) -> list[dict[str, Any]]:
-        with self._conn() as conn:
+        with self._read_conn() as conn:
             return conn.execute(self.q.next_runs, {"limit": _int_in("limit", limit, 1, 1000)}).fetchall()
 
     def recent_lateness(self, *, since: datetime, limit: int = 200) -> list[dict[str, Any]]:
         """Recent cron runs with how late they started after their slot (seconds)."""
-        with self._conn() as conn:
+        with self._read_conn() as conn:
             return conn.execute(self.q.recent_lateness, {
                 "since": since, "limit": _int_in("limit", limit, 1, 10_000)}).fetchall()
 
@@ -970,7 +1006,7 @@ class Admin:
                          cap: int = 20_000) -> list[dict[str, Any]]:
         """Runs of a schedule per time bucket (outcomes, duration avg/p95, lateness) over the newest `cap`
         runs since `since`."""
-        with self._conn() as conn:
+        with self._read_conn() as conn:
             return conn.execute(self.q.console_schedule_buckets, {
                 "schedule_id": self._schedule_id(conn, name), "since": since,
                 "bucket": _int_in("bucket_seconds", bucket_seconds, 1, 86400 * 31),
@@ -979,7 +1015,7 @@ class Admin:
     def schedule_stats(self, name: str, *, since: datetime, cap: int = 20_000) -> dict[str, Any]:
         """Totals over the newest `cap` runs since `since`; `capped` says the cap was reached."""
         cap = _int_in("cap", cap, 1, 1_000_000)
-        with self._conn() as conn:
+        with self._read_conn() as conn:
             row = one(conn.execute(self.q.console_schedule_stats, {
                 "schedule_id": self._schedule_id(conn, name), "since": since, "cap": cap}))
         finished = row["completed"] + row["failed"]
