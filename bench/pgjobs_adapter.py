@@ -41,6 +41,7 @@ from pgjobs import Admin, Settings, migrations  # noqa: E402
 
 class PgjobsAdapter(Adapter):
     name = "pgjobs"
+    async_noop_task = "anoop"
 
     @classmethod
     def add_arguments(cls, parser: argparse.ArgumentParser) -> None:

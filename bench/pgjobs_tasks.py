@@ -1,4 +1,5 @@
-"""The harness's tasks for pgjobs: `noop`, `probe(sample)` and `tick` (the '1 second' schedule's task).
+"""The harness's tasks for pgjobs: `noop`, `anoop` (its async twin), `probe(sample)` and `tick` (the '1 second'
+schedule's task).
 
 Workers load this module with `python -m pgjobs worker --import pgjobs_tasks` (bench/ and bench/peers/ on
 PYTHONPATH); the adapter's client imports it too, because pgjobs refuses to enqueue an unregistered task.
@@ -19,6 +20,11 @@ from pgjobs import JobContext, task
 @task("noop")
 def noop() -> None:
     pass
+
+
+@task("anoop")
+async def anoop() -> None:
+    """The async drain's no-op (harness `--async-tasks`): run on the worker's event loop."""
 
 
 @task("probe")

@@ -41,6 +41,7 @@ CHANCY_PY = BENCH / ".venvs" / "chancy" / "bin" / "python"
 HEADLINE: dict[str, list[tuple[str, bool]]] = {
     "drain-p1": [("jobs_per_s", True)],
     "drain-p2": [("jobs_per_s", True)],
+    "drain-async": [("jobs_per_s", True)],
     "enqueue": [("bulk_jobs_per_s", True), ("single_jobs_per_s", True)],
     "latency": [("p50_ms", False), ("p99_ms", False)],
     "cron": [("late_p50_ms", False), ("late_p99_ms", False), ("missed", False)],
@@ -237,7 +238,7 @@ def ensure_plot_venv() -> Path | None:
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--repeat", type=int, default=3, help="runs of every (system, workload), cron and idle too")
-    ap.add_argument("--workloads", default="drain-p1,drain-p2,enqueue,latency,cron,idle",
+    ap.add_argument("--workloads", default="drain-p1,drain-p2,drain-async,enqueue,latency,cron,idle",
                     help="harness workloads (bench/peers/run_peers.py names)")
     ap.add_argument("--peers", help="comma-separated peers (default: all installed)")
     ap.add_argument("--no-setup", action="store_true", help="skip bench/peers/setup.sh")

@@ -9,6 +9,7 @@ The adapter says *how* to talk to its system (install schema, enqueue one, enque
 count unfinished jobs); this module says *what* is measured, identically for every system:
 
     drain     bulk-enqueue N no-op jobs, start P worker processes, time until none is unfinished
+              (`--async-tasks`: each system's `async def` no-op)
     enqueue   single enqueues (one call, one job) and one bulk enqueue, in jobs/s
     latency   one idle worker; enqueue a probe job, wait for it to start, repeat; pickup ms percentiles
     cron      a per-second periodic task for ~30 s; lateness percentiles, missed and doubled slots
@@ -82,6 +83,10 @@ class Adapter(abc.ABC):
     name: str = "?"
     #: Whether the system can schedule a periodic task every second.
     supports_second_cron: bool = True
+    #: The adapter's `async def` no-op task, for the async drain (`drain --async-tasks`). The peers' "noop"
+    #: already is one (procrastinate, PgQueuer, awa and chancy's async executor run coroutines); pgjobs runs
+    #: sync tasks on threads and async ones on an event loop, so it names a separate task.
+    async_noop_task: str = "noop"
 
     def __init__(self, args: argparse.Namespace) -> None:
         self.args = args
@@ -278,11 +283,13 @@ def db_name(dsn: str) -> str:
 
 async def workload_drain(adapter: Adapter, a: argparse.Namespace, res: Result, probe: str) -> None:
     n, procs = a.jobs, a.processes
+    task = adapter.async_noop_task if a.async_tasks else "noop"
+    res.metrics["task"] = task
     await adapter.open(a.dsn)
     try:
         t0 = time.perf_counter()
         for i in range(0, n, a.batch):
-            await adapter.enqueue_many("noop", [{} for _ in range(min(a.batch, n - i))])
+            await adapter.enqueue_many(task, [{} for _ in range(min(a.batch, n - i))])
         res.metrics["enqueue_s"] = round(time.perf_counter() - t0, 3)
     finally:
         await adapter.close()
@@ -549,6 +556,8 @@ def build_parser(adapter_cls: type[Adapter]) -> argparse.ArgumentParser:
     p.add_argument("--cron-grace", type=float, default=3.0, help="cron: wait after the last slot (s)")
     p.add_argument("--deadline", type=float, default=240.0, help="drain: give up after this many s")
     p.add_argument("--poll", type=float, default=0.05, help="drain: unfinished-count poll interval (s)")
+    p.add_argument("--async-tasks", action="store_true",
+                   help="drain: the adapter's async def no-op (Adapter.async_noop_task) instead of noop")
     p.add_argument("--mode", default="jobs", help=argparse.SUPPRESS)  # _worker only
     adapter_cls.add_arguments(p)
     return p

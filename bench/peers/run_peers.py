@@ -46,6 +46,7 @@ RESULTS = BENCH / "results"
 WORKLOADS: dict[str, tuple[str, list[str], int]] = {
     "drain-p1": ("drain", ["--processes", "1"], 300),
     "drain-p2": ("drain", ["--processes", "2"], 300),
+    "drain-async": ("drain", ["--processes", "1", "--async-tasks"], 300),
     "enqueue": ("enqueue", [], 180),
     "latency": ("latency", [], 180),
     "cron": ("cron", [], 120),
