@@ -487,7 +487,7 @@ class Admin:
             job_id: int = one(conn.execute(self.q.enqueue_job, {
                 "queue": sc["queue"], "task": sc["task"], "args": Jsonb(sc["args"]), "priority": sc["priority"],
                 "max_attempts": sc["max_attempts"], "timeout": sc["timeout_seconds"], "scheduled_at": None,
-                "unique_key": None, "schedule_id": sc["id"]}))["id"]
+                "unique_key": None, "schedule_id": sc["id"], "trace": None}))["id"]
             self._audit(conn, "run-now", "schedule", name, None, {"job_id": job_id})
         return job_id
 
@@ -655,6 +655,7 @@ class Admin:
         params.pop("args_text")
         if otel.tracing():
             with otel.enqueue_span(task, params["queue"]) as span:
+                params["trace"] = otel.trace_context()  # the send span's: the run links to it
                 job_id = self._enqueue(task, params, conn)
                 span.set_attribute("messaging.message.id", str(job_id))
                 return job_id
@@ -687,7 +688,7 @@ class Admin:
             "priority": v.priority(priority),
             "max_attempts": v.max_attempts(max_attempts if max_attempts is not None else (t.max_attempts or 3)),
             "timeout": v.timeout(timeout) if timeout is not None else t.timeout, "scheduled_at": scheduled_at,
-            "unique_key": v.unique_key(unique_key), "schedule_id": None,
+            "unique_key": v.unique_key(unique_key), "schedule_id": None, "trace": None,
         }
 
     @staticmethod
@@ -719,13 +720,14 @@ class Admin:
         self._require_admin()
         base = self._job_params(task, None, queue, priority, max_attempts, None, None, timeout, check=False)
         rows = self._bulk_args(task, args_list)
-        with self._conn() as conn:
-            now = self._db_now(conn)
-            with conn.cursor().copy(self.q.copy_jobs) as copy:
-                for text in rows:
-                    copy.write_row((base["queue"], task, text, base["priority"], base["max_attempts"], now,
-                                    base["timeout"]))
-            self._audit(conn, "enqueue-many", "job", task, None, {"count": len(rows)})
+        with otel.bulk_enqueue_span(task, base["queue"], len(rows)) as trace_text:
+            with self._conn() as conn:
+                now = self._db_now(conn)
+                with conn.cursor().copy(self.q.copy_jobs) as copy:
+                    for text in rows:
+                        copy.write_row((base["queue"], task, text, base["priority"], base["max_attempts"], now,
+                                        base["timeout"], trace_text))
+                self._audit(conn, "enqueue-many", "job", task, None, {"count": len(rows)})
         return len(rows)
 
     def _bulk_args(self, task: str, args_list: Iterable[Any]) -> list[str]:

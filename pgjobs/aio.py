@@ -57,6 +57,7 @@ async def enqueue_async(task: str, args: Any = None, *, conn: Any, settings: Set
     params.pop("args_text")
     if otel.tracing():
         with otel.enqueue_span(task, params["queue"]) as span:
+            params["trace"] = otel.trace_context()  # the send span's: the run links to it
             job_id = await _insert(admin, params, conn)
             span.set_attribute("messaging.message.id", str(job_id))
             return job_id
@@ -84,12 +85,13 @@ async def enqueue_many_async(task: str, args_list: Iterable[Any], *, conn: Any, 
     base = admin._job_params(task, None, queue, priority, max_attempts, None, None, timeout, check=False)
     rows = admin._bulk_args(task, args_list)
     raw = await _raw_async_connection(conn)
-    async with raw.cursor(row_factory=tuple_row) as cur:
-        now = (await one_async(await cur.execute(admin.q.db_now)))[0]
-        async with cur.copy(admin.q.copy_jobs) as copy:
-            for text in rows:
-                await copy.write_row((base["queue"], task, text, base["priority"], base["max_attempts"], now,
-                                      base["timeout"]))
+    with otel.bulk_enqueue_span(task, base["queue"], len(rows)) as trace_text:
+        async with raw.cursor(row_factory=tuple_row) as cur:
+            now = (await one_async(await cur.execute(admin.q.db_now)))[0]
+            async with cur.copy(admin.q.copy_jobs) as copy:
+                for text in rows:
+                    await copy.write_row((base["queue"], task, text, base["priority"], base["max_attempts"], now,
+                                          base["timeout"], trace_text))
     return len(rows)
 
 

@@ -200,7 +200,12 @@ class AsyncRunner:
         started = ctx.started
         outcome = "completed"
         deadline: asyncio.Timeout | None = None
-        span = otel.start_attempt(job) if otel.enabled else None  # current in this job's own task context
+        span = None
+        if otel.enabled:  # current in this job's own task context; a schedule's name is read once, off the loop
+            name = w.cached_schedule_name(job.schedule_id)
+            if name is None and job.schedule_id is not None:
+                name = await asyncio.to_thread(w.schedule_name, job.schedule_id)
+            span = otel.start_attempt(job, name)
         error: BaseException | None = None
         try:
             try:

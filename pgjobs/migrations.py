@@ -20,7 +20,7 @@ ROOT = Path(__file__).resolve().parent.parent
 # The revisions this code ships, oldest first. A worker checks the database against these at start-up
 # without importing Alembic and SQLAlchemy (about 0.3 s of its start); tests/test_migrations.py checks
 # them against Alembic's script directory, so a new migration cannot leave them behind.
-REVISIONS = ("0001", "0002", "0003", "0004", "0005", "0006", "0007", "0008", "0009", "0010", "0011")
+REVISIONS = ("0001", "0002", "0003", "0004", "0005", "0006", "0007", "0008", "0009", "0010", "0011", "0012")
 HEAD_REVISION = REVISIONS[-1]
 
 

@@ -11,15 +11,22 @@ Spans follow the messaging semantic conventions where they fit:
   `pgjobs.attempt`, `pgjobs.schedule_id`, `pgjobs.slot`, `pgjobs.outcome`; status ERROR with the exception
   recorded when the attempt failed or timed out. It is the current span while the task runs, so the task's own
   spans (HTTP clients, database drivers) are its children; for an async task, in the task's own context.
-- an enqueue: `send <queue>`, kind PRODUCER, `messaging.operation.type = "send"`, the job id once inserted.
-The W3C trace context is not stored with the job yet: a run's span does not link to its enqueue.
+- an enqueue: `send <queue>`, kind PRODUCER, `messaging.operation.type = "send"`, the job id once inserted
+  (a bulk enqueue: one span, `messaging.batch.message_count`). Its W3C trace context (`traceparent`,
+  `tracestate`; never baggage) is stored with the job (`jobs.trace_context`), and every attempt's span links
+  to it, across processes: from the run to the request that enqueued it. A job nobody traced (a cron slot,
+  an untraced caller) starts a trace of its own; a cron-born one names its schedule (`pgjobs.schedule`) and
+  slot.
 """
 
 from __future__ import annotations
 
+import contextlib
+import json
 import logging
 import os
 import sys
+from collections.abc import Iterator
 from typing import Any
 
 log = logging.getLogger("pgjobs.otel")
@@ -121,8 +128,9 @@ def disable() -> None:
     enabled, _tracer = False, None
 
 
-def start_attempt(job: Any) -> tuple[Any, Any]:
-    """Start the span of one attempt and make it current; returns what `end_attempt` needs."""
+def start_attempt(job: Any, schedule: str | None = None) -> tuple[Any, Any]:
+    """Start the span of one attempt and make it current; returns what `end_attempt` needs. `schedule`: the
+    name of a cron-born job's schedule (`pgjobs.schedule`)."""
     attrs = {
         "messaging.system": "pgjobs", "messaging.operation.type": "process", "messaging.operation.name": "process",
         "messaging.destination.name": job.queue, "messaging.message.id": str(job.id),
@@ -130,9 +138,12 @@ def start_attempt(job: Any) -> tuple[Any, Any]:
     }
     if job.schedule_id is not None:
         attrs["pgjobs.schedule_id"] = job.schedule_id
+    if schedule is not None:
+        attrs["pgjobs.schedule"] = schedule
     if job.slot is not None:
         attrs["pgjobs.slot"] = job.slot.isoformat()
-    span = _tracer.start_span(f"process {job.task}", kind=_trace.SpanKind.CONSUMER, attributes=attrs)
+    span = _tracer.start_span(f"process {job.task}", kind=_trace.SpanKind.CONSUMER, attributes=attrs,
+                              links=_links(job))
     token = _context.attach(_trace.set_span_in_context(span))
     return span, token
 
@@ -149,6 +160,51 @@ def end_attempt(started: tuple[Any, Any], outcome: str, exc: BaseException | Non
             span.record_exception(exc)
         span.set_status(_trace.Status(_trace.StatusCode.ERROR, outcome if exc is None else type(exc).__name__))
     span.end()
+
+
+# A stored trace context is a traceparent (55 characters) and a tracestate (at most 512 by the W3C spec);
+# anything larger is not a trace context this code wrote, and is not stored.
+TRACE_CONTEXT_MAX = 1024
+
+
+def trace_context() -> Any:
+    """The current span's W3C trace context as the jsonb to store with a job, or None."""
+    from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
+    from psycopg.types.json import Jsonb
+
+    carrier: dict[str, str] = {}
+    TraceContextTextMapPropagator().inject(carrier)
+    if not carrier.get("traceparent") or sum(len(k) + len(v) for k, v in carrier.items()) > TRACE_CONTEXT_MAX:
+        return None
+    return Jsonb(carrier)
+
+
+@contextlib.contextmanager
+def bulk_enqueue_span(task: str, queue: str, count: int) -> Iterator[str | None]:
+    """One `send` span for a bulk enqueue, when tracing; yields the trace context as COPY text (or None)."""
+    if not tracing():
+        yield None
+        return
+    with _tracer.start_as_current_span(f"send {queue}", kind=_trace.SpanKind.PRODUCER, attributes={
+            "messaging.system": "pgjobs", "messaging.operation.type": "send", "messaging.operation.name": "send",
+            "messaging.destination.name": queue, "pgjobs.task": task, "messaging.batch.message_count": count}):
+        stored = trace_context()
+        yield None if stored is None else json.dumps(stored.obj)
+
+
+def _links(job: Any) -> list[Any]:
+    """The link from an attempt's span to the span that enqueued the job, when one was stored."""
+    stored = getattr(job, "trace_context", None)
+    if not isinstance(stored, dict):
+        return []
+    from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
+
+    try:
+        ctx = TraceContextTextMapPropagator().extract({str(k): str(v) for k, v in stored.items()})
+        span_context = _trace.get_current_span(ctx).get_span_context()
+    except Exception:  # noqa: BLE001 - a malformed context must not fail the job
+        return []
+    return [_trace.Link(span_context, {"pgjobs.link": "enqueue"})] if span_context.is_valid else []
 
 
 def enqueue_span(task: str, queue: str) -> Any:

@@ -109,7 +109,7 @@ def _claim_jobs(queue_match: str, *, async_commit: bool = False) -> str:
         FROM next""" + (", commit_mode" if async_commit else "") + """
         WHERE j.seg = ANY(%(segs)s) AND j.id = next.id AND j.seg = next.seg
         RETURNING j.id, j.queue, j.task, j.args, j.attempt, j.max_attempts, j.timeout_seconds,
-                  j.schedule_id, j.slot, j.scheduled_at, j.started_at, j.seg"""
+                  j.schedule_id, j.slot, j.scheduled_at, j.started_at, j.seg, j.trace_context"""
 
 
 def _list_jobs_arm(rows: str, states: tuple[str, ...], *, read_all: bool = False) -> str:
@@ -583,9 +583,9 @@ TEMPLATES: dict[str, str] = {
     # ring's open segment.
     "enqueue_job": """
         INSERT INTO {s}.jobs (queue, task, args, priority, max_attempts, timeout_seconds, scheduled_at,
-                              unique_key, schedule_id, seg)
+                              unique_key, schedule_id, trace_context, seg)
         VALUES (%(queue)s, %(task)s, %(args)s, %(priority)s, %(max_attempts)s, %(timeout)s,
-                coalesce(%(scheduled_at)s, now()), %(unique_key)s, %(schedule_id)s,
+                coalesce(%(scheduled_at)s, now()), %(unique_key)s, %(schedule_id)s, %(trace)s,
                 CASE WHEN %(unique_key)s::text IS NOT NULL
                        OR %(scheduled_at)s::timestamptz > now() + 60 * interval '1 second'
                      THEN 0 ELSE {s}.open_seg() END)
@@ -596,7 +596,8 @@ TEMPLATES: dict[str, str] = {
         SELECT id FROM {s}.jobs
         WHERE seg = 0 AND unique_key = %(unique_key)s AND state IN ('available', 'running')""",
     "copy_jobs": """
-        COPY {s}.jobs (queue, task, args, priority, max_attempts, scheduled_at, timeout_seconds) FROM STDIN""",
+        COPY {s}.jobs (queue, task, args, priority, max_attempts, scheduled_at, timeout_seconds, trace_context)
+        FROM STDIN""",
     # ---------------------------------------------------------------- admin: schedules
     "insert_schedule": """
         INSERT INTO {s}.schedules (name, task, args, cron, timezone, enabled, queue, priority, max_attempts,
@@ -628,6 +629,8 @@ TEMPLATES: dict[str, str] = {
     "delete_schedule": "DELETE FROM {s}.schedules WHERE id = %(id)s",
     "get_schedule_for_update": "SELECT " + _SCHEDULE_COLUMNS + " FROM {s}.schedules WHERE name = %(name)s FOR UPDATE",
     "get_schedule": "SELECT " + _SCHEDULE_COLUMNS + " FROM {s}.schedules WHERE name = %(name)s",
+    # A traced worker names a cron-born run's schedule in its span (cached per schedule id).
+    "schedule_name": "SELECT name FROM {s}.schedules WHERE id = %(id)s",
     "list_schedules": """
         SELECT sc.id, sc.name, sc.task, sc.args, sc.cron, sc.timezone, sc.enabled, sc.queue, sc.priority,
                sc.max_attempts, sc.timeout_seconds, sc.catchup, sc.catchup_max, sc.overlap, sc.description,
@@ -1091,6 +1094,7 @@ class Statements:
     delete_schedule: str
     get_schedule_for_update: str
     get_schedule: str
+    schedule_name: str
     list_schedules: str
     count_schedules: str
     notify_schedules_changed: str

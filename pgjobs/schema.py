@@ -146,6 +146,8 @@ def build_metadata(schema: str = "pgjobs") -> MetaData:
         # A backfill's `--overlap` for its jobs (migration 0011): true runs them beside the schedule's other
         # runs, false one at a time; NULL follows the schedule's policy.
         Column("overlap_allow", Boolean, nullable=True),
+        # The enqueuer's W3C trace context (migration 0012), when it was traced: the run's span links to it.
+        Column("trace_context", JSONB, nullable=True),
         # The partition: 0 parked, 1..99 the ring of hot segments, 100000/200000 + day finished jobs
         # (pgjobs/storage.py). Part of the primary key, as a partitioned table requires.
         Column("seg", Integer, primary_key=True, server_default=text(f"{schema}.open_seg()")),

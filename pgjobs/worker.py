@@ -54,7 +54,7 @@ from psycopg.types.json import Jsonb, JsonbLoader
 from psycopg_pool import ConnectionPool
 from psycopg_pool.base import AttemptWithBackoff
 
-from pgjobs import __version__, otel, telemetry
+from pgjobs import __version__, otel, otel_metrics, telemetry
 from pgjobs.config import Settings
 from pgjobs.leadership import KEEPALIVES, Leadership, pooler_suspected, prepare_session
 from pgjobs.logs import Outage
@@ -82,6 +82,7 @@ MAX_BATCH = 128          # most jobs one runner claims at once
 # fall back to one round trip per job (the drain rate falls to about a third).
 FAST_JOB = 0.02
 HOLD_LIMIT = 0.25        # claimed jobs waiting behind a slow job longer than this are released
+SCHEDULE_NAMES_MAX = 100_000  # schedule names a traced worker keeps
 SUPERVISE_EVERY = 0.1
 # Reconnecting: the pool tries a lost connection again after 0.1 s, doubling up to POOL_RECONNECT_MAX_DELAY, for
 # as long as it takes (an outage of any length); a thread whose statement failed retries after at most
@@ -116,7 +117,7 @@ class EnginePool(ConnectionPool):
 
 # The columns a claim returns (queries._claim_jobs' RETURNING), in ClaimedJob's field order.
 ClaimRow = tuple[int, str, str, dict[str, Any], int, int, float | None, int | None, datetime | None, datetime,
-                 datetime, int]
+                 datetime, int, dict[str, str] | None]
 
 
 @dataclass
@@ -135,6 +136,7 @@ class ClaimedJob:
     scheduled_at: datetime
     started_at: datetime       # when it was claimed (database clock)
     seg: int = PARKED          # the partition its row is in (storage.py); the leader may move it to parked
+    trace_context: dict[str, str] | None = None  # the enqueuer's W3C trace context, if it was traced
     claimed: float = 0.0       # when it was claimed (this process's monotonic clock)
     waited: float = 0.0        # seconds between claim and start, added to started_at when recorded
 
@@ -176,6 +178,8 @@ class Worker:
         self.q: Queries = queries(settings.schema)
         self._claim_sql = self.claim_statement()
         self.segments = SegmentCache(self.q)
+        self._schedule_names: dict[int, str] = {}  # traced runs name their schedule (schedule_name)
+        self._otel_metrics: otel_metrics.OtelMetrics | None = None
         self.host = socket.gethostname()
         self.pid = os.getpid()
         self.name = f"{self.host}:{self.pid}"
@@ -219,6 +223,9 @@ class Worker:
         import_modules(self.settings.imports)
         if otel.configure_from_env():
             log.info("OpenTelemetry tracing on: one span per job attempt")
+        self._otel_metrics = otel_metrics.configure_from_env(self)
+        if self._otel_metrics is not None:
+            log.info("OpenTelemetry metrics on: the Prometheus metrics' twins (pgjobs.*)")
         if self._install_signals:
             signal.signal(signal.SIGTERM, self._on_signal)
             signal.signal(signal.SIGINT, self._on_signal)
@@ -316,6 +323,8 @@ class Worker:
         if self.leadership:
             self.leadership.close()  # the liveness lock goes last: nothing of ours is left to rescue
         self._done_event.set()
+        if self._otel_metrics is not None:
+            self._otel_metrics.close()  # the last export, while the pool still answers its gauges
         if self.pool:
             self.pool.close(timeout=2)
         log.info("worker %s stopped", self.name)
@@ -686,6 +695,28 @@ class Worker:
     def _connect_for_task(self) -> Any:
         return self._pool().connection()
 
+    def cached_schedule_name(self, schedule_id: int | None) -> str | None:
+        return self._schedule_names.get(schedule_id) if schedule_id is not None else None
+
+    def schedule_name(self, schedule_id: int | None) -> str | None:
+        """A schedule's name for a traced run's span: read once per schedule id (names never change), None
+        when it cannot be read (the span then carries the id alone)."""
+        if schedule_id is None:
+            return None
+        name = self._schedule_names.get(schedule_id)
+        if name is None:
+            try:
+                with self._pool().connection() as conn:
+                    row = conn.execute(self.q.schedule_name, {"id": schedule_id}).fetchone()
+            except psycopg.Error:
+                return None
+            if row is None:
+                return None
+            name = str(row[0])
+            if len(self._schedule_names) < SCHEDULE_NAMES_MAX:
+                self._schedule_names[schedule_id] = name
+        return name
+
     def _set_backend(self, job_id: int, pid: int | None) -> None:
         try:
             with self._pool().connection() as conn:
@@ -706,7 +737,7 @@ class Worker:
             self._running[job.id] = (job, ctx)
         runner.current, runner.current_since = (job, ctx), started
         outcome = "completed"
-        span = otel.start_attempt(job) if otel.enabled else None
+        span = otel.start_attempt(job, self.schedule_name(job.schedule_id)) if otel.enabled else None
         error: BaseException | None = None
         try:
             task = get_task(job.task)

@@ -42,11 +42,14 @@ def claim(conn: psycopg.Connection, segs: list[int], limit: int = 100) -> list[t
                                        "worker_id": 1, "worker": "w"}, prepare=False).fetchall()
 
 
+SEG = 11  # a claim row's column of the job's segment (worker.ClaimRow)
+
+
 def complete(conn: psycopg.Connection, rows: list[tuple]) -> int:
     n = len(rows)
     return conn.execute(q.complete_jobs, {
-        "ids": [r[0] for r in rows], "attempts": [r[4] for r in rows], "segs": [r[-1] for r in rows],
-        "in_segs": sorted({r[-1] for r in rows}), "waited": [0.0] * n, "seconds": [0.0] * n,
+        "ids": [r[0] for r in rows], "attempts": [r[4] for r in rows], "segs": [r[SEG] for r in rows],
+        "in_segs": sorted({r[SEG] for r in rows}), "waited": [0.0] * n, "seconds": [0.0] * n,
         "results": [None] * n, "worker_id": 1}, prepare=False).rowcount
 
 
@@ -120,7 +123,7 @@ def test_leftovers_of_a_closed_segment_move_to_parked_and_keep_working(admin: Ad
     with db.transaction():
         assert [r[0] for r in claim(db, [0, 2, 3])] == [waiting]
     assert complete(db, rows) == 0, "not in the segment it was claimed from"
-    assert complete(db, [(*rows[0][:-1], 0)]) == 1, "found in parked"
+    assert complete(db, [(*rows[0][:SEG], 0, *rows[0][SEG + 1:])]) == 1, "found in parked"
 
 
 def test_a_repeatable_read_reader_postpones_reclaim_without_blocking_claims(admin: Admin, db: psycopg.Connection,
