@@ -12,9 +12,11 @@
 from __future__ import annotations
 
 import os
+import queue
 import signal
 import subprocess
 import sys
+import threading
 import time
 import uuid
 from collections.abc import Callable, Iterator
@@ -65,30 +67,69 @@ def job_state(db: psycopg.Connection, job_id: int) -> str:
     return db.execute("SELECT state FROM pgjobs.jobs WHERE id = %s", (job_id,)).fetchone()[0]
 
 
-_COPY_STRATEGY: list[str] = []
-
-
-def _copy_strategy(conn: psycopg.Connection) -> str:
-    """How CREATE DATABASE copies the template: FILE_COPY on a server without fsync (the hermetic test
-    server: 0.05 s a database instead of 0.19 s with PostgreSQL 15's default WAL_LOG, paid by every test),
-    else WAL_LOG (with fsync on, FILE_COPY's checkpoints cost more)."""
-    if not _COPY_STRATEGY:
-        fsync = conn.execute("SHOW fsync").fetchone()[0]
-        version = conn.info.server_version
-        _COPY_STRATEGY.append("FILE_COPY" if fsync == "off" and version >= 150000 else "")
-    return _COPY_STRATEGY[0]
-
-
 def _create_database(name: str, template: str | None = None) -> None:
     from psycopg import sql
 
     stmt = sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name))
+    if template:
+        stmt = sql.SQL("CREATE DATABASE {} TEMPLATE {}").format(sql.Identifier(name), sql.Identifier(template))
     with psycopg.connect(server_url(), autocommit=True) as conn:
-        if template:
-            stmt = sql.SQL("CREATE DATABASE {} TEMPLATE {}").format(sql.Identifier(name), sql.Identifier(template))
-            if _copy_strategy(conn):
-                stmt = sql.SQL("{} STRATEGY {}").format(stmt, sql.SQL(_copy_strategy(conn)))
         conn.execute(stmt)
+
+
+class _ReadyDatabases:
+    """Migrated databases copied from the template ahead of the tests that take them, by one thread.
+
+    A copy of the template (a thousand relations: the ring segments and history partitions with their
+    indexes) takes 0.1-1 s; most tests take less than that themselves, so the copies are made while the
+    tests before them run, AHEAD at a time. A test that finds none ready waits for the next (or, if the
+    maker failed, makes its own). Only this thread and `take` touch the template, never at once with a
+    connection to it: CREATE DATABASE refuses a template in use.
+    """
+
+    AHEAD = 4
+
+    def __init__(self, template: str) -> None:
+        self._template = template
+        self._ready: queue.Queue[str] = queue.Queue()
+        self._want = threading.Semaphore(self.AHEAD)
+        self._stop = threading.Event()
+        self._error: BaseException | None = None
+        self._thread = threading.Thread(target=self._make, name="ready-databases", daemon=True)
+        self._thread.start()
+
+    def _make(self) -> None:
+        while True:
+            self._want.acquire()
+            if self._stop.is_set():
+                return
+            name = f"pgjobs_t_{uuid.uuid4().hex[:12]}"
+            try:
+                _create_database(name, template=self._template)
+            except BaseException as exc:  # noqa: BLE001 - reported by take(), which then makes its own
+                self._error = exc
+                return
+            self._ready.put(name)
+
+    def take(self) -> str:
+        while self._error is None:
+            try:
+                name = self._ready.get(timeout=1)
+            except queue.Empty:
+                continue
+            self._want.release()
+            return name
+        self._thread.join()
+        name = f"pgjobs_t_{uuid.uuid4().hex[:12]}"
+        _create_database(name, template=self._template)
+        return name
+
+    def close(self) -> None:
+        self._stop.set()
+        self._want.release()
+        self._thread.join(60)
+        while not self._ready.empty():
+            drop_database(self._ready.get())
 
 
 def drop_database(name: str) -> None:
@@ -106,7 +147,12 @@ def template_db() -> Iterator[str]:
     _create_database(TEMPLATE)
     migrations.upgrade(Settings.load(database_url=server_url(TEMPLATE)))
     yield TEMPLATE
+    if _READY:
+        _READY.pop().close()
     drop_database(TEMPLATE)
+
+
+_READY: list[_ReadyDatabases] = []
 
 
 @pytest.fixture
@@ -120,9 +166,10 @@ def empty_db_url() -> Iterator[str]:
 
 @pytest.fixture
 def db_url(template_db: str) -> Iterator[str]:
-    """A fresh database at the latest migration."""
-    name = f"pgjobs_t_{uuid.uuid4().hex[:12]}"
-    _create_database(name, template=template_db)
+    """A fresh database at the latest migration (made ahead, while the tests before it ran)."""
+    if not _READY:
+        _READY.append(_ReadyDatabases(template_db))
+    name = _READY[0].take()
     yield server_url(name)
     drop_database(name)
 
