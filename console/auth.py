@@ -142,6 +142,45 @@ def authenticate(users: Mapping[str, User], name: str, password: str) -> User | 
     return user if verify_password(password, user.password_hash) else None
 
 
+# ---------------------------------------------------------------------- single sign-on (OIDC, st.login)
+OIDC_ROLES_ENV = "PGJOBS_CONSOLE_OIDC_ROLES"
+_EMAIL_RE = re.compile(r"^[^\s@:,]{1,64}@[^\s@:,]{1,190}$")
+_DOMAIN_RE = re.compile(r"^\*@[^\s@:,*]{1,190}$")
+
+
+def load_oidc_roles(env: Mapping[str, str] | None = None) -> list[tuple[str, str]]:
+    """PGJOBS_CONSOLE_OIDC_ROLES: comma-separated `email:role` or `*@domain:role` rules, first match wins. Set,
+    the console offers single sign-on through Streamlit's `st.login` (the provider is configured in the
+    `[auth]` section of Streamlit's secrets). Raises AuthConfigError naming the bad rule."""
+    env = os.environ if env is None else env
+    rules: list[tuple[str, str]] = []
+    for entry in (e.strip() for e in env.get(OIDC_ROLES_ENV, "").split(",")):
+        if not entry:
+            continue
+        pattern, _, role = entry.rpartition(":")
+        pattern, role = pattern.strip().lower(), role.strip()
+        if not pattern:
+            raise AuthConfigError(f"{OIDC_ROLES_ENV}: expected comma-separated email:role or *@domain:role rules")
+        if role not in ROLES:
+            raise AuthConfigError(f"{OIDC_ROLES_ENV}: role '{role[:40]}' for '{pattern[:80]}': use admin or viewer")
+        if not (_EMAIL_RE.match(pattern) or _DOMAIN_RE.match(pattern)):
+            raise AuthConfigError(f"{OIDC_ROLES_ENV}: '{pattern[:80]}': use an email address or *@domain")
+        rules.append((pattern, role))
+    return rules
+
+
+def oidc_role(rules: list[tuple[str, str]], email: str | None, verified: bool | None = True) -> str | None:
+    """The role of a signed-in provider account by its email (first matching rule), or None. An email the
+    provider says is not verified never matches."""
+    if not email or verified is False:
+        return None
+    email = email.strip().lower()
+    for pattern, role in rules:
+        if pattern == email or (pattern.startswith("*@") and email.endswith(pattern[1:])):
+            return role
+    return None
+
+
 # ---------------------------------------------------------------------- the session cookie
 SESSION_COOKIE = "pgjobs_console_session"
 SESSION_SECRET_ENV = "PGJOBS_CONSOLE_SESSION_SECRET"

@@ -58,6 +58,7 @@ def plan(argv: list[str], env: dict[str, str]) -> tuple[list[str], dict[str, str
     args = [a for a in args if a not in ("--insecure", "--token")]
     try:
         users = auth.load_users(env)
+        sso = auth.load_oidc_roles(env)
     except auth.AuthConfigError as exc:
         raise SystemExit(f"pgjobs console: error: {exc}") from None
     try:
@@ -70,7 +71,7 @@ def plan(argv: list[str], env: dict[str, str]) -> tuple[list[str], dict[str, str
     if address is None:
         address = "127.0.0.1"
         args += ["--server.address", address]
-    if not users and not is_loopback(address) and not insecure:
+    if not users and not sso and not is_loopback(address) and not insecure:
         raise SystemExit(
             f"pgjobs console: error: refusing to listen on '{address}' without sign-in; configure users "
             "(PGJOBS_CONSOLE_USERS or PGJOBS_CONSOLE_ADMIN_PASSWORD_HASH, see `python -m console "

@@ -151,16 +151,19 @@ def require_user() -> dict[str, str]:
         return st.session_state["user"]
     try:
         users = auth.load_users()
+        sso = auth.load_oidc_roles()
     except auth.AuthConfigError as exc:
         show_error(exc)
         st.stop()
+    if sso and _sso_account() is not None and not st.session_state.get("_signed_out"):
+        return _sso_user(sso)  # (after Sign out, until the browser's logout round trip drops the identity)
     if users and not st.session_state.get("_signed_out"):
         cookies = getattr(st.context, "cookies", None) or {}
         user = auth.read_session(cookies.get(auth.SESSION_COOKIE), users, auth.session_key(users), time.time())
         if user is not None:
             st.session_state["user"] = {"name": user.name, "role": user.role}
             return st.session_state["user"]
-    if not users:
+    if not users and not sso:
         if os.environ.get(INSECURE_ENV) == "1" or is_loopback(st.get_option("server.address")):
             st.session_state["user"] = {"name": "local", "role": "admin"}
             return st.session_state["user"]
@@ -170,6 +173,11 @@ def require_user() -> dict[str, str]:
         st.stop()
     _write_session_cookie()
     st.title("pgjobs console")
+    if sso and st.button("Sign in with single sign-on", key="sso_sign_in", type="primary"):
+        st.session_state.pop("_signed_out", None)
+        st.login()  # to the provider of Streamlit's [auth] secrets, and back through /oauth2callback
+    if not users:
+        st.stop()
     with st.form("sign_in"):
         name = st.text_input("User", key="sign_in_user")
         password = st.text_input("Password", type="password", key="sign_in_password")
@@ -195,6 +203,35 @@ def require_user() -> dict[str, str]:
             st.session_state["_session_cookie"] = "set"
             st.rerun()
     st.stop()
+
+
+def _sso_account() -> dict[str, Any] | None:
+    """The provider account signed in through `st.login` (Streamlit keeps it in its own signed, HttpOnly
+    cookie), or None."""
+    account = getattr(st, "user", None)
+    if account is None or not account.get("is_logged_in"):
+        return None
+    return {"email": account.get("email"), "verified": account.get("email_verified")}
+
+
+def _sso_user(rules: list[tuple[str, str]]) -> dict[str, str]:
+    """Sign in the provider's account with the role its email maps to (PGJOBS_CONSOLE_OIDC_ROLES), recorded
+    and audited like a password sign-in; an account with no role is refused and offered a sign-out."""
+    account = _sso_account() or {}
+    email = str(account.get("email") or "")
+    role = auth.oidc_role(rules, email, account.get("verified"))
+    gate, client = _signin_admin(), client_address()
+    ok, started = attempt("sign-in", gate.begin_signin, email or "(no email)", client)
+    if ok:
+        run("sign-in", gate.finish_signin, started[0], email or "(no email)", client, role is not None)
+    if role is None:
+        why = "its email is not verified" if account.get("verified") is False else "PGJOBS_CONSOLE_OIDC_ROLES gives it none"
+        show_error(f"The account '{email or 'without an email'}' has no role in this console ({why}).")
+        if st.button("Sign out", key="sso_sign_out"):
+            st.logout()
+        st.stop()  # (after st.logout too: the browser leaves for /auth/logout)
+    st.session_state["user"] = {"name": email, "role": role, "sso": "1"}
+    return st.session_state["user"]
 
 
 def _write_session_cookie() -> None:
@@ -229,10 +266,14 @@ def _signin_admin() -> Admin:
 
 
 def sign_out() -> None:
+    sso = st.session_state.get("user", {}).get("sso")
     for key in list(st.session_state.keys()):
         del st.session_state[key]
     st.session_state["_signed_out"] = True  # this session's handshake still carries the old cookie
     st.session_state["_session_cookie"] = "clear"
+    if sso:
+        st.logout()  # ends Streamlit's identity cookie too: the browser goes to /auth/logout, then back
+        st.stop()  # not st.rerun(): a rerun could drop the redirect st.logout queued
 
 
 # ---------------------------------------------------------------------- sidebar: timezone, refresh

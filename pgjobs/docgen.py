@@ -32,6 +32,7 @@ The console answers only to the loopback names, its bound address and `PGJOBS_CO
 (comma-separated host names; a request with any other Host or Origin gets 403: `console/guard.py`);
 `PGJOBS_CONSOLE_TOKEN` (or `python -m console --token`) also requires a Jupyter-style token in the URL;
 `PGJOBS_CONSOLE_SESSION_SECRET` signs the sign-in cookie (default: derived from the users' hashes);
+`PGJOBS_CONSOLE_OIDC_ROLES` (`email:role,*@domain:role`) offers single sign-on through Streamlit's `st.login`;
 `PGJOBS_CONSOLE_READ_URL` sends the console's lists, charts, stats, ledger and audit reads to a replica
 (writes, sign-in and status stay on the primary; console/README.md).
 `PGJOBS_ALEMBIC_INI` points `pgjobs migrate` and the worker's schema check at `alembic.ini` when pgjobs is

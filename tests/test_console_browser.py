@@ -55,10 +55,11 @@ class Consoles:
     def __init__(self, db_url: str, tmp_path: Path) -> None:
         self.db_url, self.tmp_path, self.procs = db_url, tmp_path, []
 
-    def start(self, users: str | None = None, **extra_env: str) -> str:
+    def start(self, users: str | None = None, *, args: tuple[str, ...] = (), port: int | None = None,
+              **extra_env: str) -> str:
         from conftest import wait_for
 
-        port = free_port()
+        port = port or free_port()
         env = {**os.environ, "PGJOBS_DATABASE_URL": self.db_url, **extra_env}
         for var in ("PGJOBS_CONSOLE_INSECURE", "PGJOBS_CONSOLE_USERS", "PGJOBS_CONSOLE_ADMIN_PASSWORD_HASH",
                     "PGJOBS_CONSOLE_VIEWER_PASSWORD_HASH"):
@@ -68,7 +69,7 @@ class Consoles:
         log_path = self.tmp_path / f"console-{port}.log"
         log = log_path.open("wb")
         proc = subprocess.Popen([sys.executable, "-m", "console", "--server.port", str(port),
-                                 "--server.fileWatcherType", "none"], cwd=ROOT, env=env, stdout=log,
+                                 "--server.fileWatcherType", "none", *args], cwd=ROOT, env=env, stdout=log,
                                 stderr=subprocess.STDOUT)
         self.procs.append((proc, log))
         url = f"http://127.0.0.1:{port}"
