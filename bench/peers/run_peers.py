@@ -54,7 +54,7 @@ WORKLOADS: dict[str, tuple[str, list[str], int]] = {
 }
 # Extra runs of an installed peer with other adapter options: name -> (peer, adapter args, workloads).
 VARIANTS: dict[str, tuple[str, list[str], set[str]]] = {
-    "pgqueuer-psycopg": ("pgqueuer", ["--driver", "psycopg"], {"drain-p1", "drain-p2", "enqueue"}),
+    "pgqueuer-psycopg": ("pgqueuer", ["--driver", "psycopg"], {"drain-p1", "drain-p2", "drain-async", "enqueue"}),
 }
 # Long workloads whose repeats default to --repeat-long (they vary little between runs).
 LONG = {"cron", "idle"}
@@ -292,6 +292,7 @@ def summarize(runs: list[dict]) -> dict:
 HEADLINE = {
     "drain-p1": ["jobs_per_s", "seconds"],
     "drain-p2": ["jobs_per_s", "seconds"],
+    "drain-async": ["jobs_per_s", "seconds"],
     "enqueue": ["single_jobs_per_s", "bulk_jobs_per_s"],
     "latency": ["p50_ms", "p95_ms", "p99_ms"],
     "cron": ["late_p50_ms", "late_p99_ms", "missed", "doubled", "unsupported"],
@@ -458,6 +459,7 @@ def print_summary(report: dict) -> None:
 TABLE = {
     "drain P=1 jobs/s": [("drain-p1", "jobs_per_s")],
     "drain P=2 jobs/s": [("drain-p2", "jobs_per_s")],
+    "drain async P=1 jobs/s": [("drain-async", "jobs_per_s")],
     "enqueue single / bulk jobs/s": [("enqueue", "single_jobs_per_s"), ("enqueue", "bulk_jobs_per_s")],
     "pickup p50 / p95 / p99 ms": [("latency", "p50_ms"), ("latency", "p95_ms"), ("latency", "p99_ms")],
     "cron late p50 / p99 ms": [("cron", "late_p50_ms"), ("cron", "late_p99_ms")],
